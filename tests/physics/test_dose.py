@@ -356,17 +356,6 @@ def test_density_from_hu_linear_and_torch() -> None:
 # ---------------------------------------------------------------- sphere model
 
 
-def _sphere_s_value_available() -> bool:
-    try:
-        from ludl.physics import kernels
-    except ImportError:
-        return False
-    return hasattr(kernels, "sphere_s_value_mgy_per_mbq_s")
-
-
-@pytest.mark.skipif(
-    not _sphere_s_value_available(), reason="ludl.physics.kernels.sphere_s_value_mgy_per_mbq_s not there yet"
-)
 def test_sphere_model_dose() -> None:
     from ludl.physics.kernels import sphere_s_value_mgy_per_mbq_s
 
