@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
-    "LudlError",
-    "InputError",
-    "FitError",
-    "KernelError",
-    "GeometryError",
     "DicomError",
-    "UnitsError",
+    "FitError",
+    "GeometryError",
+    "InputError",
+    "KernelError",
+    "LudlError",
     "ManifestError",
+    "UnitsError",
 ]
 
 

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -24,11 +24,11 @@ import numpy.typing as npt
 from ludl.errors import InputError
 
 __all__ = [
-    "Nuclide",
-    "get_nuclide",
-    "decay_factor",
-    "decay_correct",
     "J_PER_MEV",
+    "Nuclide",
+    "decay_correct",
+    "decay_factor",
+    "get_nuclide",
 ]
 
 J_PER_MEV = 1.602176634e-13  # CODATA 2018, exact by SI definition of e
@@ -108,7 +108,7 @@ class Nuclide:
         return decay_factor(time_h, self.half_life_h)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_icrp107(canonical: str) -> dict[str, Any]:
     root = resources.files("icrp107_database") / "icrp107"
     path = root / f"{canonical}.json"
@@ -140,7 +140,7 @@ def _lines(emissions: dict[str, Any], *kinds: str) -> npt.NDArray[np.float64]:
     return np.asarray(rows, dtype=np.float64).reshape(-1, 2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_nuclide(name: str) -> Nuclide:
     """Return decay data for a nuclide name such as ``"Lu-177"`` (also ``"177Lu"``, ``"lu177"``)."""
     canonical = _canonical_name(name)

@@ -1,0 +1,406 @@
+"""DICOM Segmentation (SEG) write and read through highdicom: one BINARY segment per region name.
+
+Writing needs the source images the labels were drawn on, because a SEG is a derived object that inherits their
+patient, study and Frame of Reference:
+
+- preferred: the source series (CT slices, or one multi-frame image) as pydicom Datasets, file paths or a folder;
+- otherwise a `Volume` (or mapping) carrying ``FrameOfReferenceUID``/``StudyInstanceUID`` in its meta: ludl then
+  synthesises one header-only source instance (never written to disk) so that highdicom can build the object. The
+  SEG's geometry always comes from the label `Volume` itself (highdicom's volume-based construction), so labels need
+  not lie on the source grid; the SEG then references a source instance that exists nowhere — viewers align it via
+  the Frame of Reference, which is what matters for dosimetry.
+
+Segment labels are the region names (DESIGN.md "Public names"); categories/types use SNOMED CT codes where ludl
+knows the organ, "Tissue" otherwise. Reading returns a label `Volume` whose values are the segment numbers, or the
+caller's own label values when a name → value mapping is given.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ludl.errors import DicomError, GeometryError, InputError
+from ludl.imaging.volume import Volume
+from ludl.io.atomic import atomic_write
+from ludl.io.rtdose import new_uid, reference_attributes
+
+__all__ = ["read_seg", "segment_codes", "write_seg"]
+
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+# Region name stem → pydicom.sr.codedict SCT keyword (DESIGN.md region names; laterality stays in the label).
+_ORGAN_CODES = {
+    "kidney": "Kidney",
+    "parotid": "ParotidGland",
+    "submandibular": "SubmandibularGland",
+    "lacrimal": "LacrimalGland",
+    "liver": "Liver",
+    "spleen": "Spleen",
+    "bladder": "UrinaryBladderStructure",
+    "red_marrow": "BoneMarrow",
+    "body": "EntireBody",
+}
+
+
+def segment_codes(name: str) -> tuple[Any, Any]:
+    """(category, type) SNOMED CT codes for a region name: organ codes, lesion → Lesion, unknown → Tissue."""
+    from pydicom.sr.codedict import codes
+
+    stem = name.removesuffix("_left").removesuffix("_right")
+    if stem.startswith("lesion"):
+        return codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Lesion
+    if stem in _ORGAN_CODES:
+        return codes.SCT.AnatomicalStructure, getattr(codes.SCT, _ORGAN_CODES[stem])
+    return codes.SCT.Tissue, codes.SCT.Tissue
+
+
+def _names_mapping(names: Mapping[str, int] | Sequence[str]) -> dict[str, int]:
+    if isinstance(names, Mapping):
+        mapping = {str(k): int(v) for k, v in names.items()}
+    else:
+        mapping = {str(n): i + 1 for i, n in enumerate(names)}
+    if not mapping:
+        raise InputError("names is empty; give at least one region name (→ label value) to write")
+    if any(v <= 0 for v in mapping.values()):
+        raise InputError(f"label values must be positive (0 is background), got {mapping}")
+    if len(set(mapping.values())) != len(mapping):
+        raise InputError(f"two region names share one label value in {mapping}")
+    return mapping
+
+
+def _load_sources(reference: Any) -> list[Any]:
+    import pydicom
+
+    if isinstance(reference, str | os.PathLike):
+        folder = Path(reference)
+        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
+        reference = files
+    if isinstance(reference, pydicom.Dataset):
+        return [reference]
+    datasets = []
+    for item in reference:
+        if isinstance(item, pydicom.Dataset):
+            datasets.append(item)
+            continue
+        try:
+            datasets.append(pydicom.dcmread(item, stop_before_pixels=True))
+        except Exception as exc:
+            if isinstance(reference, list) and len(reference) > 1 and Path(item).parent.is_dir():
+                continue  # a non-DICOM file inside a series folder
+            raise DicomError(f"source image {item} is not readable DICOM ({exc})") from exc
+    if not datasets:
+        raise DicomError(f"no DICOM source images found in {reference!r:.80}; pass the series the labels belong to")
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        raise DicomError(f"source images come from {len(series)} series; pass the one series the labels were drawn on")
+    return datasets
+
+
+def _synthetic_source(labels: Volume, ref: Mapping[str, Any], uid_seed: str | None, date: str) -> Any:
+    """A header-only source instance (not written) for labels with no DICOM source."""
+    import pydicom
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = _SECONDARY_CAPTURE
+    ds.SOPInstanceUID = new_uid(uid_seed, "seg-synthetic-source")
+    ds.SeriesInstanceUID = new_uid(uid_seed, "seg-synthetic-source-series")
+    ds.StudyInstanceUID = ref.get("StudyInstanceUID") or new_uid(uid_seed, "study")
+    ds.FrameOfReferenceUID = ref.get("FrameOfReferenceUID") or new_uid(uid_seed, "frame-of-reference")
+    ds.Modality = "OT"
+    ds.PatientName = ref.get("PatientName", "")
+    ds.PatientID = ref.get("PatientID", "")
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyDate = ref.get("StudyDate", date)
+    ds.StudyTime = ref.get("StudyTime", "000000")
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.Rows, ds.Columns = labels.shape[1], labels.shape[2]
+    ds.PositionReferenceIndicator = ""
+    # highdicom needs a patient-coordinate source: give it the labels' first plane.
+    ds.ImagePositionPatient = [float(v) for v in labels.origin_xyz_mm]
+    ds.ImageOrientationPatient = [float(v) for v in (*labels.direction[:, 0], *labels.direction[:, 1])]
+    ds.PixelSpacing = [float(labels.spacing_zyx_mm[1]), float(labels.spacing_zyx_mm[2])]
+    ds.SliceThickness = float(labels.spacing_zyx_mm[0])
+    return ds
+
+
+def _with_functional_groups(ds: Any) -> Any:
+    """A header copy of a multi-frame NM image with the geometry highdicom looks for, synthesised.
+
+    NM keeps position and orientation in DetectorInformationSequence and steps frames by the (signed)
+    SpacingBetweenSlices along the plane normal (PS3.3 C.8.4.15); highdicom reads multi-frame geometry from the
+    Shared/Per-frame Functional Groups of enhanced objects, so those are built from the NM attributes. The file on
+    disk is untouched; only the SEG's references point at this instance.
+    """
+    import pydicom
+
+    has_groups = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
+    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if has_groups or (n_frames == 1 and "ImagePositionPatient" in ds):
+        return ds
+    detectors = ds.get("DetectorInformationSequence") or [ds]
+    where = detectors[0] if "ImagePositionPatient" in detectors[0] else ds
+    if "ImagePositionPatient" not in where or "ImageOrientationPatient" not in where or "PixelSpacing" not in ds:
+        raise DicomError(
+            "the source image has no ImagePositionPatient/ImageOrientationPatient/PixelSpacing (root, functional "
+            "groups or DetectorInformationSequence); pass the CT series or a Volume carrying the Frame of Reference"
+        )
+    position = np.asarray([float(v) for v in where.ImagePositionPatient])
+    orientation = [float(v) for v in where.ImageOrientationPatient]
+    normal = np.cross(orientation[:3], orientation[3:])
+    step = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 0)
+    if step == 0 and n_frames > 1:
+        raise DicomError("multi-frame source without SpacingBetweenSlices or SliceThickness; cannot place its frames")
+    header = copy.deepcopy(ds)
+    measures = pydicom.Dataset()
+    measures.PixelSpacing = ds.PixelSpacing
+    measures.SliceThickness = getattr(ds, "SliceThickness", None) or abs(step)
+    if step:
+        measures.SpacingBetweenSlices = abs(step)
+    plane = pydicom.Dataset()
+    plane.ImageOrientationPatient = orientation
+    shared = pydicom.Dataset()
+    shared.PixelMeasuresSequence = [measures]
+    shared.PlaneOrientationSequence = [plane]
+    header.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for k in range(n_frames):
+        item = pydicom.Dataset()
+        plane_position = pydicom.Dataset()
+        plane_position.ImagePositionPatient = [float(v) for v in position + k * step * normal]
+        item.PlanePositionSequence = [plane_position]
+        frames.append(item)
+    header.PerFrameFunctionalGroupsSequence = frames
+    return header
+
+
+def _hd_volume(labels_compact: np.ndarray, labels: Volume, frame_of_reference_uid: str) -> Any:
+    import highdicom as hd
+
+    # highdicom's affine maps (slice, row, column) indices to LPS mm: columns are the z, y, x axes of our Volume.
+    affine = np.eye(4)
+    dz, dy, dx = labels.spacing_zyx_mm
+    affine[:3, 0] = labels.direction[:, 2] * dz
+    affine[:3, 1] = labels.direction[:, 1] * dy
+    affine[:3, 2] = labels.direction[:, 0] * dx
+    affine[:3, 3] = labels.origin_xyz_mm
+    return hd.Volume(labels_compact, affine, "PATIENT", frame_of_reference_uid=frame_of_reference_uid)
+
+
+def write_seg(
+    labels: Volume,
+    path: str | os.PathLike[str],
+    reference: Any,
+    names: Mapping[str, int] | Sequence[str],
+    *,
+    deidentify: bool = True,
+    patient_id: str | None = None,
+    uid_seed: str | None = None,
+    timestamp: _dt.datetime | None = None,
+    series_description: str = "ludl segmentation",
+    series_number: int = 901,
+) -> Path:
+    """Write a label map as a DICOM SEG (BINARY, one segment per name), atomically.
+
+    Args:
+        labels: integer label map (unit ``"label"``) or boolean mask (unit ``"mask"``; one name).
+        path: destination file.
+        reference: source series (Datasets, file paths, or a folder) — preferred — or a Volume/mapping carrying
+            ``FrameOfReferenceUID``/``StudyInstanceUID`` (see module docstring).
+        names: region name → label value, or a list of names for values 1, 2, …; segment i+1 is the i-th name.
+        deidentify: write no patient name, ID or birth date (only `patient_id`, a pseudonym, if given).
+        patient_id: pseudonym written as PatientID and PatientName.
+        uid_seed: derive every new UID from this string (with a fixed `timestamp`: byte-identical reruns).
+        timestamp: content/series date and time (default: now).
+        series_description: SeriesDescription.
+        series_number: SeriesNumber.
+
+    Returns:
+        The destination path.
+    """
+    import highdicom as hd
+    import pydicom
+
+    if labels.unit not in ("label", "mask"):
+        raise InputError(f"write_seg needs a label map (unit 'label' or 'mask'), got unit {labels.unit!r}")
+    mapping = _names_mapping(names)
+    array = np.asarray(labels.array)
+    if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+        raise InputError(f"label map must hold integers, got dtype {array.dtype}")
+    when = timestamp or _dt.datetime.now()
+    date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    if isinstance(reference, Volume | Mapping):
+        ref = reference_attributes(reference)
+        sources = [_synthetic_source(labels, ref, uid_seed, date)]
+    elif reference is None:
+        sources = [_synthetic_source(labels, reference_attributes(labels), uid_seed, date)]
+    else:
+        sources = _load_sources(reference)
+        if len(sources) == 1:
+            sources = [_with_functional_groups(sources[0])]
+    frame_uid = str(getattr(sources[0], "FrameOfReferenceUID", ""))
+    if not frame_uid:
+        raise DicomError("the source images carry no FrameOfReferenceUID; a SEG cannot be placed without one")
+    own_frame = labels.meta.get("FrameOfReferenceUID")
+    if own_frame and str(own_frame) != frame_uid:
+        raise GeometryError(
+            f"labels belong to Frame of Reference {own_frame} but the source images to {frame_uid}; "
+            "pass the series the labels were drawn on"
+        )
+    # Compact the caller's label values to segment numbers 1..n (highdicom's label-map style).
+    lut_size = int(max(int(array.max(initial=0)), max(mapping.values()))) + 1
+    lut = np.zeros(lut_size, dtype=np.uint16)
+    for number, value in enumerate(mapping.values(), start=1):
+        lut[value] = number
+    clipped = np.clip(array.astype(np.int64), 0, lut_size - 1)
+    compact = lut[clipped].astype(np.uint8 if len(mapping) < 256 else np.uint16)
+    descriptions = []
+    for number, name in enumerate(mapping, start=1):
+        category, kind = segment_codes(name)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=name[:64],
+                segmented_property_category=category,
+                segmented_property_type=kind,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+            )
+        )
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=_hd_volume(compact, labels, frame_uid),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=new_uid(uid_seed, "seg-series"),
+        series_number=int(series_number),
+        sop_instance_uid=new_uid(uid_seed, "seg-sop"),
+        instance_number=1,
+        manufacturer="ludl",
+        manufacturer_model_name="ludl",
+        software_versions="ludl",
+        device_serial_number="0",
+        series_description=series_description[:64],
+        # Empty planes are left out (a whole-body CT × 20 regions would otherwise be hundreds of MB); an all-empty
+        # map keeps its planes because a SEG needs at least one frame.
+        omit_empty_frames=bool(compact.any()),
+    )
+    _finish(seg, deidentify=deidentify, patient_id=patient_id, uid_seed=uid_seed, date=date, time=time)
+    with atomic_write(path, suffix=".dcm") as tmp:
+        pydicom.dcmwrite(tmp, seg, enforce_file_format=True)
+    return Path(path)
+
+
+def _finish(seg: Any, *, deidentify: bool, patient_id: str | None, uid_seed: str | None, date: str, time: str) -> None:
+    """De-identify and pin the dates/UIDs highdicom chose itself, so a seeded write is reproducible."""
+    if deidentify:
+        seg.PatientName = patient_id or ""
+        seg.PatientID = patient_id or ""
+        seg.PatientBirthDate = ""
+        seg.PatientSex = ""
+        seg.PatientIdentityRemoved = "YES"
+        seg.DeidentificationMethod = "ludl: no patient name, ID or birth date; new UIDs"
+        for key in ("IssuerOfPatientID", "OtherPatientIDsSequence", "PatientAge", "PatientWeight", "PatientSize"):
+            if key in seg:
+                delattr(seg, key)
+        # Study-level identifiers as in write_rtdose: the Study UID stays (it links the SEG to its images).
+        seg.AccessionNumber = ""
+        seg.ReferringPhysicianName = ""
+        seg.StudyID = ""
+        seg.StudyDate, seg.StudyTime = date, time
+    elif patient_id:
+        seg.PatientName = patient_id
+        seg.PatientID = patient_id
+    for key in ("ContentDate", "SeriesDate", "InstanceCreationDate"):
+        if key in seg:
+            setattr(seg, key, date)
+    for key in ("ContentTime", "SeriesTime", "InstanceCreationTime"):
+        if key in seg:
+            setattr(seg, key, time)
+    for item in seg.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = date + time
+    if uid_seed is not None and "DimensionOrganizationSequence" in seg:
+        fixed = new_uid(uid_seed, "seg-dimension-organization")
+        for item in seg.DimensionOrganizationSequence:
+            item.DimensionOrganizationUID = fixed
+        for item in seg.get("DimensionIndexSequence", []):
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = fixed
+
+
+def read_seg(
+    path: str | os.PathLike[str], grid: Volume | None = None, *, names: Mapping[str, int] | None = None
+) -> tuple[Volume, dict[str, int]]:
+    """Read a DICOM SEG as a label `Volume` plus its region name → label value mapping.
+
+    Args:
+        path: SEG file.
+        grid: optional Volume whose grid the labels are resampled onto (nearest neighbour). Without it the volume
+            spans only the planes that hold a segment (empty planes are not stored); pass the source grid (e.g. the
+            CT) to get its full extent.
+        names: optional region name → label value to use in the output (e.g. the cohort's ``labels``);
+            segments whose label is not in it raise `DicomError`. Default: the segment numbers.
+
+    Raises:
+        DicomError: not a SEG, overlapping segments, or a segment label missing from `names`.
+    """
+    import highdicom as hd
+
+    src = Path(path)
+    try:
+        seg = hd.seg.segread(src)
+    except Exception as exc:
+        raise DicomError(f"{src} is not a readable DICOM SEG ({exc})") from exc
+    numbers = {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
+    try:
+        hd_volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint16)
+    except Exception as exc:
+        raise DicomError(
+            f"{src}: segments could not be combined into one label map ({exc}); overlapping segments are not "
+            "supported — split them into one SEG per structure"
+        ) from exc
+    affine = np.asarray(hd_volume.affine, dtype=np.float64)
+    array = np.asarray(hd_volume.array)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    direction = np.column_stack([affine[:3, 2] / spacing[2], affine[:3, 1] / spacing[1], affine[:3, 0] / spacing[0]])
+    if np.linalg.det(direction) < 0:
+        # highdicom may stack frames against the plane normal; flip so the slice axis follows row × column.
+        array = array[::-1]
+        affine[:3, 3] = affine[:3, 3] + affine[:3, 0] * (array.shape[0] - 1)
+        direction[:, 2] = -direction[:, 2]
+    if names is None:
+        mapping = {name: number for number, name in numbers.items()}
+        out = array.astype(np.int32)
+    else:
+        missing = [name for name in numbers.values() if name not in names]
+        if missing:
+            raise DicomError(f"{src}: segments {missing} are not in the given names {sorted(names)}")
+        lut = np.zeros(max(numbers) + 1, dtype=np.int32)
+        for number, name in numbers.items():
+            lut[number] = int(names[name])
+        out = lut[array]
+        mapping = {name: int(names[name]) for name in numbers.values()}
+    meta = {"FrameOfReferenceUID": str(seg.FrameOfReferenceUID), "Modality": "SEG"}
+    if "StudyInstanceUID" in seg:
+        meta["StudyInstanceUID"] = str(seg.StudyInstanceUID)
+    volume = Volume(
+        array=out,
+        spacing_zyx_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        origin_xyz_mm=tuple(float(v) for v in affine[:3, 3]),  # type: ignore[arg-type]
+        direction=direction,
+        unit="label",
+        meta=meta,
+    )
+    if grid is not None:
+        from ludl.imaging.resample import resample_to
+
+        volume = resample_to(volume, grid, kind="nearest")
+    return volume, mapping
