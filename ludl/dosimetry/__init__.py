@@ -1,0 +1,1 @@
+"""Conventional multi-time-point dosimetry: register, fit, integrate, convolve, report."""
