@@ -1,0 +1,323 @@
+"""Population priors of the synthetic cohort: every number a config value with its source (COHORT.md).
+
+Distributions across patients are log-normal unless said otherwise (effective half-lives: J Nucl Med 2022,
+PMC8882881). "assumption" marks a value no source pinned down. A published *range* of a dose per GBq is read
+as the 5–95 % interval of the population (assumption: the ranges are extremes of small series), so its log
+spread is ln(hi/lo) / (2 · 1.645).
+
+The dataclasses are frozen and nest into one `CohortPriors`; `replace_priors` applies a nested mapping of
+overrides (what a Hydra/YAML config gives) and rejects unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ludl.errors import InputError
+
+__all__ = [
+    "SOFT_TISSUE_DENSITY_G_PER_ML",
+    "Z_95",
+    "CohortPriors",
+    "CompartmentPrior",
+    "KineticStructurePrior",
+    "LesionPrior",
+    "OrganPrior",
+    "ResponsePrior",
+    "TreatmentPrior",
+    "VoidingPrior",
+    "default_priors",
+    "range_sigma_log",
+    "replace_priors",
+]
+
+# ICRU Report 44 soft tissue (as `ludl.physics.dose`): organ mass → the sphere volume whose S value we use.
+SOFT_TISSUE_DENSITY_G_PER_ML = 1.04
+# Standard-normal 95th percentile: a 5–95 % range spans ±1.645 σ.
+Z_95 = 1.6448536269514722
+
+
+def range_sigma_log(lo: float, hi: float) -> float:
+    """Log-normal σ whose 5–95 % interval is (lo, hi) (how published ranges are read here)."""
+    if not (0 < lo < hi):
+        raise InputError(f"a range needs 0 < lo < hi, got ({lo}, {hi})")
+    return math.log(hi / lo) / (2.0 * Z_95)
+
+
+@dataclass(frozen=True)
+class TreatmentPrior:
+    """Administered activity and schedule."""
+
+    activity_mbq: float = 7400.0  # VISION (Sartor 2021 NEJM): 7.4 GBq per cycle
+    activity_tolerance: float = 0.10  # VISION: ± 10 %, drawn uniform in the band (assumption on the shape)
+    cycle_interval_weeks: float = 6.0  # VISION: every 6 weeks
+
+
+@dataclass(frozen=True)
+class OrganPrior:
+    """One organ class (one or two regions: left/right) of the whole-body model.
+
+    The uptake spread is derived so that the dose spread matches the published range (see
+    `uptake_sigma_log_effective`) unless `uptake_sigma_log` is given.
+    """
+
+    name: str
+    regions: tuple[str, ...]
+    kind: str  # "organ" or "marrow" (DESIGN.md region kinds)
+    mass_g: float  # per region (one side)
+    dose_gy_per_gbq: float  # population median of the mean absorbed dose per injected GBq
+    dose_range_gy_per_gbq: tuple[float, float]
+    t_eff_h: float  # population median effective half-life
+    t_eff_sigma_log: float = 0.35  # COHORT.md: σ_log ≈ 0.3–0.4 across patients
+    uptake_sigma_log: float | None = None
+    mass_sigma_log: float = 0.15  # assumption: organ size varies ≈ 15 % around ICRP 89 reference male
+    side_variance_fraction: float = 0.2  # assumption: share of a side's log variance not common to both sides
+
+    @property
+    def dose_sigma_log(self) -> float:
+        """Log spread of the dose per GBq implied by the published range."""
+        return range_sigma_log(*self.dose_range_gy_per_gbq)
+
+    def uptake_sigma_log_effective(self, uptake_t_eff_correlation: float, other_sigma_log: float = 0.0) -> float:
+        """σ_u of log uptake with σ_D² = σ_u² + σ_T² + 2ρσ_uσ_T + σ_other² (dose ∝ uptake × T_eff), floored at 0.1."""
+        if self.uptake_sigma_log is not None:
+            return self.uptake_sigma_log
+        s_d, s_t, rho = self.dose_sigma_log, self.t_eff_sigma_log, uptake_t_eff_correlation
+        # Positive root of σ_u² + 2ρσ_Tσ_u + (σ_T² + σ_other² − σ_D²) = 0.
+        disc = (rho * s_t) ** 2 - (s_t**2 + other_sigma_log**2 - s_d**2)
+        s_u = -rho * s_t + math.sqrt(disc) if disc > 0 else 0.0
+        return max(s_u, 0.1)
+
+
+def _default_organs() -> tuple[OrganPrior, ...]:
+    return (
+        # Masses: ICRP Publication 89 adult male (kidneys 310 g, liver 1800 g, spleen 150 g, parotids 50 g,
+        # submandibular ("submaxillary") 25 g, active marrow 1170 g), as tabulated e.g. by Lee et al. 2012
+        # Health Phys 102:292 (Table 2) and ICRP 110 Table 4.1; paired organs split evenly.
+        # Doses / T_eff: COHORT.md table (Hohberg 2016, Kabasakal 2017, Peters 2022, Violet 2019, Okamoto 2017;
+        # T_eff: AAPM 2026 abstract, 20 pts).
+        OrganPrior("kidney", ("kidney_left", "kidney_right"), "organ", 155.0, 0.5, (0.25, 1.0), 35.5),
+        OrganPrior("parotid", ("parotid_left", "parotid_right"), "organ", 25.0, 0.6, (0.3, 1.9), 42.2),
+        # Submandibular and lacrimal T_eff: "as parotid" (assumption, COHORT.md).
+        OrganPrior(
+            "submandibular", ("submandibular_left", "submandibular_right"), "organ", 12.5, 0.5, (0.2, 1.0), 42.2
+        ),
+        # Lacrimal mass: MRI mean volume 0.77 / 0.68 mL right/left (Bukhari 2014, Ophthal Plast Reconstr Surg
+        # 30:388) × 1.0 g/mL ≈ 0.73 g. Dose 2.0 (0.4–4.5): Hohberg 2016 2.82, Okamoto 2017 3.8 disagree.
+        OrganPrior("lacrimal", ("lacrimal_left", "lacrimal_right"), "organ", 0.73, 2.0, (0.4, 4.5), 42.2),
+        OrganPrior("liver", ("liver",), "organ", 1800.0, 0.10, (0.05, 0.2), 22.9),
+        # Spleen: COHORT.md gives only 0.06–0.15 → median taken as the geometric mid-point 0.095; its range is
+        # narrower than the T_eff spread allows with independent uptake, so its realised spread is wider
+        # (uptake σ floored; see the report in tests/synth/test_kinetics.py).
+        OrganPrior("spleen", ("spleen",), "organ", 150.0, 0.095, (0.06, 0.15), 16.8, t_eff_sigma_log=0.3),
+        OrganPrior("red_marrow", ("red_marrow",), "marrow", 1170.0, 0.03, (0.015, 0.11), 32.0),
+    )
+
+
+@dataclass(frozen=True)
+class CompartmentPrior:
+    """Blood, interstitial fluid, urinary and faecal excretion, rest of body, bowel."""
+
+    blood_distribution_half_life_h: float = 0.16  # Kabasakal 2017: blood distribution phase
+    blood_elimination_half_life_h: float = 10.8  # Kabasakal 2017: calibration target of the rest-of-body washout
+    interstitial_to_blood_ratio: float = 3.0  # assumption: interstitial fluid ≈ 3× plasma volume (ICRP 89)
+    # Blood → bladder rate (1/h) of the reference patient; with a plasma volume of ≈ 3 L, 1.4/h is a
+    # clearance of ≈ 70 mL/min (elderly mCRPC patients). Calibrated with the rest of body so that ≈ 50 % of
+    # the activity is in urine by 4 h (Kurth 2018); by 12 h the cohort median is ≈ 65 % against Kurth's
+    # ≈ 70 %: with median organ and lesion doses on target the organs and a 300 mL tumour burden still hold
+    # ≈ 25 % at 12 h, which caps it (Kurth's tumour burdens are not known).
+    renal_rate_per_h: float = 1.4
+    renal_sigma_log: float = 0.25  # assumption
+    # Correlation of log renal rate with the shared T_eff patient factor: poorer renal function, slower
+    # washout everywhere (assumption). Not ±1, so blood and bladder do not reveal the factor exactly.
+    renal_patient_factor_correlation: float = -0.4
+    # Rest of body: non-specific tissue binding that returns to blood. Share = fraction of the injected
+    # activity it takes up (decay-weighted) in the reference patient; share and washout calibrated to Kurth
+    # 2018's excretion (70 % by 12 h) and Kabasakal's blood elimination half-life (assumption).
+    rest_share: float = 0.22
+    rest_t_eff_h: float = 2.5
+    rest_sigma_log: float = 0.25  # assumption
+    # Bowel: small intestinal uptake leaving mainly with faeces (assumption; excretion is "mainly in urine").
+    bowel_share: float = 0.015
+    bowel_t_eff_h: float = 30.0
+    bowel_fecal_fraction: float = 0.8
+    bowel_sigma_log: float = 0.4
+    # Calibration targets (Kurth 2018), checked by the tests.
+    urine_fraction_4h: float = 0.5
+    urine_fraction_12h: float = 0.7
+    whole_body_t_eff_h: float = 40.5  # Kurth 2018: 40.5 ± 9.6 h (21.7–85.7), late whole-body retention
+
+
+@dataclass(frozen=True)
+class KineticStructurePrior:
+    """How region kinetics covary: T_eff = median × patient factor × region factor (COHORT.md)."""
+
+    # Share of each region's log T_eff variance that is common to all regions of a patient. No source pins
+    # it (COHORT.md): results must be reported over a sweep of it.
+    shared_variance_fraction: float = 0.3
+    # Correlation of a region's log uptake with its log T_eff (stated, COHORT.md asks for it): 0 = independent.
+    uptake_t_eff_correlation: float = 0.0
+    # Organ dose spread that comes from outside the organ (renal function, tumour sink): measured ≈ 0.22 in
+    # log units on the default cohort; subtracted when the organ uptake spread is derived from the dose range.
+    organ_dose_other_sigma_log: float = 0.22
+    # Release rates never fall below this (1/h): T_eff is capped just under the physical half-life
+    # (ln2/(λ+1e-4) = 155.9 h for 177Lu).
+    min_release_per_h: float = 1e-4
+    # Cycle to cycle (same lesions): modest changes of uptake and T_eff (assumption), part shared per patient.
+    cycle_uptake_sigma_log: float = 0.12
+    cycle_t_eff_sigma_log: float = 0.10
+    cycle_renal_sigma_log: float = 0.10
+    cycle_shared_variance_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class LesionPrior:
+    """Metastases: count, sites, volumes, uptake and T_eff."""
+
+    count_median: float = 20.0  # TheraP; 1,364 lesions / 65 pts: skewed, median ≈ 20, 1 to > 100
+    count_sigma_log: float = 1.0  # assumption: gives ≈ 5 % of patients above 100 lesions
+    max_lesions: int = 150  # config cap for small grids
+    # Patients with disease at a site (VISION / TheraP / PSMAfore: bone 88–92 %, node 33–53 %, liver 6–14 %).
+    site_probability: Mapping[str, float] = field(
+        default_factory=lambda: {"bone": 0.90, "lymph_node": 0.43, "liver": 0.10}
+    )
+    # How a patient's lesions split over the sites present (assumption).
+    site_weight: Mapping[str, float] = field(default_factory=lambda: {"bone": 0.70, "lymph_node": 0.25, "liver": 0.05})
+    # Relative uptake by site: Scarpa 2017 bone 3.4 / node 2.6 / liver 2.4 Gy/GBq and Innsbruck (32 pts)
+    # bone 4.0 / node 3.1 / liver 3.0 → node ≈ 0.77, liver ≈ 0.73 of bone.
+    site_uptake_factor: Mapping[str, float] = field(
+        default_factory=lambda: {"bone": 1.0, "lymph_node": 0.77, "liver": 0.73}
+    )
+    volume_min_ml: float = 0.5  # COHORT.md: 0.5–100 mL each
+    volume_max_ml: float = 100.0
+    # Lesion volume = patient scale × lesion factor; the patient scale median and the spreads give a total
+    # tumour volume of median ≈ 300 mL, 10 to > 2,000 mL (COHORT.md: median 200–500 mL, assumption).
+    volume_patient_median_ml: float = 10.0
+    volume_patient_sigma_log: float = 0.6
+    volume_lesion_sigma_log: float = 0.9
+    # Tumour volume of the reference patient the uptake rates are calibrated at (≈ the cohort median).
+    reference_tumour_volume_ml: float = 300.0
+    reference_lesion_volume_ml: float = 10.0
+    dose_gy_per_gbq: float = 3.5  # COHORT.md: median ≈ 3.5 Gy/GBq, emerges from the kinetics
+    dose_gsd_range: tuple[float, float] = (1.7, 2.1)  # COHORT.md: geometric SD ≈ 1.7–2.1
+    t_eff_h: float = 70.0  # COHORT.md: median ≈ 70 h, 40–160 h, capped at the physical 159.5 h (assumption)
+    t_eff_sigma_log: float = 0.3  # COHORT.md ("What one scan can tell": lesion T_eff σ_log 0.3)
+    uptake_sigma_log: float = 0.5  # assumption: PSMA expression per mL, sized for the dose GSD above
+    # Pooled-lesion median dose of the cohort ≠ reference-patient dose (sink, small-lesion S values, site
+    # mix): this factor on the lesion uptake rate was calibrated to land the cohort median at ≈ 3.5 Gy/GBq.
+    uptake_calibration: float = 1.46
+    # Same for the lesion washout: pooled lesions sit mostly in high-burden patients, where released activity
+    # is taken up again by the other lesions, which lengthens their T_eff; calibrated to a pooled median ≈ 70 h.
+    t_eff_calibration: float = 0.88
+    # PET (pre-therapy) vs 177Lu lesion uptake: r ≈ 0.74 (1,364-lesion study; range of reports 0.6–0.9),
+    # the target for log PET vs log 177Lu concentration at 24 h, pooled over lesions.
+    pet_uptake_correlation: float = 0.74
+    # PET shows expression (the lesion's uptake rate per mL), never retention. The expression itself
+    # correlates ≈ 0.78 with the 24 h concentration (T_eff and the tumour sink blur it), so PET correlates
+    # 0.95 with expression to land the target above (calibrated on the default cohort).
+    pet_expression_correlation: float = 0.95
+
+
+@dataclass(frozen=True)
+class VoidingPrior:
+    """Random bladder voiding (COHORT.md "No shortcuts": voiding is random)."""
+
+    first_void_h: tuple[float, float] = (0.5, 2.5)  # assumption: uniform
+    interval_median_h: float = 3.5  # assumption: daytime voiding every 3–4 h
+    interval_sigma_log: float = 0.35  # assumption
+    residual_fraction_max: float = 0.1  # assumption: post-void residual 0–10 %, uniform
+    horizon_h: float = 2000.0  # voids are simulated up to here (12 physical half-lives: nothing left)
+
+
+@dataclass(frozen=True)
+class ResponsePrior:
+    """Mechanistic response: LQ cell kill, regrowth, PSA from living burden (COHORT.md "Response")."""
+
+    # Effective α of mCRPC lesions under 177Lu (per Gy of BED; far below external-beam values, standing in
+    # for hypoxia and heterogeneity). Calibrated so the non-response rate (PSA50 at 12 weeks after 2 cycles)
+    # is ≈ 50 % (VISION 46 %, TheraP 66 %, LuPSMA 57 % response; COHORT.md: aim for ≈ 50 %).
+    alpha_per_gy_median: float = 0.022
+    alpha_patient_sigma_log: float = 0.4  # patient-level radiosensitivity spread (assumption)
+    alpha_lesion_sigma_log: float = 0.25  # lesion-level (assumption)
+    alpha_beta_gy: float = 1.5  # prostate cancer α/β ≈ 1.5 Gy (Brenner & Hall 1999; Fowler 2001)
+    t_repair_h: float = 1.5  # assumption: sublethal repair half-time of tumour cells
+    # Untreated growth of living burden: doubling time median 10 weeks (assumption: mCRPC PSA doubling
+    # times of a few months), log spread across patients and lesions.
+    doubling_time_weeks_median: float = 10.0
+    doubling_time_patient_sigma_log: float = 0.5
+    growth_lesion_sigma_log: float = 0.2
+    # Unknown at cycle 1 (what keeps the achievable AUC below 1): change of regrowth rate and of
+    # radiosensitivity between cycles (assumption: acquired resistance, repopulation), cycle-2 kinetics
+    # (KineticStructurePrior.cycle_*), cycle-2 activity and PSA measurement noise. Sized together with the
+    # spreads above so the achievable AUC is ≈ 0.85 (published AUCs with dosimetry 0.80–0.85, COHORT.md).
+    growth_change_sigma_log: float = 1.0
+    alpha_change_sigma_log: float = 1.0
+    # PSA: living tumour volume × lesion secretion; biological + assay variation per measurement.
+    psa_per_ml_median: float = 0.3  # ng/mL per mL: ≈ 90 ng/mL for 300 mL (VISION baseline median ≈ 75; assumption)
+    psa_secretion_sigma_log: float = 0.5  # assumption: lesion-specific secretion
+    psa_noise_sigma_log: float = 0.2  # assumption: within-patient PSA variation (biological + assay) ≈ 20 %
+    response_threshold: float = 0.5  # PCWG3 PSA50: decline ≥ 50 % from baseline
+    label_week: float = 12.0  # PCWG3 / NCT07370597: at 12 weeks, after two cycles
+    # Monte Carlo draws over the unknown-at-cycle-1 randomness for the true probability (fixed per patient).
+    n_draws: int = 400
+
+
+@dataclass(frozen=True)
+class CohortPriors:
+    """All population priors of the synthetic cohort."""
+
+    treatment: TreatmentPrior = field(default_factory=TreatmentPrior)
+    compartments: CompartmentPrior = field(default_factory=CompartmentPrior)
+    organs: tuple[OrganPrior, ...] = field(default_factory=_default_organs)
+    structure: KineticStructurePrior = field(default_factory=KineticStructurePrior)
+    lesions: LesionPrior = field(default_factory=LesionPrior)
+    voiding: VoidingPrior = field(default_factory=VoidingPrior)
+    response: ResponsePrior = field(default_factory=ResponsePrior)
+
+    def organ(self, name: str) -> OrganPrior:
+        """The organ class called `name` (e.g. ``"kidney"``)."""
+        for o in self.organs:
+            if o.name == name:
+                return o
+        raise InputError(f"no organ class {name!r} in the priors; known: {[o.name for o in self.organs]}")
+
+
+def default_priors() -> CohortPriors:
+    """The cohort's default priors (COHORT.md)."""
+    return CohortPriors()
+
+
+_T = TypeVar("_T")
+
+
+def replace_priors(priors: _T, overrides: Mapping[str, Any]) -> _T:
+    """Copy of a priors dataclass with nested overrides applied (what a YAML config gives).
+
+    Example: ``{"structure": {"shared_variance_fraction": 0.5}}``. Organ classes are addressed by name:
+    ``{"organs": {"kidney": {"t_eff_h": 40.0}}}``.
+    """
+    if not dataclasses.is_dataclass(priors) or isinstance(priors, type):
+        raise InputError(f"replace_priors needs a priors dataclass instance, got {type(priors).__name__}")
+    names = {f.name for f in dataclasses.fields(priors)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise InputError(f"unknown prior {type(priors).__name__}.{key}; known: {sorted(names)}")
+        current = getattr(priors, key)
+        if key == "organs" and isinstance(value, Mapping):
+            by_name = {o.name: o for o in current}
+            unknown = set(value) - set(by_name)
+            if unknown:
+                raise InputError(f"unknown organ classes {sorted(unknown)}; known: {sorted(by_name)}")
+            changes[key] = tuple(replace_priors(o, value[o.name]) if o.name in value else o for o in current)
+        elif dataclasses.is_dataclass(current) and isinstance(value, Mapping):
+            changes[key] = replace_priors(current, value)
+        elif isinstance(current, tuple) and isinstance(value, list):
+            changes[key] = tuple(value)
+        else:
+            changes[key] = value
+    return dataclasses.replace(priors, **changes)
