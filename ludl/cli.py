@@ -49,8 +49,29 @@ def _phantom(cfg: Any) -> int:
     return 0
 
 
+def _synth(cfg: Any) -> int:
+    from omegaconf import OmegaConf
+
+    from ludl.synth.cohort import run_synth
+
+    overrides = OmegaConf.to_container(cfg.overrides, resolve=True) if cfg.get("overrides") else None
+    summary = run_synth(
+        preset=str(cfg.preset),
+        n_patients=int(cfg.n_patients),
+        seed=int(cfg.seed),
+        out=Path(str(cfg.out)),
+        images=bool(cfg.images),
+        preview=bool(cfg.preview),
+        workers=int(cfg.workers) if cfg.get("workers") is not None else None,
+        overrides=overrides,  # type: ignore[arg-type]
+    )
+    print(summary.format())
+    return 0
+
+
 # job name → (runner, one-line description)
 JOBS: dict[str, tuple[Callable[[Any], int], str]] = {
+    "synth": (_synth, "generate a synthetic cohort (digital patients, images, true dose, response) in the cohort format"),
     "validate": (_validate, "check a cohort folder (manifest, files, geometry) and report every problem"),
     "phantom": (_phantom, "multi-time-point voxel dosimetry of an analytic phantom, scored against its exact dose"),
 }

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from ludl.errors import DicomError, GeometryError, InputError, UnitsError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
+from ludl.io.deid import set_patient_module
 
 __all__ = [
     "DOSE_SUMMATION_TYPE",
@@ -226,18 +227,7 @@ def write_rtdose(
     ds.SOPClassUID = RT_DOSE_STORAGE
     ds.SOPInstanceUID = sop_uid
     # Patient module (type 2 attributes present, possibly empty).
-    if deidentify:
-        ds.PatientName = patient_id or ""
-        ds.PatientID = patient_id or ""
-        ds.PatientBirthDate = ""
-        ds.PatientSex = ""
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = "ludl: no patient name, ID or birth date; new UIDs"
-    else:
-        ds.PatientName = patient_id or ref.get("PatientName", "")
-        ds.PatientID = patient_id or ref.get("PatientID", "")
-        ds.PatientBirthDate = ref.get("PatientBirthDate", "")
-        ds.PatientSex = ref.get("PatientSex", "")
+    set_patient_module(ds, deidentify=deidentify, patient_id=patient_id, reference=ref)
     # General Study.
     ds.StudyInstanceUID = ref.get("StudyInstanceUID") or new_uid(uid_seed, "study")
     keep_study = not deidentify

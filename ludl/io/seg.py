@@ -29,6 +29,7 @@ import numpy as np
 from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
+from ludl.io.deid import set_patient_module
 from ludl.io.rtdose import new_uid, reference_attributes
 
 __all__ = ["read_seg", "segment_codes", "write_seg"]
@@ -301,15 +302,7 @@ def write_seg(
 def _finish(seg: Any, *, deidentify: bool, patient_id: str | None, uid_seed: str | None, date: str, time: str) -> None:
     """De-identify and pin the dates/UIDs highdicom chose itself, so a seeded write is reproducible."""
     if deidentify:
-        seg.PatientName = patient_id or ""
-        seg.PatientID = patient_id or ""
-        seg.PatientBirthDate = ""
-        seg.PatientSex = ""
-        seg.PatientIdentityRemoved = "YES"
-        seg.DeidentificationMethod = "ludl: no patient name, ID or birth date; new UIDs"
-        for key in ("IssuerOfPatientID", "OtherPatientIDsSequence", "PatientAge", "PatientWeight", "PatientSize"):
-            if key in seg:
-                delattr(seg, key)
+        set_patient_module(seg, deidentify=True, patient_id=patient_id)
         # Study-level identifiers as in write_rtdose: the Study UID stays (it links the SEG to its images).
         seg.AccessionNumber = ""
         seg.ReferringPhysicianName = ""
