@@ -69,10 +69,33 @@ def _synth(cfg: Any) -> int:
     return 0
 
 
+def _dosimetry(cfg: Any) -> int:
+    from ludl.dosimetry.pipeline import run_dosimetry
+
+    if cfg.cohort is None or cfg.patient is None:
+        print("ludl dosimetry: give cohort=DIR patient=ID cycle=N out=DIR", file=sys.stderr)
+        return 2
+    result = run_dosimetry(
+        Path(str(cfg.cohort)),
+        str(cfg.patient),
+        int(cfg.cycle),
+        Path(str(cfg.out)),
+        tia_mode=str(cfg.tia_mode),
+        model=str(cfg.model),
+        dose_method=str(cfg.dose_method),
+        pvc=str(cfg.pvc),
+        reference_timepoint=None if cfg.reference_timepoint is None else float(cfg.reference_timepoint),
+        kernel_cache_dir=Path(str(cfg.kernel_cache_dir)) if cfg.kernel_cache_dir else None,
+    )
+    print(result.format())
+    return 0
+
+
 # job name → (runner, one-line description)
 JOBS: dict[str, tuple[Callable[[Any], int], str]] = {
-    "synth": (_synth, "generate a synthetic cohort (digital patients, images, true dose, response) in the cohort format"),
+    "synth": (_synth, "generate a synthetic cohort: digital patients, images, true dose, response"),
     "validate": (_validate, "check a cohort folder (manifest, files, geometry) and report every problem"),
+    "dosimetry": (_dosimetry, "multi-time-point dosimetry of one patient-cycle: dose/TIA maps, RT Dose, regions.csv"),
     "phantom": (_phantom, "multi-time-point voxel dosimetry of an analytic phantom, scored against its exact dose"),
 }
 
@@ -94,8 +117,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"ludl: unknown job {job!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
     if not (CONFIG_DIR / f"{job}.yaml").is_file():
-        print(f"ludl: config {CONFIG_DIR / (job + '.yaml')} not found; install ludl from its source tree "
-              "(`pip install -e .`) so configs/ sits beside the package", file=sys.stderr)
+        print(
+            f"ludl: config {CONFIG_DIR / (job + '.yaml')} not found; install ludl from its source tree "
+            "(`pip install -e .`) so configs/ sits beside the package",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
 
     import hydra

@@ -88,3 +88,40 @@ def test_phantom_job_small(tmp_path: Path, capsys: pytest.CaptureFixture[str], n
 def test_python_dash_m_ludl_runs() -> None:
     result = subprocess.run([sys.executable, "-m", "ludl", "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "validate" in result.stdout
+
+
+def test_dosimetry_job_runs_the_pipeline_with_the_given_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ludl.dosimetry.pipeline import run_dosimetry
+    from tests.dosimetry import cohort_factory as cf
+
+    cohort = cf.write_cohort(tmp_path / "cohort", cf.CohortSpec())
+    kernels = tmp_path / "kernels"
+    out_dir = tmp_path / "cli"
+    code = _run(
+        "dosimetry",
+        f"cohort={cohort}",
+        "patient=P01",
+        "cycle=1",
+        f"out={out_dir}",
+        "tia_mode=region",
+        "pvc=none",
+        f"kernel_cache_dir={kernels}",
+    )
+    assert code == 0
+    cli_rows = {row["region"]: row for row in csv.DictReader((out_dir / "regions.csv").open())}
+    api = run_dosimetry(cohort, "P01", 1, tmp_path / "api", tia_mode="region", pvc="none", kernel_cache_dir=kernels)
+    for name in ("kidney_left", "liver", "lesion_001"):
+        api_gy = api.region(name)["mean_dose_gy"]
+        assert float(cli_rows[name]["mean_dose_gy"]) == pytest.approx(api_gy, rel=1e-5)  # the CSV keeps 6 digits
+    assert (out_dir / "dose_rtdose.dcm").is_file() and (out_dir / "summary.html").is_file()
+    assert "kidney_left" in capsys.readouterr().out
+
+
+def test_dosimetry_job_names_an_unknown_patient(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.dosimetry import cohort_factory as cf
+
+    cohort = cf.write_cohort(tmp_path / "cohort", cf.CohortSpec())
+    assert _run("dosimetry", f"cohort={cohort}", "patient=P99", f"out={tmp_path / 'out'}") == 1
+    assert "P99" in capsys.readouterr().err

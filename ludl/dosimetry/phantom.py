@@ -96,8 +96,9 @@ def make_phantom(spec: PhantomSpec) -> PhantomTruth:
     rng = np.random.default_rng(spec.seed)
     shape = tuple(int(s) for s in spec.shape_zyx)
     spacing = tuple(float(s) for s in spec.spacing_zyx_mm)
-    grids = np.meshgrid(*[(np.arange(n) - (n - 1) / 2) * d for n, d in zip(shape, spacing, strict=True)],
-                        indexing="ij", sparse=True)
+    grids = np.meshgrid(
+        *[(np.arange(n) - (n - 1) / 2) * d for n, d in zip(shape, spacing, strict=True)], indexing="ij", sparse=True
+    )
 
     def ellipsoid(centre: tuple[float, ...], radii: tuple[float, ...]) -> npt.NDArray[np.bool_]:
         r2 = sum(((g - c) / r) ** 2 for g, c, r in zip(grids, centre, radii, strict=True))
@@ -191,10 +192,18 @@ def run_phantom_demo(
     kernel = voxel_s_kernel(spec.spacing_zyx_mm, medium="soft_tissue", cache_dir=kernel_cache_dir)
     density = density_from_hu(truth.ct_hu.array)
     kernel_density = MEDIA["soft_tissue"].density_g_per_ml
-    dose = dose_from_tia(voxel_tia_mbq_h(tia_map, spec.spacing_zyx_mm), kernel, density_g_per_ml=density,
-                         kernel_density_g_per_ml=kernel_density)
-    dose_true = dose_from_tia(voxel_tia_mbq_h(truth.tia_true_mbq_h_per_ml, spec.spacing_zyx_mm), kernel,
-                              density_g_per_ml=density, kernel_density_g_per_ml=kernel_density)
+    dose = dose_from_tia(
+        voxel_tia_mbq_h(tia_map, spec.spacing_zyx_mm),
+        kernel,
+        density_g_per_ml=density,
+        kernel_density_g_per_ml=kernel_density,
+    )
+    dose_true = dose_from_tia(
+        voxel_tia_mbq_h(truth.tia_true_mbq_h_per_ml, spec.spacing_zyx_mm),
+        kernel,
+        density_g_per_ml=density,
+        kernel_density_g_per_ml=kernel_density,
+    )
     seconds["dose"] = time.perf_counter() - start
 
     voxel_ml = truth.labels.voxel_volume_ml
@@ -208,11 +217,17 @@ def run_phantom_demo(
         if kind == "lesion":
             region_tia = float(truth.tia_true_mbq_h_per_ml[inside].sum()) * voxel_ml
             sphere_gy = float(sphere_model_dose(region_tia, volume_ml))
-        rows.append({
-            "region": name, "kind": kind, "volume_ml": volume_ml, "true_mean_dose_gy": true_gy,
-            "mean_dose_gy": mean_gy, "error_percent": 100.0 * (mean_gy / true_gy - 1.0),
-            "sphere_model_dose_gy": sphere_gy,
-        })
+        rows.append(
+            {
+                "region": name,
+                "kind": kind,
+                "volume_ml": volume_ml,
+                "true_mean_dose_gy": true_gy,
+                "mean_dose_gy": mean_gy,
+                "error_percent": 100.0 * (mean_gy / true_gy - 1.0),
+                "sphere_model_dose_gy": sphere_gy,
+            }
+        )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     geometry = truth.labels

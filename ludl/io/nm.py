@@ -39,7 +39,7 @@ from ludl.io.dicom_series import (
     select_series,
 )
 
-__all__ = ["counts_to_bq_per_ml", "read_nm", "read_nm_beds"]
+__all__ = ["counts_to_bq_per_ml", "read_nm", "read_nm_beds", "stitch_beds"]
 
 log = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ def _read_source(path: Path, series_uid: str | None) -> list[_Source]:
     return [(datasets[0], geometry, str(path), stacked)]
 
 
-def _stitch(beds: list[Volume]) -> tuple[Volume, npt.NDArray[np.int64]]:
+def stitch_beds(beds: list[Volume]) -> tuple[Volume, npt.NDArray[np.int64]]:
     """Stitch calibrated beds along their common normal; returns the volume and the bed index of each z-slice."""
     ref = beds[0]
     normal = ref.direction[:, 2]
@@ -393,7 +393,7 @@ def _read(
     if n_beds == 1:
         volume, bed_index = beds[0], np.zeros(beds[0].shape[0], dtype=np.int64)
     else:
-        volume, bed_index = _stitch(beds)
+        volume, bed_index = stitch_beds(beds)
     meta = dict(volume.meta)
     meta["n_beds"] = n_beds
     meta["bed_index_per_slice"] = [int(b) for b in bed_index]

@@ -1,0 +1,553 @@
+"""Conventional multi-time-point dosimetry of one patient-cycle: register → TIA → dose → region statistics → report.
+
+`run_dosimetry` is the public entry (``ludl dosimetry cohort=… patient=… cycle=… out=…``); `compute_dosimetry`
+does the same work on an already-loaded `CycleData` without writing files, for `ludl prepare` and the STP baselines.
+
+Steps (PHYSICS.md §2, §4, §6):
+1. every time point's CT is registered rigidly to the reference time point's CT (default: the one the label map was
+   drawn on); its SPECT is resampled onto the reference SPECT grid conserving activity (`ludl.dosimetry.registration`);
+2. TIA: ``tia_mode="voxel"`` fits every voxel's curve (vectorised `fit_voxels`); ``"region"`` fits each region's total
+   curve (`fit_tac`) and spreads it as TIA_voxel = TIA_region · A_voxel(t_ref) / A_region,fit(t_ref); unlabelled
+   voxels form one more region. Models are restricted by the number of time points (`fit_tac` enforces it; a model
+   that needs more points raises `FitError` naming the case before any fit).
+3. dose: the generated 177Lu voxel S kernel for the SPECT voxel size, D = (K ⊛ TIA)·ρ_k/ρ_CT (`dose_from_tia`), ρ_CT
+   from the reference CT (bilinear HU → density); or local deposition (``dose_method="ldm"``).
+4. partial-volume correction of region means with the cohort's nominal FWHM (`ludl.dosimetry.pvc`), reported beside
+   the uncorrected values; region statistics, kidney BED, whole-body tumour dose (`ludl.dosimetry.regions`).
+
+Bed positions with their own start times: each voxel keeps the start time of the bed it was acquired in (resampled
+with it into the reference pose), and voxel fits are run once per distinct set of voxel times — exact, no decay
+correction between beds. Region curves, whose voxels may come from two beds, use the activity-weighted mean time of
+their voxels at each time point: an approximation whose error is about λ_bio·Δt_bed·(share of the other bed), below
+1 % for beds minutes apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ludl.dosimetry.pvc import PVC_METHODS, pvc_factors
+from ludl.dosimetry.regions import (
+    RegionSet,
+    expand_regions,
+    region_table,
+    whole_body_tumour_dose_gy,
+    write_regions_csv,
+)
+from ludl.dosimetry.registration import (
+    AlignedTimePoint,
+    TimepointRegistration,
+    align_timepoints,
+    register_timepoints,
+)
+from ludl.dosimetry.timepoints import CycleData, load_cycle
+from ludl.errors import FitError, InputError
+from ludl.imaging.resample import resample_to
+from ludl.imaging.volume import Volume
+from ludl.io.atomic import atomic_write_text
+from ludl.physics.kinetics import MODELS, TacFit, fit_tac, fit_voxels, min_points
+
+__all__ = [
+    "DOSE_METHODS",
+    "TIA_MODES",
+    "DosimetryResult",
+    "compute_dosimetry",
+    "region_fits",
+    "region_tia_map",
+    "run_dosimetry",
+    "voxel_tia_map",
+]
+
+TIA_MODES = ("voxel", "region")
+DOSE_METHODS = ("dvk", "ldm")
+# Voxel-wise "auto" compares only the models a single noisy voxel curve can support; region curves (summed over many
+# voxels) are compared over every model the number of time points allows.
+VOXEL_AUTO_CANDIDATES = ("mono", "biexp_uptake")
+_BQ_TO_MBQ = 1e-6
+_REST = "_rest"
+# Activity seen in the field of view above this share of the administered activity means a calibration problem.
+_MAX_FOV_SHARE = 1.10
+
+
+@dataclass(frozen=True, eq=False)
+class DosimetryResult:
+    """Everything one patient-cycle's dosimetry produced.
+
+    Attributes:
+        regions: one row per region (`ludl.dosimetry.regions.REGION_COLUMNS`).
+        registrations: one per time point, in time order.
+        dose: absorbed dose map (Gy) on the reference SPECT grid.
+        tia: TIA map (MBq·h/mL) on the same grid.
+        regions_map: the region labels on that grid.
+        whole_body_tumour_dose_gy: volume-weighted mean dose of the scored lesions (None without lesions).
+        activity_in_fov_mbq: activity in the SPECT field of view per time point (before resampling).
+        net_administered_mbq: injected − residual.
+        settings: the options used; notes: warnings worth a look; seconds: time per stage; files: outputs written.
+    """
+
+    regions: tuple[dict[str, Any], ...]
+    registrations: tuple[TimepointRegistration, ...]
+    dose: Volume
+    tia: Volume
+    regions_map: RegionSet
+    whole_body_tumour_dose_gy: float | None
+    activity_in_fov_mbq: tuple[float, ...]
+    net_administered_mbq: float
+    settings: dict[str, Any]
+    notes: tuple[str, ...] = ()
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def region(self, name: str) -> dict[str, Any]:
+        """The row of one region."""
+        for row in self.regions:
+            if row["region"] == name:
+                return row
+        raise InputError(f"no region {name!r}; regions: {', '.join(r['region'] for r in self.regions)}")
+
+    def format(self) -> str:
+        """A one-screen table: regions, registration, timing, outputs."""
+
+        def num(value: Any, width: int, digits: int = 2) -> str:
+            v = float(value) if value not in ("", None) else math.nan
+            return f"{v:{width}.{digits}f}" if math.isfinite(v) else f"{'-':>{width}}"
+
+        head = (
+            f"{'region':<15}{'kind':<7}{'mL':>8}{'Gy':>8}{'Gy noPVC':>9}{'D98':>7}{'MBq·h':>10}{'model':>14}"
+            f"{'Teff h':>8}"
+        )
+        lines = [f"settings: {', '.join(f'{k}={v}' for k, v in self.settings.items())}", head, "-" * len(head)]
+        for r in self.regions:
+            lines.append(
+                f"{r['region']:<15}{r['kind']:<7}{num(r['volume_ml'], 8, 1)}{num(r['mean_dose_gy'], 8)}"
+                f"{num(r['mean_dose_uncorrected_gy'], 9)}{num(r['d98_gy'], 7)}{num(r['tia_mbq_h'], 10, 0)}"
+                f"{r['model']:>14}{num(r['t_eff_h'], 8, 1)}" + ("" if r["scored"] else "  (not scored: FOV)")
+            )
+        if self.whole_body_tumour_dose_gy is not None:
+            lines.append(f"whole-body tumour dose: {self.whole_body_tumour_dose_gy:.2f} Gy")
+        for reg in self.registrations:
+            if reg.is_reference:
+                lines.append(f"registration {reg.timepoint_h:g} h: reference")
+                continue
+            t = ", ".join(f"{v:.1f}" for v in reg.translation_mm)
+            corr = reg.quality.correlation if reg.quality else math.nan
+            flag = f"  FLAG: {'; '.join(reg.flags)}" if reg.flags else ""
+            lines.append(f"registration {reg.timepoint_h:g} h: shift ({t}) mm, HU r {corr:.3f}{flag}")
+        share = ", ".join(f"{100 * a / self.net_administered_mbq:.0f}" for a in self.activity_in_fov_mbq)
+        lines.append(f"activity in FOV (% of {self.net_administered_mbq:.0f} MBq administered): {share}")
+        lines += [f"note: {n}" for n in self.notes]
+        if self.seconds:
+            lines.append("timing: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+        if self.files:
+            folder = next(iter(self.files.values())).parent
+            lines.append(f"written to {folder}: {', '.join(p.name for p in self.files.values())}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------ TIA
+
+
+def _check_options(tia_mode: str, model: str, dose_method: str, pvc: str) -> None:
+    for name, value, choices in (
+        ("tia_mode", tia_mode, TIA_MODES),
+        ("model", model, (*MODELS, "auto")),
+        ("dose_method", dose_method, DOSE_METHODS),
+        ("pvc", pvc, PVC_METHODS),
+    ):
+        if value not in choices:
+            raise InputError(f"{name}={value!r} is not known; use one of {', '.join(choices)}")
+
+
+def _check_points(data: CycleData, model: str) -> None:
+    """A model that needs more time points than the case has: FitError naming the case and its rows."""
+    n = len(data.timepoints)
+    need = min_points("mono" if model == "auto" else model)
+    if n < need:
+        tps = ", ".join(f"{t.timepoint_h:g} h" for t in data.timepoints)
+        ok = [m for m in MODELS if n >= min_points(m)]
+        raise FitError(
+            f"patient {data.patient_id} cycle {data.cycle} has {n} SPECT time point(s) ({tps}) in "
+            f"{data.manifest.file}; model {model!r} needs at least {need}. With {n} point(s) use model="
+            f"{' or '.join(repr(m) for m in ok) or 'none'} (or add time points)"
+        )
+
+
+def voxel_tia_map(
+    aligned: Sequence[AlignedTimePoint], model: str, *, mask: npt.NDArray[np.bool_] | None = None
+) -> tuple[npt.NDArray[np.float64], list[str]]:
+    """Voxel-wise TIA (MBq·h/mL) on the reference grid, one vectorised fit per distinct set of voxel times.
+
+    Voxels outside a time point's field of view are fitted with the time points that cover them; where fewer remain
+    than the model needs, the trapezoid with a physical tail is used (and noted).
+
+    Returns:
+        (TIA map, notes).
+    """
+    stack = np.stack([np.asarray(a.activity.array, dtype=np.float32) for a in aligned]) * np.float32(_BQ_TO_MBQ)
+    times = np.stack([a.time_h_map for a in aligned])  # (T, Z, Y, X), NaN outside that FOV
+    use = np.any(stack > 0, axis=0) & np.any(np.isfinite(times), axis=0)
+    if mask is not None:
+        use &= mask
+    tia = np.zeros(use.shape, dtype=np.float64)
+    notes: list[str] = []
+    flat = np.flatnonzero(use)
+    if flat.size == 0:
+        return tia, ["no voxel holds activity: the TIA map is empty"]
+    keys = np.nan_to_num(times.reshape(times.shape[0], -1)[:, flat].T, nan=-1.0)
+    groups, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    stack_flat = stack.reshape(stack.shape[0], -1)
+    fell_back = 0
+    for g, key in enumerate(groups):  # a loop over distinct time sets (beds × FOV patterns), never over voxels
+        members = flat[inverse == g]
+        present = key >= 0
+        t = key[present]
+        y = stack_flat[present][:, members]
+        order = np.argsort(t)
+        t, y = t[order], y[order]
+        n = t.size
+        chosen = model
+        kwargs: dict[str, Any] = {}
+        if model == "auto":
+            kwargs["candidates"] = VOXEL_AUTO_CANDIDATES
+            if n < min_points("mono"):
+                chosen = "trapezoid"
+        elif n < min_points(model):
+            chosen = "trapezoid"
+        if chosen == "trapezoid" and model != "trapezoid":
+            fell_back += members.size
+            kwargs = {}
+        fit = fit_voxels(t, y, model=chosen, workers=None, **kwargs)
+        tia.ravel()[members] = fit.tia
+    if fell_back:
+        notes.append(f"{fell_back} voxel(s) outside the field of view at some time points were integrated by trapezoid")
+    return tia, notes
+
+
+def _region_curve(
+    aligned: Sequence[AlignedTimePoint], mask: npt.NDArray[np.bool_], voxel_ml: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Region activity (MBq) per time point and its activity-weighted mean acquisition time (h)."""
+    activity, when = [], []
+    for a in aligned:
+        c = np.asarray(a.activity.array, dtype=np.float64)[mask] * _BQ_TO_MBQ * voxel_ml
+        t = a.time_h_map[mask]
+        ok = np.isfinite(t)
+        total = float(c[ok].sum())
+        activity.append(total)
+        if total > 0:
+            when.append(float((c[ok] * t[ok]).sum() / total))
+        elif ok.any():
+            when.append(float(t[ok].mean()))
+        else:
+            when.append(float(np.nanmin(a.time_h_map)) if np.isfinite(a.time_h_map).any() else a.timepoint_h)
+    return np.asarray(when), np.asarray(activity)
+
+
+def region_fits(
+    aligned: Sequence[AlignedTimePoint], regions: RegionSet, model: str, voxel_ml: float
+) -> tuple[dict[str, TacFit | None], dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]], list[str]]:
+    """Fit each region's total curve (MBq); unlabelled voxels with activity form the region ``_rest``."""
+    fits: dict[str, TacFit | None] = {}
+    curves: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]] = {}
+    notes: list[str] = []
+    masks = {name: regions.mask(name) for name in regions.values}
+    masks[_REST] = regions.labels == 0
+    for name, mask in masks.items():  # a loop over regions, each curve a vectorised sum
+        t, a = _region_curve(aligned, mask, voxel_ml)
+        curves[name] = (t, a)
+        if not np.any(a > 0):
+            fits[name] = None
+            continue
+        order = np.argsort(t)
+        try:
+            fits[name] = fit_tac(t[order], a[order], model=model)
+        except FitError as err:
+            fits[name] = None
+            notes.append(f"region {name}: {err}")
+    return fits, curves, notes
+
+
+def region_tia_map(
+    aligned: Sequence[AlignedTimePoint],
+    regions: RegionSet,
+    fits: Mapping[str, TacFit | None],
+    curves: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
+    reference_index: int,
+) -> npt.NDArray[np.float64]:
+    """Region kinetics × voxel activity: TIA_voxel = TIA_region · A_voxel(t_ref) / A_region,fit(t_ref) (MBq·h/mL)."""
+    ref = np.asarray(aligned[reference_index].activity.array, dtype=np.float64) * _BQ_TO_MBQ  # MBq/mL
+    tia = np.zeros(ref.shape, dtype=np.float64)
+    for name, fit in fits.items():
+        if fit is None:
+            continue
+        mask = (regions.labels == 0) if name == _REST else regions.mask(name)
+        t_ref = float(curves[name][0][reference_index])
+        a_fit = float(fit.predict(t_ref))
+        if a_fit > 0:
+            tia[mask] = fit.tia * ref[mask] / a_fit
+    return tia
+
+
+# ------------------------------------------------------------------------------------------------------ dose
+
+
+def _dose(
+    tia: npt.NDArray[np.float64],
+    density: npt.NDArray[np.float64],
+    spacing_zyx_mm: tuple[float, float, float],
+    dose_method: str,
+    kernel_cache_dir: str | Path | None,
+) -> npt.NDArray[np.float64]:
+    from ludl.physics.dose import dose_from_tia, ldm_dose, voxel_tia_mbq_h
+    from ludl.physics.kernels import MEDIA, voxel_s_kernel
+
+    voxel_tia = voxel_tia_mbq_h(tia, spacing_zyx_mm)
+    if dose_method == "ldm":
+        return np.asarray(ldm_dose(voxel_tia, spacing_zyx_mm, density), dtype=np.float64)
+    kernel = voxel_s_kernel(spacing_zyx_mm, medium="soft_tissue", cache_dir=kernel_cache_dir)
+    return np.asarray(
+        dose_from_tia(
+            voxel_tia,
+            kernel,
+            density_g_per_ml=density,
+            kernel_density_g_per_ml=MEDIA["soft_tissue"].density_g_per_ml,  # ρ_k/ρ_CT, PHYSICS.md §4
+        ),
+        dtype=np.float64,
+    )
+
+
+def _reference_index(data: CycleData, reference_timepoint: float | None) -> int:
+    nominal = [t.timepoint_h for t in data.timepoints]
+    wanted = data.mask_timepoint_h if reference_timepoint is None else float(reference_timepoint)
+    for i, t in enumerate(nominal):
+        if math.isclose(t, wanted, abs_tol=1e-6):
+            return i
+    if reference_timepoint is None:
+        return 0
+    raise InputError(
+        f"reference_timepoint={reference_timepoint:g} h is not a SPECT time point of patient {data.patient_id} "
+        f"cycle {data.cycle}; time points: {', '.join(f'{t:g}' for t in nominal)} h"
+    )
+
+
+def compute_dosimetry(
+    data: CycleData,
+    *,
+    tia_mode: str = "voxel",
+    model: str = "auto",
+    dose_method: str = "dvk",
+    pvc: str = "rc",
+    reference_timepoint: float | None = None,
+    kernel_cache_dir: str | Path | None = None,
+) -> DosimetryResult:
+    """Register, integrate, convolve and tabulate one loaded patient-cycle; writes nothing (see `run_dosimetry`)."""
+    from ludl.physics.dose import density_from_hu
+
+    _check_options(tia_mode, model, dose_method, pvc)
+    _check_points(data, model)
+    seconds: dict[str, float] = {}
+    notes: list[str] = []
+
+    start = time.perf_counter()
+    ref_index = _reference_index(data, reference_timepoint)
+    ref_tp = data.timepoints[ref_index]
+    registrations = register_timepoints(data, ref_index)
+    for reg in registrations:
+        if reg.flags:
+            notes.append(f"{reg.timepoint_h:g} h: rigid registration leaves a residual: {'; '.join(reg.flags)}")
+    seconds["register"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    grid = ref_tp.spect
+    aligned = align_timepoints(data, registrations, grid)
+    mask_index = next(
+        (i for i, t in enumerate(data.timepoints) if math.isclose(t.timepoint_h, data.mask_timepoint_h)), ref_index
+    )
+    label_transform = registrations[mask_index].transform if mask_index != ref_index else None
+    labels = data.labels
+    if label_transform is not None or not labels.same_grid(grid):
+        labels = resample_to(labels, grid, kind="nearest", transform=label_transform)
+    regions = expand_regions(np.asarray(labels.array), data.label_values)
+    hu = resample_to(ref_tp.ct, grid, kind="linear", default=-1000.0)
+    density = np.asarray(density_from_hu(np.asarray(hu.array, dtype=np.float64)), dtype=np.float64)
+    seconds["resample"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    voxel_ml = grid.voxel_volume_ml
+    fits, curves, fit_notes = region_fits(aligned, regions, model, voxel_ml)
+    notes += fit_notes
+    if tia_mode == "voxel":
+        tia, voxel_notes = voxel_tia_map(aligned, model)
+        notes += voxel_notes
+    else:
+        tia = region_tia_map(aligned, regions, fits, curves, ref_index)
+    seconds["tia"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    dose = _dose(tia, density, grid.spacing_zyx_mm, dose_method, kernel_cache_dir)
+    seconds["dose"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    observed = {name: float(tia[regions.mask(name)].mean()) for name in regions.values}
+    rest = regions.labels == 0
+    rest_mean = float(tia[rest].mean()) if rest.any() else 0.0
+    pvc_values = {n: v for n, v in regions.values.items() if regions.kinds[n] != "body"}
+    factors = pvc_factors(
+        pvc, regions.labels, pvc_values, observed, grid.spacing_zyx_mm, ref_tp.fwhm_mm, rest_mean=rest_mean
+    )
+    in_fov = {name: float(min(np.mean(a.fov[regions.mask(name)]) for a in aligned)) for name in regions.values}
+    rows = region_table(
+        dose, tia, regions, voxel_ml, kinetics=fits, pvc=pvc, pvc_factor=factors, in_fov_fraction=in_fov
+    )
+    wbtd = whole_body_tumour_dose_gy(rows)
+    seconds["regions"] = time.perf_counter() - start
+
+    administered = data.net_administered_mbq
+    in_fov_mbq = tuple(a.total_before_mbq for a in aligned)
+    for a in aligned:
+        if a.total_before_mbq > _MAX_FOV_SHARE * administered:
+            notes.append(
+                f"{a.timepoint_h:g} h: {a.total_before_mbq:.0f} MBq in the field of view exceeds the administered "
+                f"{administered:.0f} MBq by more than {100 * (_MAX_FOV_SHARE - 1):.0f} %: check the calibration"
+            )
+    if data.extravasated_mbq > 0:
+        notes.append(
+            f"{data.extravasated_mbq:.0f} MBq extravasated at the injection site: in the images and the dose, "
+            "not in the systemic kinetics"
+        )
+    if any(len(t.bed_times_h) > 1 for t in data.timepoints):
+        notes.append("several bed positions: voxel times follow their bed; region curves use activity-weighted times")
+    settings = {
+        "tia_mode": tia_mode,
+        "model": model,
+        "dose_method": dose_method,
+        "pvc": pvc,
+        "reference_timepoint_h": ref_tp.timepoint_h,
+        "fwhm_mm": ref_tp.fwhm_mm,
+        "timepoints_h": ", ".join(f"{t.timepoint_h:g}" for t in data.timepoints),
+        "voxel_mm": "×".join(f"{s:.2f}" for s in grid.spacing_zyx_mm),
+    }
+    return DosimetryResult(
+        regions=tuple(rows),
+        registrations=registrations,
+        dose=Volume(dose.astype(np.float32), grid.spacing_zyx_mm, grid.origin_xyz_mm, grid.direction, unit="Gy"),
+        tia=Volume(tia.astype(np.float32), grid.spacing_zyx_mm, grid.origin_xyz_mm, grid.direction, unit="MBq*h/mL"),
+        regions_map=regions,
+        whole_body_tumour_dose_gy=wbtd,
+        activity_in_fov_mbq=in_fov_mbq,
+        net_administered_mbq=administered,
+        settings=settings,
+        notes=tuple(notes),
+        seconds=seconds,
+    )
+
+
+def _write_registration_csv(registrations: Sequence[TimepointRegistration], path: Path) -> Path:
+    """Pose and residual of every time point (the non-rigid residual is what the rigid fit leaves)."""
+    rows = [r.as_row() for r in registrations]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _write_outputs(result: DosimetryResult, data: CycleData, ref_index: int, out: Path) -> dict[str, Path]:
+    from ludl.dosimetry.report import plot_dvh, summary_html
+    from ludl.io.nifti import write_nifti
+    from ludl.io.rtdose import write_rtdose
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    files["dose_nifti"] = write_nifti(result.dose, out / "dose_gy.nii.gz")
+    files["tia_nifti"] = write_nifti(result.tia, out / "tia_mbq_h_per_ml.nii.gz")
+    ref_spect = data.timepoints[ref_index].spect
+    reference = ref_spect if ref_spect.meta.get("FrameOfReferenceUID") else None
+    files["rtdose"] = write_rtdose(result.dose, out / "dose_rtdose.dcm", reference=reference, deidentify=True)
+    files["regions_csv"] = write_regions_csv(result.regions, out / "regions.csv")
+    files["registration_csv"] = _write_registration_csv(result.registrations, out / "registration.csv")
+    files["dvh_png"] = plot_dvh(np.asarray(result.dose.array), result.regions_map, out / "dvh.png")
+    files["summary_html"] = summary_html(
+        out / "summary.html",
+        rows=result.regions,
+        registrations=[r.as_row() for r in result.registrations],
+        settings=result.settings,
+        notes=result.notes,
+        whole_body_tumour_dose_gy=result.whole_body_tumour_dose_gy,
+    )
+    return files
+
+
+def run_dosimetry(
+    cohort_dir: str | Path,
+    patient_id: str,
+    cycle: int,
+    out_dir: str | Path,
+    *,
+    tia_mode: str = "voxel",
+    model: str = "auto",
+    dose_method: str = "dvk",
+    pvc: str = "rc",
+    reference_timepoint: float | None = None,
+    kernel_cache_dir: str | Path | None = None,
+) -> DosimetryResult:
+    """Multi-time-point dosimetry of one patient-cycle of a cohort, written to `out_dir`.
+
+    Args:
+        cohort_dir: cohort folder (cohort.yaml, manifest.csv, images).
+        patient_id, cycle: the case (as in the manifest).
+        out_dir: output folder: ``dose_gy.nii.gz``, ``dose_rtdose.dcm``, ``tia_mbq_h_per_ml.nii.gz``,
+            ``regions.csv``, ``registration.csv``, ``dvh.png``, ``summary.html`` (written atomically; no patient
+            identifiers in them).
+        tia_mode: ``"voxel"`` (voxel-wise fits) or ``"region"`` (region kinetics × voxel activity).
+        model: TAC model (``auto``, ``mono``, ``biexp_uptake``, ``biexp``, ``triexp``, ``trapezoid``).
+        dose_method: ``"dvk"`` (voxel S kernel convolution with density correction) or ``"ldm"``.
+        pvc: partial-volume correction of region means: ``"none"``, ``"rc"`` or ``"gtm"``.
+        reference_timepoint: nominal time point (h) whose pose and grid the results use; default: the label map's.
+        kernel_cache_dir: folder caching generated kernels.
+
+    Raises:
+        LudlError: bad input — unknown patient or cycle, a SPECT without calibration, a CT that cannot be registered,
+            fewer time points than the model needs — with the file and manifest line.
+    """
+    _check_options(tia_mode, model, dose_method, pvc)
+    start = time.perf_counter()
+    data = load_cycle(cohort_dir, patient_id, int(cycle))
+    load_s = time.perf_counter() - start
+    result = compute_dosimetry(
+        data,
+        tia_mode=tia_mode,
+        model=model,
+        dose_method=dose_method,
+        pvc=pvc,
+        reference_timepoint=reference_timepoint,
+        kernel_cache_dir=kernel_cache_dir,
+    )
+    start = time.perf_counter()
+    files = _write_outputs(result, data, _reference_index(data, reference_timepoint), Path(out_dir))
+    seconds = {"load": load_s, **result.seconds, "write": time.perf_counter() - start}
+    return DosimetryResult(
+        regions=result.regions,
+        registrations=result.registrations,
+        dose=result.dose,
+        tia=result.tia,
+        regions_map=result.regions_map,
+        whole_body_tumour_dose_gy=result.whole_body_tumour_dose_gy,
+        activity_in_fov_mbq=result.activity_in_fov_mbq,
+        net_administered_mbq=result.net_administered_mbq,
+        settings=result.settings,
+        notes=result.notes,
+        seconds=seconds,
+        files=files,
+    )
