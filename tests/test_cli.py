@@ -125,3 +125,22 @@ def test_dosimetry_job_names_an_unknown_patient(tmp_path: Path, capsys: pytest.C
     cohort = cf.write_cohort(tmp_path / "cohort", cf.CohortSpec())
     assert _run("dosimetry", f"cohort={cohort}", "patient=P99", f"out={tmp_path / 'out'}") == 1
     assert "P99" in capsys.readouterr().err
+
+
+def test_prepare_job_writes_cases_and_splits_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from tests.dosimetry import cohort_factory as cf
+
+    cohort = cf.write_cohort(tmp_path / "cohort", cf.CohortSpec())
+    out_dir = tmp_path / "prepared"
+    args = ("prepare", f"cohort={cohort}", f"out={out_dir}", "workers=1", f"kernel_cache_dir={tmp_path / 'k'}")
+    assert _run(*args) == 0
+    cases = sorted((out_dir / "cases").iterdir())
+    assert [case.name for case in cases] == ["P01_c1"]
+    assert (cases[0] / "case.json").is_file()
+    splits = json.loads((out_dir / "splits.json").read_text())
+    assert "P01" in json.dumps(splits)
+    capsys.readouterr()
+    assert _run(*args) == 0  # second run: the finished case is skipped
+    assert "skipped" in capsys.readouterr().out.lower()

@@ -1,0 +1,31 @@
+"""Prepared-case store and patient-level splits (later: MONAI transforms and the Lightning DataModule).
+
+The public names load their module on first use, so `import ludl.data` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_PUBLIC = {
+    "PreparedCase": "ludl.data.store",
+    "PreparedTimepoint": "ludl.data.store",
+    "CaseTimepoint": "ludl.data.store",
+    "read_case": "ludl.data.store",
+    "write_case": "ludl.data.store",
+    "list_cases": "ludl.data.store",
+    "Splits": "ludl.data.splits",
+    "make_splits": "ludl.data.splits",
+    "read_splits": "ludl.data.splits",
+    "write_splits": "ludl.data.splits",
+    "load_outcomes": "ludl.data.splits",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'ludl.data' has no attribute {name!r}")

@@ -1,0 +1,645 @@
+"""`ludl prepare`: every patient-cycle of a cohort as a prepared case (DESIGN.md "Data formats", "Scaling out").
+
+For each patient-cycle with SPECT rows: load it (`load_cycle`), run the multi-time-point pipeline
+(`compute_dosimetry`, the ground truth), then write, per time point and on *that* time point's own SPECT grid (as a
+clinic hands it over at inference):
+
+- the SPECT (Bq/mL, as read) and its CT as mass density (g/mL, PHYSICS.md §4 curve);
+- the ground-truth TIA map (MBq·h/mL), mapped from the reference grid with the inverse of the time point's rigid
+  registration, conserving ∫ TIA dV (`resample_to(kind="activity")`); the dose map (Gy) by linear interpolation; the
+  region labels by nearest neighbour; the mask of voxels the reference grid covers (``gt_fov``);
+- the pre-therapy PET SUV (when the cohort has one): its CT is registered to the reference CT once and the PET is
+  resampled through (time point → reference → PET), conserving ∫ SUV dV like any activity image;
+
+plus the sidecar (`ludl.data.store`): times, activities, grids, transforms, registration quality, ground-truth
+region statistics, PET tracer. Finished cases are skipped, a case is written whole or not at all, a case failing
+with a `LudlError` is recorded with its reason in ``prepare_summary.json`` while the others finish, and the case list
+(sorted as the manifest orders patients) is sharded ``[i::n]`` for ``shard=i/n``. ``splits.json`` (patient-level
+folds stratified by ``non_response``) depends only on the manifest, outcomes and seed, so every shard writes the
+same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ludl.data.splits import SPLITS_FILE, load_outcomes, make_splits, write_splits
+from ludl.data.store import CaseTimepoint, case_is_complete, clean_stale, to_jsonable, write_case
+from ludl.dosimetry.pipeline import DOSE_METHODS, TIA_MODES, DosimetryResult, compute_dosimetry
+from ludl.dosimetry.pvc import PVC_METHODS
+from ludl.dosimetry.registration import MIN_CORRELATION_FAIL, MIN_OVERLAP_FAIL
+from ludl.dosimetry.timepoints import CycleData, load_cycle
+from ludl.errors import GeometryError, InputError, LudlError, UnitsError
+from ludl.imaging.resample import resample_to, transform_affine
+from ludl.imaging.volume import Volume
+from ludl.io.atomic import atomic_write_text
+from ludl.io.cohort import CohortConfig, load_cohort_config
+from ludl.io.manifest import Manifest, ManifestRow, load_manifest
+from ludl.physics.kinetics import MODELS
+
+__all__ = [
+    "CASES_FOLDER",
+    "DOSIMETRY_OPTIONS",
+    "SUMMARY_FILE",
+    "CaseOutcome",
+    "PrepareSummary",
+    "case_id",
+    "parse_shard",
+    "prepare_case",
+    "run_prepare",
+    "shard_cases",
+]
+
+CASES_FOLDER = "cases"
+SUMMARY_FILE = "prepare_summary.json"
+DOSIMETRY_OPTIONS = ("tia_mode", "model", "dose_method", "pvc", "reference_timepoint", "kernel_cache_dir")
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+# ------------------------------------------------------------------------------------------------ case list
+
+
+def case_id(patient_id: str, cycle: int) -> str:
+    """Folder name of a patient-cycle: the cohort's pseudonymous ID (made file-safe) and the cycle, ``P01_c1``.
+
+    Characters outside ``[A-Za-z0-9_-]`` become ``-`` and a short hash of the original ID is appended, so two IDs
+    never share a folder. No other patient attribute (name, birth date …) is ever used.
+    """
+    safe = _SAFE_ID.sub("-", patient_id)
+    if safe != patient_id or not safe:
+        safe = f"{safe}-{hashlib.sha256(patient_id.encode('utf-8')).hexdigest()[:8]}"
+    return f"{safe}_c{int(cycle)}"
+
+
+def parse_shard(shard: str | Sequence[int]) -> tuple[int, int]:
+    """``"i/n"`` (or ``(i, n)``) → (i, n) with 0 ≤ i < n."""
+    try:
+        if isinstance(shard, str):
+            left, right = shard.split("/")
+            index, count = int(left), int(right)
+        else:
+            index, count = (int(v) for v in shard)
+    except (ValueError, TypeError) as err:
+        raise InputError(f"shard={shard!r}: give it as i/n, e.g. shard=0/4 for the first of four shards") from err
+    if count < 1 or not 0 <= index < count:
+        raise InputError(f"shard={shard!r}: need 0 ≤ i < n (shards are numbered 0/n … {max(count, 1) - 1}/n)")
+    return index, count
+
+
+def shard_cases(cases: Sequence[tuple[str, int]], index: int, count: int) -> list[tuple[str, int]]:
+    """The cases of shard `index` of `count`: ``cases[index::count]`` (the manifest's order is deterministic)."""
+    return list(cases)[index::count]
+
+
+def _cohort_cases(manifest: Manifest) -> list[tuple[str, int]]:
+    """Patient-cycles with SPECT rows, patients in natural order (P2 before P10), cycles ascending."""
+    return [(p, c) for p, c in manifest.patient_cycles() if manifest.select(patient_id=p, cycle=c, role="spect")]
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+
+@dataclass(frozen=True)
+class CaseOutcome:
+    """What happened to one patient-cycle: ``done``, ``skipped`` (already prepared) or ``failed`` (with reason)."""
+
+    case_id: str
+    patient_id: str
+    cycle: int
+    status: str
+    reason: str = ""
+    error_type: str = ""
+    seconds: float = 0.0
+    detail: str = ""  # traceback, for errors that are not LudlErrors (a bug rather than bad input)
+
+
+@dataclass(frozen=True)
+class PrepareSummary:
+    """The run over one shard of a cohort.
+
+    Attributes:
+        cohort_dir, out_dir: input cohort and output folder (cases under ``out_dir/cases``).
+        shard: (i, n).
+        cases: one outcome per patient-cycle of this shard, in case order.
+        splits_file, summary_file: ``splits.json`` and the summary JSON written.
+        notes: remarks worth a look; seconds: wall time.
+    """
+
+    cohort_dir: Path
+    out_dir: Path
+    shard: tuple[int, int]
+    cases: tuple[CaseOutcome, ...]
+    splits_file: Path | None = None
+    summary_file: Path | None = None
+    notes: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+    def _count(self, status: str) -> int:
+        return sum(1 for c in self.cases if c.status == status)
+
+    @property
+    def n_done(self) -> int:
+        """Cases prepared in this run."""
+        return self._count("done")
+
+    @property
+    def n_skipped(self) -> int:
+        """Cases already prepared (left as they were)."""
+        return self._count("skipped")
+
+    @property
+    def n_failed(self) -> int:
+        """Cases that failed (see `failures`)."""
+        return self._count("failed")
+
+    @property
+    def failures(self) -> tuple[CaseOutcome, ...]:
+        """The failed cases with their reasons."""
+        return tuple(c for c in self.cases if c.status == "failed")
+
+    @property
+    def ok(self) -> bool:
+        """True when no case failed."""
+        return self.n_failed == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``prepare_summary.json`` document."""
+        out: dict[str, Any] = to_jsonable(
+            {
+                "cohort_dir": self.cohort_dir,
+                "out_dir": self.out_dir,
+                "shard": f"{self.shard[0]}/{self.shard[1]}",
+                "n_cases": len(self.cases),
+                "n_done": self.n_done,
+                "n_skipped": self.n_skipped,
+                "n_failed": self.n_failed,
+                "seconds": round(self.seconds, 3),
+                "splits_file": self.splits_file,
+                "notes": list(self.notes),
+                "cases": [asdict(c) for c in self.cases],
+            }
+        )
+        return out
+
+    def format(self) -> str:
+        """A short report: counts, failures with reasons, where the cases are."""
+        i, n = self.shard
+        lines = [
+            f"ludl prepare {self.cohort_dir} → {self.out_dir / CASES_FOLDER}" + (f"  (shard {i}/{n})" if n > 1 else ""),
+            f"{len(self.cases)} case(s): {self.n_done} done, {self.n_skipped} skipped (already prepared), "
+            f"{self.n_failed} failed   [{self.seconds:.1f} s]",
+        ]
+        for c in self.failures:
+            lines.append(f"  FAILED {c.case_id} (patient {c.patient_id} cycle {c.cycle}): {c.error_type}: {c.reason}")
+        lines += [f"note: {note}" for note in self.notes]
+        if self.splits_file is not None:
+            lines.append(f"splits: {self.splits_file}")
+        if self.summary_file is not None:
+            lines.append(f"summary: {self.summary_file}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------ PET
+
+
+@dataclass(frozen=True, eq=False)
+class _Pet:
+    suv: Volume
+    ct: Volume
+    row: ManifestRow
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+
+
+def _read_nifti_unit(path: Path, unit: str) -> Volume:
+    from ludl.io.nifti import read_nifti
+
+    try:
+        return read_nifti(path)
+    except UnitsError:
+        return read_nifti(path, unit=unit)  # a NIfTI written elsewhere: the cohort's unit for the role applies
+
+
+def _where(manifest: Manifest, row: ManifestRow) -> str:
+    return f"{row.role} {row.path!r} ({manifest.file.name} line {row.line})"
+
+
+def _load_pet(manifest: Manifest, config: CohortConfig, patient_id: str, cycle: int) -> tuple[_Pet | None, str]:
+    """The patient's pre-therapy PET (this cycle's, else the latest earlier one) as SUV with its CT; or a note."""
+    from ludl.io.ct import read_ct
+    from ludl.io.pet import read_pet
+
+    pets = [r for r in manifest.select(patient_id=patient_id, role="pet") if r.cycle <= cycle]
+    if not pets:
+        return None, ""
+    row = max(pets, key=lambda r: r.cycle)
+    cts = manifest.select(patient_id=patient_id, cycle=row.cycle, role="pet_ct")
+    if not cts:
+        return None, f"{_where(manifest, row)} has no pet_ct row to register it with: PET left out"
+    path, ct_path = manifest.image_path(row), manifest.image_path(cts[0])
+    try:
+        if _is_nifti(path):
+            pet = _read_nifti_unit(path, config.unit("pet"))
+            if pet.unit == "Bq/mL":
+                if row.weight_kg is None or row.pet_injected_mbq is None:
+                    raise UnitsError(
+                        f"{_where(manifest, row)} is in Bq/mL: SUV needs weight_kg and pet_injected_mbq in the row"
+                    )
+                # SUVbw = C / (A_inj / body mass), the image taken as decay-corrected to injection (the PET norm).
+                pet = pet.with_array(
+                    np.asarray(pet.array, dtype=np.float64) * row.weight_kg * 1e3 / (row.pet_injected_mbq * 1e6),
+                    unit="SUV",
+                )
+            elif pet.unit != "SUV":
+                raise UnitsError(f"{_where(manifest, row)} has unit {pet.unit!r}; a PET must be SUV or Bq/mL")
+        else:
+            pet = read_pet(path, weight_kg=row.weight_kg, injected_mbq=row.pet_injected_mbq)
+        ct = _read_nifti_unit(ct_path, "HU") if _is_nifti(ct_path) else read_ct(ct_path)
+    except FileNotFoundError as err:
+        raise InputError(f"{_where(manifest, row)}: {err}") from err
+    except LudlError as err:
+        raise type(err)(f"{_where(manifest, row)}: {err}") from err
+    suv = np.nan_to_num(np.asarray(pet.array, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    return _Pet(pet.with_array(suv), ct, row), ""
+
+
+def _register_pet(pet: _Pet, reference_ct: Volume, manifest: Manifest) -> tuple[Any, dict[str, Any]]:
+    """Rigid transform (reference points → PET points) through the PET's CT; raises when it cannot be registered."""
+    from ludl.imaging.registration import register_rigid
+
+    where = _where(manifest, pet.row)
+    try:
+        # PET is weeks earlier on another scanner: start from the body-outline centroids, not the scanner frame.
+        result = register_rigid(reference_ct, pet.ct, initial="body")
+    except LudlError as err:
+        raise GeometryError(f"the CT of {where} cannot be registered to the reference CT: {err}") from err
+    q = result.quality
+    if not (math.isfinite(q.correlation) and q.correlation >= MIN_CORRELATION_FAIL) or (
+        q.overlap_fraction < MIN_OVERLAP_FAIL
+    ):
+        raise GeometryError(
+            f"the CT of {where} cannot be registered to the reference CT: HU correlation {q.correlation:.2f} "
+            f"(need ≥ {MIN_CORRELATION_FAIL}), body overlap {100 * q.overlap_fraction:.0f} %"
+        )
+    info = {
+        "translation_mm": list(result.translation_mm),
+        "rotation_deg": list(result.rotation_deg),
+        "hu_correlation": q.correlation,
+        "mean_abs_diff_hu": q.mean_abs_diff_hu,
+        "flags": list(q.reasons),
+        "transform_from_reference": transform_affine(result.transform).tolist(),
+    }
+    return result.transform, info
+
+
+# ------------------------------------------------------------------------------------------------ one case
+
+
+def _compose(first: Any | None, then: Any | None) -> Any | None:
+    """SimpleITK transform applying `first`, then `then` (None = identity)."""
+    import SimpleITK as sitk
+
+    if first is None:
+        return then
+    if then is None:
+        return first
+    return sitk.CompositeTransform([then, first])  # SimpleITK applies the last-added transform first
+
+
+def _case_timepoints(
+    data: CycleData, result: DosimetryResult, pet: _Pet | None, pet_transform: Any | None
+) -> list[CaseTimepoint]:
+    """Every time point on its own SPECT grid with the ground truth mapped back onto it."""
+    from ludl.physics.dose import density_from_hu
+
+    ref_grid = result.dose
+    labels_ref = ref_grid.with_array(np.asarray(result.regions_map.labels, dtype=np.int32), unit="label")
+    ones_ref = ref_grid.with_array(np.ones(ref_grid.shape, dtype=np.uint8), unit="label")
+    tia_ref_total = float(np.asarray(result.tia.array, dtype=np.float64).sum()) * ref_grid.voxel_volume_ml
+    out: list[CaseTimepoint] = []
+    for tp, reg, in_fov_mbq in zip(data.timepoints, result.registrations, result.activity_in_fov_mbq, strict=True):
+        grid = tp.spect
+        # The registration maps reference points → this time point's points; resampling onto this grid needs the
+        # opposite direction (this grid's points → reference points).
+        inverse = None if reg.transform is None else reg.transform.GetInverse()
+        if inverse is None and grid.same_grid(ref_grid):
+            tia, dose, labels = result.tia, result.dose, labels_ref
+            fov = np.ones(grid.shape, dtype=bool)
+        else:
+            tia = resample_to(result.tia, grid, kind="activity", transform=inverse)
+            dose = resample_to(result.dose, grid, kind="linear", transform=inverse)
+            labels = resample_to(labels_ref, grid, kind="nearest", transform=inverse)
+            fov = np.asarray(resample_to(ones_ref, grid, kind="nearest", transform=inverse).array) > 0
+        hu = tp.ct if tp.ct.same_grid(grid) else resample_to(tp.ct, grid, kind="linear", default=-1000.0)
+        density = np.asarray(density_from_hu(np.asarray(hu.array, dtype=np.float64)), dtype=np.float32)
+        volumes: dict[str, Volume] = {
+            "spect": grid,
+            "density": grid.with_array(density, unit="g/mL"),
+            "tia": tia,
+            "dose": dose,
+            "labels": labels,
+            "gt_fov": grid.with_array(fov, unit="mask"),
+        }
+        if pet is not None:
+            volumes["pet"] = resample_to(pet.suv, grid, kind="activity", transform=_compose(inverse, pet_transform))
+        forward = transform_affine(reg.transform)
+        info = {
+            "time_h": tp.time_h,
+            "bed_times_h": list(tp.bed_times_h),
+            "acquisition_s": [r.acquisition_s for r in tp.spect_rows],
+            "fwhm_mm": tp.fwhm_mm,
+            "is_reference": reg.is_reference,
+            "activity_in_fov_mbq": in_fov_mbq,
+            "registration": reg.as_row(),
+            # 4×4 affines on LPS points (mm), SimpleITK convention: reference → this time point, and its inverse.
+            "transform_from_reference": forward.tolist(),
+            "transform_to_reference": np.linalg.inv(forward).tolist(),
+            "gt_tia_total_mbq_h": float(np.asarray(tia.array, dtype=np.float64).sum()) * grid.voxel_volume_ml,
+            "gt_tia_reference_total_mbq_h": tia_ref_total,
+            "gt_fov_fraction": float(fov.mean()),
+        }
+        out.append(CaseTimepoint(tp.timepoint_h, volumes, info))
+    return out
+
+
+def _sidecar(
+    data: CycleData, result: DosimetryResult, pet: _Pet | None, pet_info: Mapping[str, Any] | None, notes: list[str]
+) -> dict[str, Any]:
+    from ludl import __version__
+
+    regions = result.regions_map
+    pet_entry = None
+    if pet is not None:
+        pet_entry = {
+            "tracer": pet.row.pet_tracer,
+            "time_h": pet.row.time_h,
+            "injected_mbq": pet.row.pet_injected_mbq,
+            "weight_kg": pet.row.weight_kg,
+            "cycle": pet.row.cycle,
+            "registration": dict(pet_info or {}),
+        }
+    return {
+        "ludl_version": __version__,
+        "patient_id": data.patient_id,
+        "cycle": data.cycle,
+        "nuclide": data.config.nuclide,
+        "injected_mbq": data.injected_mbq,
+        "residual_mbq": data.residual_mbq,
+        "extravasated_mbq": data.extravasated_mbq,
+        "net_administered_mbq": data.net_administered_mbq,
+        "timepoints_h": [t.timepoint_h for t in data.timepoints],
+        "reference_timepoint_h": result.settings.get("reference_timepoint_h"),
+        "mask_timepoint_h": data.mask_timepoint_h,
+        "ground_truth": {
+            "method": "multi-time-point conventional dosimetry (ludl.dosimetry.pipeline)",
+            "settings": dict(result.settings),
+            "tia_unit": "MBq*h/mL",
+            "dose_unit": "Gy",
+            "whole_body_tumour_dose_gy": result.whole_body_tumour_dose_gy,
+            "seconds": dict(result.seconds),
+        },
+        "region_values": dict(regions.values),
+        "region_kinds": dict(regions.kinds),
+        "regions": [dict(r) for r in result.regions],
+        "pet": pet_entry,
+        "notes": [*result.notes, *notes],
+    }
+
+
+def prepare_case(
+    cohort_dir: str | Path,
+    patient_id: str,
+    cycle: int,
+    cases_dir: str | Path,
+    *,
+    nifti: bool = False,
+    overwrite: bool = False,
+    manifest: Manifest | None = None,
+    config: CohortConfig | None = None,
+    **dosimetry_options: Any,
+) -> Path:
+    """Prepare one patient-cycle into ``cases_dir/<case_id>`` (atomic); returns the case folder.
+
+    Args:
+        cohort_dir: cohort folder.
+        patient_id, cycle: the case.
+        cases_dir: the store folder.
+        nifti: also write NIfTI copies for viewing.
+        overwrite: replace an existing case.
+        manifest, config: already-loaded cohort files (skip re-reading them).
+        dosimetry_options: `compute_dosimetry` options (`DOSIMETRY_OPTIONS`).
+
+    Raises:
+        LudlError: bad input (with file and manifest line), as `load_cycle` and `compute_dosimetry` raise it.
+    """
+    config = config or load_cohort_config(cohort_dir)
+    manifest = manifest or load_manifest(cohort_dir, config)
+    data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
+    result = compute_dosimetry(data, **dosimetry_options)
+    notes: list[str] = []
+    pet, pet_note = _load_pet(manifest, config, patient_id, int(cycle))
+    if pet_note:
+        notes.append(pet_note)
+    pet_transform, pet_info = None, None
+    if pet is not None:
+        ref = next(i for i, r in enumerate(result.registrations) if r.is_reference)
+        pet_transform, pet_info = _register_pet(pet, data.timepoints[ref].ct, manifest)
+    timepoints = _case_timepoints(data, result, pet, pet_transform)
+    sidecar = _sidecar(data, result, pet, pet_info, notes)
+    cid = case_id(patient_id, int(cycle))
+    clean_stale(cases_dir, cid)
+    return write_case(cases_dir, cid, timepoints, sidecar, nifti=nifti, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------------------ cohort
+
+
+def _check_dosimetry_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(DOSIMETRY_OPTIONS))
+    if unknown:
+        raise InputError(f"unknown dosimetry option(s) {', '.join(unknown)}; options: {', '.join(DOSIMETRY_OPTIONS)}")
+    for name, choices in (
+        ("tia_mode", TIA_MODES),
+        ("model", (*MODELS, "auto")),
+        ("dose_method", DOSE_METHODS),
+        ("pvc", PVC_METHODS),
+    ):
+        if name in options and options[name] not in choices:
+            raise InputError(f"{name}={options[name]!r} is not known; use one of {', '.join(choices)}")
+    out = dict(options)
+    if out.get("reference_timepoint") is not None:
+        out["reference_timepoint"] = float(out["reference_timepoint"])
+    return out
+
+
+def _prepare_one(
+    cohort_dir: Path,
+    patient_id: str,
+    cycle: int,
+    cases_dir: Path,
+    manifest: Manifest,
+    config: CohortConfig,
+    nifti: bool,
+    overwrite: bool,
+    options: Mapping[str, Any],
+) -> CaseOutcome:
+    """One case, never raising for bad input: the outcome carries the reason."""
+    cid = case_id(patient_id, cycle)
+    start = time.perf_counter()
+    if not overwrite and case_is_complete(cases_dir / cid):
+        return CaseOutcome(cid, patient_id, cycle, "skipped")
+    try:
+        prepare_case(
+            cohort_dir,
+            patient_id,
+            cycle,
+            cases_dir,
+            nifti=nifti,
+            overwrite=True,  # an incomplete or older-format folder at the destination is replaced
+            manifest=manifest,
+            config=config,
+            **options,
+        )
+    except LudlError as err:
+        return CaseOutcome(cid, patient_id, cycle, "failed", str(err), type(err).__name__, time.perf_counter() - start)
+    except Exception as err:  # a bug, not bad input: recorded with its traceback so the other cases still finish
+        return CaseOutcome(
+            cid,
+            patient_id,
+            cycle,
+            "failed",
+            f"unexpected error (please report): {err}",
+            type(err).__name__,
+            time.perf_counter() - start,
+            traceback.format_exc(),
+        )
+    return CaseOutcome(cid, patient_id, cycle, "done", seconds=time.perf_counter() - start)
+
+
+def _outcomes(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[CaseOutcome]:
+    if workers == 1:
+        for job in jobs:
+            yield _prepare_one(*job)
+        return
+    from joblib import Parallel, delayed
+
+    # loky processes (patients are the parallel unit); joblib limits each worker's BLAS threads to cores / workers.
+    parallel = Parallel(n_jobs=workers, return_as="generator_unordered")
+    yield from parallel(delayed(_prepare_one)(*job) for job in jobs)
+
+
+def _summary_file(out: Path, index: int, count: int) -> Path:
+    # One file per shard: shards may run at the same time and must not overwrite each other's summary.
+    return out / (SUMMARY_FILE if count == 1 else f"prepare_summary.shard-{index}-of-{count}.json")
+
+
+def run_prepare(
+    cohort_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    shard: str | Sequence[int] = "0/1",
+    workers: int | None = None,
+    overwrite: bool = False,
+    n_folds: int = 5,
+    seed: int = 0,
+    nifti: bool = False,
+    **dosimetry_options: Any,
+) -> PrepareSummary:
+    """Prepare every patient-cycle of a cohort (one shard of it) as prepared cases, with ``splits.json``.
+
+    Args:
+        cohort_dir: cohort folder (cohort.yaml, manifest.csv, optional outcomes.csv).
+        out_dir: output folder: ``cases/<case_id>/`` (see `ludl.data.store`), ``splits.json`` and
+            ``prepare_summary.json`` (``prepare_summary.shard-i-of-n.json`` when sharded).
+        shard: ``"i/n"``: this process prepares cases ``[i::n]`` of the sorted case list.
+        workers: parallel processes (joblib); None: all cores, 1: in this process.
+        overwrite: redo finished cases (default: skip them).
+        n_folds, seed: patient-level folds of ``splits.json`` (n_folds is capped at the number of patients).
+        nifti: also write NIfTI copies of every array, for viewing.
+        dosimetry_options: ground-truth pipeline options (`DOSIMETRY_OPTIONS`: tia_mode, model, dose_method, pvc,
+            reference_timepoint, kernel_cache_dir), as for ``ludl dosimetry``.
+
+    Returns:
+        The summary (also written as JSON); failed cases are listed with their reasons, never raised.
+
+    Raises:
+        LudlError: problems with the whole run (cohort files, options, shard), before any case is prepared.
+    """
+    start = time.perf_counter()
+    index, count = parse_shard(shard)
+    options = _check_dosimetry_options(dosimetry_options)
+    if workers is not None and int(workers) < 1:
+        raise InputError(f"workers must be ≥ 1 or None (all cores), got {workers}")
+    if int(n_folds) < 1:
+        raise InputError(f"n_folds must be ≥ 1, got {n_folds}")
+    cohort = Path(cohort_dir)
+    out = Path(out_dir)
+    config = load_cohort_config(cohort)
+    manifest = load_manifest(cohort, config)
+    cases = _cohort_cases(manifest)
+    if not cases:
+        raise InputError(f"{manifest.file} lists no SPECT rows: nothing to prepare")
+    notes: list[str] = []
+
+    patients = sorted({p for p, _ in cases})
+    folds = min(int(n_folds), len(patients))
+    if folds < int(n_folds):
+        notes.append(f"n_folds={n_folds} but the cohort has {len(patients)} patient(s): {folds} fold(s) written")
+    splits = make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=int(seed))
+    out.mkdir(parents=True, exist_ok=True)
+    splits_file = write_splits(splits, out / SPLITS_FILE)
+
+    mine = shard_cases(cases, index, count)
+    cases_dir = out / CASES_FOLDER
+    cases_dir.mkdir(exist_ok=True)
+    results: dict[str, CaseOutcome] = {}
+    todo: list[tuple[str, int]] = []
+    for p, c in mine:  # finished cases are skipped here, so that a resumed run starts no worker for them
+        cid = case_id(p, c)
+        if not overwrite and case_is_complete(cases_dir / cid):
+            results[cid] = CaseOutcome(cid, p, c, "skipped")
+        else:
+            todo.append((p, c))
+    n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(todo) or 1))
+    jobs = [(cohort, p, c, cases_dir, manifest, config, bool(nifti), bool(overwrite), options) for p, c in todo]
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
+    try:
+        for outcome in _outcomes(jobs, n_workers):
+            results[outcome.case_id] = outcome
+            progress.update(1)
+            if outcome.status == "failed":
+                progress.write(f"failed {outcome.case_id}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
+    finally:
+        progress.close()
+    ordered = tuple(results[case_id(p, c)] for p, c in mine)
+    summary_file = _summary_file(out, index, count)
+    summary = PrepareSummary(
+        cohort_dir=cohort,
+        out_dir=out,
+        shard=(index, count),
+        cases=ordered,
+        splits_file=splits_file,
+        summary_file=summary_file,
+        notes=tuple(notes),
+        seconds=time.perf_counter() - start,
+    )
+    atomic_write_text(summary_file, json.dumps(summary.to_dict(), indent=1, allow_nan=False) + "\n")
+    return summary

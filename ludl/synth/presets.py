@@ -1,0 +1,139 @@
+"""Size presets of the synthetic cohort: grids, time points, lesion cap and output format per preset.
+
+`tiny` is for tests (seconds per patient), `demo` for a 2-core CPU (≤ 5 s per patient), `clinical` for the
+clinical geometry (4.8 mm whole-body SPECT, 5 time points, ≤ 60 s per patient). The truth grid is the SPECT
+grid refined by `truth_factor` (COHORT.md SPECT table: truth on a grid finer than the SPECT's, e.g. 2×).
+Any field may be overridden by a mapping (what `configs/synth.yaml` gives).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ludl.errors import InputError
+
+__all__ = ["PRESETS", "SynthPreset", "get_preset"]
+
+
+@dataclass(frozen=True)
+class SynthPreset:
+    """Geometry and protocol of one preset.
+
+    Args:
+        name: preset name.
+        extent: ``"torso"`` (neck to pelvis) or ``"whole_body"`` (head to pelvis), passed to the anatomy.
+        spect_shape_zyx: SPECT matrix (z, y, x).
+        spect_spacing_mm: isotropic SPECT voxel size (mm).
+        truth_factor: truth grid = SPECT grid refined by this integer factor per axis.
+        timepoints_h: nominal SPECT/CT time points after injection (h), increasing (COHORT.md: 4, 24, 48, 96, 168).
+        reference_timepoint_h: the time point the label map is drawn on and the truth maps are posed in.
+        max_lesions: lesion cap for the grid size (COHORT.md: "keep a config cap for small grids").
+        image_format: ``"nifti"`` or ``"dicom"`` for the written images.
+        pet_spacing_mm: PET voxel size (mm) (COHORT.md: 3–4 mm; coarser for small presets).
+        fwhm_mm: nominal reconstructed SPECT resolution written to the manifest (COHORT.md: ≈ 10–15 mm).
+        n_cycles: cycles in the truth tables (cycle 2 from `sample_next_cycle_kinetics`).
+        cycle2_images: also write images of cycle 2.
+    """
+
+    name: str
+    extent: Literal["torso", "whole_body"]
+    spect_shape_zyx: tuple[int, int, int]
+    spect_spacing_mm: float
+    truth_factor: int = 2
+    timepoints_h: tuple[float, ...] = (4.0, 24.0, 48.0, 96.0, 168.0)
+    reference_timepoint_h: float = 24.0
+    max_lesions: int = 150
+    image_format: str = "nifti"
+    pet_spacing_mm: float = 4.0
+    fwhm_mm: float = 12.0
+    n_cycles: int = 2
+    cycle2_images: bool = False
+
+    def __post_init__(self) -> None:
+        if self.extent not in ("torso", "whole_body"):
+            raise InputError(f"preset {self.name!r}: extent must be 'torso' or 'whole_body', got {self.extent!r}")
+        if len(self.spect_shape_zyx) != 3 or min(self.spect_shape_zyx) < 8:
+            raise InputError(
+                f"preset {self.name!r}: spect_shape_zyx must be three sizes ≥ 8, got {self.spect_shape_zyx}"
+            )
+        if not 0.5 <= self.spect_spacing_mm <= 20.0 or self.truth_factor < 1:
+            raise InputError(f"preset {self.name!r}: spect_spacing_mm in [0.5, 20] mm and truth_factor ≥ 1 needed")
+        tp = tuple(float(t) for t in self.timepoints_h)
+        if not tp or any(b <= a for a, b in itertools.pairwise(tp)) or tp[0] <= 0:
+            raise InputError(f"preset {self.name!r}: timepoints_h must be increasing and > 0 h, got {tp}")
+        if not any(abs(t - self.reference_timepoint_h) < 1e-9 for t in tp):
+            raise InputError(
+                f"preset {self.name!r}: reference_timepoint_h {self.reference_timepoint_h} is not one of {tp}"
+            )
+        if self.image_format not in ("nifti", "dicom"):
+            raise InputError(f"preset {self.name!r}: image_format must be 'nifti' or 'dicom'")
+        if self.n_cycles not in (1, 2):
+            raise InputError(f"preset {self.name!r}: n_cycles must be 1 or 2")
+        object.__setattr__(self, "timepoints_h", tp)
+        object.__setattr__(self, "spect_shape_zyx", tuple(int(n) for n in self.spect_shape_zyx))
+
+    @property
+    def truth_spacing_mm(self) -> float:
+        """Isotropic truth voxel size (mm)."""
+        return self.spect_spacing_mm / self.truth_factor
+
+    @property
+    def truth_shape_zyx(self) -> tuple[int, int, int]:
+        """Truth grid shape (z, y, x): the SPECT field of view at the finer spacing."""
+        z, y, x = self.spect_shape_zyx
+        f = self.truth_factor
+        return (z * f, y * f, x * f)
+
+
+PRESETS: Mapping[str, SynthPreset] = {
+    # Tests: a small torso crop; 8 mm SPECT is coarse but keeps a patient at a few seconds.
+    "tiny": SynthPreset(
+        name="tiny",
+        extent="torso",
+        spect_shape_zyx=(48, 48, 48),
+        spect_spacing_mm=8.0,
+        truth_factor=2,
+        max_lesions=8,
+        pet_spacing_mm=8.0,
+    ),
+    # 2-core CPU: torso from neck to pelvis at 6 mm SPECT, 3 mm truth.
+    "demo": SynthPreset(
+        name="demo",
+        extent="torso",
+        spect_shape_zyx=(96, 64, 64),
+        spect_spacing_mm=6.0,
+        truth_factor=2,
+        max_lesions=40,
+        pet_spacing_mm=6.0,
+    ),
+    # Clinical geometry (COHORT.md SPECT table: 128², 4.8 mm), head to pelvis, DICOM SPECT.
+    "clinical": SynthPreset(
+        name="clinical",
+        extent="whole_body",
+        spect_shape_zyx=(200, 128, 128),
+        spect_spacing_mm=4.8,
+        truth_factor=2,
+        max_lesions=150,
+        image_format="dicom",
+        pet_spacing_mm=4.0,
+    ),
+}
+
+
+def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> SynthPreset:
+    """The preset called `name`, with fields replaced by `overrides` (unknown keys are an error)."""
+    if name not in PRESETS:
+        raise InputError(f"unknown synth preset {name!r}; use one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if not overrides:
+        return preset
+    known = {f.name for f in dataclasses.fields(SynthPreset)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise InputError(f"unknown preset fields {sorted(unknown)}; known: {sorted(known)}")
+    values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items()}
+    return dataclasses.replace(preset, **values)

@@ -1,0 +1,80 @@
+"""PNG montages of synthetic patients so a person can look at them (``ludl synth … preview=true``).
+
+One PNG per patient under ``preview/``: coronal maximum-intensity projections of the PET (SUV), of the SPECT at
+every time point (first bed; Bq/mL, one shared scale so the washout is visible), of the true dose (Gy) and the
+label map (coronal slice through the body centre is not enough for small lesions, so a label MIP).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from ludl.imaging.volume import Volume
+from ludl.io.nifti import read_nifti
+
+__all__ = ["coronal_mip", "write_patient_preview", "write_previews"]
+
+
+def coronal_mip(volume: Volume) -> npt.NDArray[np.float32]:
+    """Maximum-intensity projection along y (anterior–posterior), shown head up: array (z, x) flipped in z."""
+    mip = np.max(np.asarray(volume.array, dtype=np.float32), axis=1)
+    # LPS z grows towards the head; image rows grow downwards, so flip to put the head on top.
+    return np.asarray(mip[::-1], dtype=np.float32)
+
+
+def _aspect(volume: Volume) -> float:
+    sz, _, sx = volume.spacing_zyx_mm
+    return float(sz / sx)
+
+
+def write_patient_preview(cohort_dir: Path, patient_id: str, out_png: Path) -> Path:
+    """One montage for a patient of a written synthetic cohort (reads its NIfTI images and truth maps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    with (cohort_dir / "manifest.csv").open(newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["patient_id"] == patient_id and r["cycle"] == "1"]
+    panels: list[tuple[str, Volume, str, float | None]] = []
+    pet = next((r for r in rows if r["role"] == "pet"), None)
+    if pet is not None:
+        panels.append((f"PET SUV ({pet['pet_tracer']})", read_nifti(cohort_dir / pet["path"]), "gray_r", None))
+    spect_rows = [r for r in rows if r["role"] == "spect" and r["bed"] in ("", "1")]
+    spects = [(r, read_nifti(cohort_dir / r["path"])) for r in spect_rows]
+    vmax = max((float(np.percentile(v.array, 99.9)) for _, v in spects), default=None)
+    for r, v in spects:
+        panels.append((f"SPECT {float(r['timepoint_h']):g} h", v, "inferno", vmax))
+    dose_path = cohort_dir / "truth" / patient_id / "dose_c1.nii.gz"
+    if dose_path.exists():
+        panels.append(("true dose (Gy)", read_nifti(dose_path), "jet", None))
+    mask = next((r for r in rows if r["role"] == "mask"), None)
+    if mask is not None:
+        panels.append(("labels", read_nifti(cohort_dir / mask["path"], unit="label"), "tab20", None))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(2.2 * max(1, len(panels)), 4.2))
+    axes_list = np.atleast_1d(axes)
+    for ax, (title, vol, cmap, top) in zip(axes_list, panels, strict=False):
+        mip = coronal_mip(vol)
+        ax.imshow(mip, cmap=cmap, vmin=0.0, vmax=top, aspect=_aspect(vol), interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.suptitle(patient_id, fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    # No timestamps in the PNG metadata: previews are byte-identical for the same cohort.
+    fig.savefig(out_png, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return out_png
+
+
+def write_previews(cohort_dir: Path, patient_ids: Sequence[str]) -> int:
+    """Montages of every patient under ``cohort_dir/preview``; returns the number of PNG files written."""
+    for pid in patient_ids:
+        write_patient_preview(cohort_dir, pid, cohort_dir / "preview" / f"{pid}.png")
+    return len(patient_ids)

@@ -1,0 +1,367 @@
+"""`run_prepare` on a tiny three-patient cohort: prepared cases, resumability, shards, failures, splits, configs.
+
+Expected values come from the analytic cohort (`cohort_factory`): each time point's pose is a known whole-voxel shift,
+so the ground truth mapped back onto a time point must sit where the analytic patient sits in that pose, and its
+TIA integral must equal the reference-grid integral (the body lies inside every field of view).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import ludl.data.store as store
+from ludl.data.splits import read_splits
+from ludl.data.store import read_case
+from ludl.dosimetry.prepare import (
+    CASES_FOLDER,
+    PrepareSummary,
+    case_id,
+    parse_shard,
+    run_prepare,
+    shard_cases,
+)
+from ludl.errors import InputError
+from ludl.imaging import Volume
+from ludl.imaging.resample import resample_spacing
+from ludl.io.manifest import ManifestRow, load_manifest, write_manifest
+from ludl.io.nifti import read_nifti, write_nifti
+from tests.dosimetry import cohort_factory as cf
+
+TPS = (0, 1, 3)  # 4, 24 and 96 h: enough for the default model, quick to fit
+PET_SHIFT_MM = (9.6, -4.8, 4.8)  # the PET weeks earlier, in another pose
+PET_SUV = {"body": 1.0, "kidney_left": 20.0, "kidney_right": 18.0, "liver": 8.0, "spleen": 9.0}
+PET_SUV_LESION = 15.0
+NON_RESPONSE = {"P01": 0, "P02": 1, "P03": 1}
+OWN_SPACING_MM = (6.0, 6.0, 6.0)
+
+
+def _analytic_index(grid: Volume, shift_xyz_mm: tuple[float, float, float]) -> np.ndarray:
+    """`cf.region_index` on any grid: 0 outside, 1 body, 2 + i for cf.REGIONS[i] (voxel centres)."""
+    idx = np.argwhere(np.ones(grid.shape, dtype=bool)).astype(np.float64)
+    p = grid.index_to_physical(idx).reshape(*grid.shape, 3) - np.asarray(shift_xyz_mm)
+
+    def inside(centre: tuple[float, ...], radii: tuple[float, ...]) -> np.ndarray:
+        return np.asarray(sum(((p[..., a] - centre[a]) / radii[a]) ** 2 for a in range(3)) <= 1.0)
+
+    out = np.where(inside(cf.BODY.centre_xyz_mm, cf.BODY.radii_xyz_mm), 1, 0)
+    for i, r in enumerate(cf.REGIONS):
+        out[inside(r.centre_xyz_mm, r.radii_xyz_mm)] = 2 + i
+    return out
+
+
+def _pet_suv(shift: tuple[float, float, float]) -> np.ndarray:
+    table = np.array(
+        [0.0, PET_SUV["body"], *(PET_SUV.get(r.name, PET_SUV_LESION) for r in cf.REGIONS)], dtype=np.float64
+    )
+    return np.asarray(table[cf.region_index(shift)])
+
+
+def _write_pet(root: Path, pid: str) -> list[ManifestRow]:
+    g = cf.grid()
+    write_nifti(g.with_array(_pet_suv(PET_SHIFT_MM).astype(np.float32), unit="SUV"), root / "images/pet.nii.gz")
+    write_nifti(g.with_array(cf.ct_hu(PET_SHIFT_MM), unit="HU"), root / "images/pet_ct.nii.gz")
+    common: dict[str, Any] = {
+        "patient_id": pid,
+        "cycle": 1,
+        "injected_mbq": cf.INJECTED_MBQ,
+        "time_h": -240.0,
+        "pet_tracer": "68Ga-PSMA-11",
+        "pet_injected_mbq": 160.0,
+        "weight_kg": 80.0,
+    }
+    return [
+        ManifestRow(role="pet", path="images/pet.nii.gz", **common),
+        ManifestRow(role="pet_ct", path="images/pet_ct.nii.gz", **common),
+    ]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """P01: PET; P02: its 96 h SPECT on a 6 mm grid (a grid of its own); P03: a noise CT at 96 h (cannot register)."""
+    root = tmp_path_factory.mktemp("cohort3")
+    specs = {
+        "P01": cf.CohortSpec(timepoint_indices=TPS, patient_id="P01"),
+        "P02": cf.CohortSpec(timepoint_indices=TPS, patient_id="P02"),
+        "P03": cf.CohortSpec(timepoint_indices=TPS, patient_id="P03", bad_ct_at=3),
+    }
+    rows: list[ManifestRow] = []
+    for pid, spec in specs.items():
+        sub = cf.write_cohort(root / pid, spec)
+        own = [dataclasses.replace(r, line=0) for r in load_manifest(sub)]
+        if pid == "P01":
+            own += _write_pet(sub, pid)
+        if pid == "P02":
+            spect = sub / "images/spect_96h.nii.gz"
+            write_nifti(resample_spacing(read_nifti(spect), OWN_SPACING_MM, kind="activity"), spect)
+        rows += [dataclasses.replace(r, path=f"{pid}/{r.path}") for r in own]
+    shutil.copy(root / "P01" / "cohort.yaml", root / "cohort.yaml")
+    write_manifest(rows, root)
+    lines = ["patient_id,psa_baseline,psa_week12,non_response"]
+    lines += [f"{p},10,{8 if y else 2},{y}" for p, y in NON_RESPONSE.items()]
+    (root / "outcomes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("kernels")
+
+
+@pytest.fixture(scope="module")
+def prepared(cohort: Path, kernels: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PrepareSummary]:
+    out = tmp_path_factory.mktemp("prepared")
+    return out, run_prepare(cohort, out, workers=1, kernel_cache_dir=kernels, pvc="none")
+
+
+Prepare = Callable[..., PrepareSummary]
+
+
+@pytest.fixture
+def prepare(cohort: Path, kernels: Path) -> Prepare:
+    def run(out: Path, **kwargs: Any) -> PrepareSummary:
+        return run_prepare(cohort, out, workers=1, kernel_cache_dir=kernels, pvc="none", **kwargs)
+
+    return run
+
+
+def _case_dirs(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / CASES_FOLDER).iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ outcomes
+
+
+def test_failing_case_is_reported_and_the_others_finish(prepared: tuple[Path, PrepareSummary]) -> None:
+    out, summary = prepared
+    assert (summary.n_done, summary.n_skipped, summary.n_failed) == (2, 0, 1)
+    (failure,) = summary.failures
+    assert failure.patient_id == "P03" and failure.error_type == "GeometryError"
+    assert "ct_96h" in failure.reason  # names the file that cannot be registered
+    assert _case_dirs(out) == ["P01_c1", "P02_c1"]  # nothing at all for the failed case
+    written = json.loads((out / "prepare_summary.json").read_text())
+    assert written["n_failed"] == 1 and written["cases"][2]["status"] == "failed"
+    assert "P03" in summary.format() and "GeometryError" in summary.format()
+
+
+def test_case_round_trip_arrays_and_sidecar(cohort: Path, prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    case = read_case(out / CASES_FOLDER / "P01_c1")
+    assert (case.patient_id, case.cycle) == ("P01", 1)
+    assert [t.timepoint_h for t in case.timepoints] == [cf.TIMES_H[k] for k in TPS]
+    side = case.sidecar
+    assert side["injected_mbq"] == cf.INJECTED_MBQ and side["net_administered_mbq"] == cf.INJECTED_MBQ
+    assert side["reference_timepoint_h"] == 24.0
+    assert side["pet"]["tracer"] == "68Ga-PSMA-11"
+    for k, tp in zip(TPS, case.timepoints, strict=True):
+        assert tp.info["time_h"] == pytest.approx(cf.ACTUAL_H[k])
+        # The SPECT is handed over exactly as the clinic wrote it (Bq/mL), memory-mapped.
+        source = read_nifti(cohort / "P01" / f"images/spect_{cf.TIMES_H[k]:g}h.nii.gz")
+        spect = tp.array("spect")
+        assert isinstance(spect, np.memmap) or isinstance(spect.base, np.memmap)
+        np.testing.assert_allclose(spect, np.asarray(source.array), rtol=1e-6)
+        assert set(tp.channels) == {"spect", "density", "pet", "tia", "dose", "labels", "gt_fov"}
+        # Soft tissue at 0 HU is water (1 g/mL); kidney at 35 HU lies on the soft-tissue branch, ≥ 1 and far below
+        # bone (the exact slope is the physics module's business, tested there).
+        index = cf.region_index(cf.SHIFTS_MM[k])
+        density = tp.array("density")
+        soft = (index == 1) & (cf.ct_hu(cf.SHIFTS_MM[k]) == 0.0)
+        assert float(np.median(density[soft])) == pytest.approx(1.0, abs=1e-3)
+        assert 1.0 < float(np.median(density[index == 2])) < 1.1
+    names = {r["region"] for r in side["regions"]}
+    assert {"kidney_left", "kidney_right", "liver", "spleen", "lesion_001", "lesion_002"} <= names
+    assert set(case.region_values) <= names | {"body"}
+    assert "PatientName" not in json.dumps(side)
+
+
+def test_every_time_point_is_on_its_own_spect_grid(cohort: Path, prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    case = read_case(out / CASES_FOLDER / "P02_c1")
+    for k, tp in zip(TPS, case.timepoints, strict=True):
+        source = read_nifti(cohort / "P02" / f"images/spect_{cf.TIMES_H[k]:g}h.nii.gz")
+        for channel in tp.channels:
+            assert tp.volume(channel).same_grid(source), (tp.timepoint_h, channel)
+    assert case.timepoint(96.0).spacing_zyx_mm == OWN_SPACING_MM
+    assert case.timepoint(24.0).info["shape_zyx"] == list(cf.SHAPE_ZYX)
+
+
+def test_ground_truth_sits_in_each_time_points_pose_and_conserves_tia(prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    for name in ("P01_c1", "P02_c1"):
+        case = read_case(out / CASES_FOLDER / name)
+        ref = case.timepoint(24.0)
+        ref_total = float(np.asarray(ref.array("tia"), dtype=np.float64).sum()) * np.prod(ref.spacing_zyx_mm) / 1e3
+        ref_kidney = float(np.median(ref.array("tia")[ndimage.binary_erosion(cf.region_index() == 2)]))
+        # Mono-exponential fits of 3 points ignore the 1 h uptake: a few % above the exact bi-exponential TIA.
+        assert ref_kidney == pytest.approx(cf.tia(cf.REGIONS[0]), rel=0.06)
+        for k, tp in zip(TPS, case.timepoints, strict=True):
+            tia = np.asarray(tp.array("tia"), dtype=np.float64)
+            voxel_ml = float(np.prod(tp.spacing_zyx_mm)) / 1e3
+            assert float(tia.sum()) * voxel_ml == pytest.approx(ref_total, rel=1e-5)
+            # Where the analytic kidney is in this pose (not the reference pose), the TIA is the kidney's TIA on the
+            # reference grid; a transform applied the wrong way round would move it by twice the shift.
+            kidney = _analytic_index(tp.volume("tia"), cf.SHIFTS_MM[k]) == 2
+            interior = ndimage.binary_erosion(kidney)  # edge voxels mix kidney and background on a coarser grid
+            assert float(np.median(tia[interior])) == pytest.approx(ref_kidney, rel=0.01), (name, k)
+            labels = np.asarray(tp.array("labels"))
+            hit = np.mean(labels[interior] == case.region_values["kidney_left"])
+            assert hit > 0.98, (name, k, hit)
+
+
+def test_pet_is_registered_onto_every_time_point(prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    case = read_case(out / CASES_FOLDER / "P01_c1")
+    pet_total = float(_pet_suv(PET_SHIFT_MM).sum())  # same voxel size everywhere: compare voxel sums
+    for k, tp in zip(TPS, case.timepoints, strict=True):
+        suv = np.asarray(tp.array("pet"), dtype=np.float64)
+        assert float(suv.sum()) == pytest.approx(pet_total, rel=0.01)
+        kidney = cf.region_index(cf.SHIFTS_MM[k]) == 2
+        assert float(np.median(suv[kidney])) == pytest.approx(PET_SUV["kidney_left"], rel=0.05)
+    assert "pet" not in read_case(out / CASES_FOLDER / "P02_c1").timepoints[0].channels
+
+
+def test_splits_are_written_patient_level(prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    splits = read_splits(out / "splits.json")
+    assert splits.patients == ("P01", "P02", "P03")  # the failed case's patient is still split
+    assert splits.n_folds == 3 and splits.stratified_by == "non_response"
+    assert sorted(len(f) for f in splits.folds) == [1, 1, 1]
+
+
+# ------------------------------------------------------------------------------------------------ resuming
+
+
+def test_second_run_skips_finished_cases(prepared: tuple[Path, PrepareSummary], prepare: Prepare) -> None:
+    out, _ = prepared
+    before = {p: p.stat().st_mtime_ns for p in (out / CASES_FOLDER).rglob("*.npy")}
+    again = prepare(out)
+    assert (again.n_done, again.n_skipped, again.n_failed) == (0, 2, 1)
+    assert {p: p.stat().st_mtime_ns for p in (out / CASES_FOLDER).rglob("*.npy")} == before
+
+
+def test_crash_leaves_nothing_and_the_rerun_completes(
+    tmp_path: Path, prepare: Prepare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = store._write_array
+    calls = {"n": 0}
+
+    def crash_on_third(path: Path, array: Any, dtype: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # the process is stopped in the middle of writing a case
+        real(path, array, dtype)
+
+    monkeypatch.setattr(store, "_write_array", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(tmp_path, shard="0/3")  # P01 only
+    assert list((tmp_path / CASES_FOLDER).iterdir()) == []
+    monkeypatch.setattr(store, "_write_array", real)
+    # A writer killed outright (no cleanup) leaves its temporary folder; the rerun removes it.
+    stale = tmp_path / CASES_FOLDER / ".P01_c1.tmp-deadbeef"
+    (stale / "tp_4h").mkdir(parents=True)
+    summary = prepare(tmp_path, shard="0/3")
+    assert summary.n_done == 1
+    assert _case_dirs(tmp_path) == ["P01_c1"]
+    assert read_case(tmp_path / CASES_FOLDER / "P01_c1").timepoint(4.0).array("dose").shape == cf.SHAPE_ZYX
+
+
+def test_unexpected_error_is_recorded_with_traceback(
+    tmp_path: Path, prepare: Prepare, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(store, "_write_array", broken)
+    summary = prepare(tmp_path, shard="1/3")
+    (failure,) = summary.failures
+    assert failure.error_type == "ZeroDivisionError" and "boom" in failure.detail
+    assert list((tmp_path / CASES_FOLDER).iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------ shards
+
+
+def test_shards_partition_the_cases() -> None:
+    cases = [(f"P{i:02d}", c) for i in range(1, 8) for c in (1, 2)]
+    for n in (1, 2, 3, 5, 20):
+        parts = [shard_cases(cases, i, n) for i in range(n)]
+        flat = [c for part in parts for c in part]
+        assert sorted(flat) == sorted(cases) and len(flat) == len(set(flat))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_a_shard_prepares_only_its_cases(tmp_path: Path, prepare: Prepare) -> None:
+    summary = prepare(tmp_path, shard="1/2", n_folds=2)
+    assert [c.case_id for c in summary.cases] == ["P02_c1"]
+    assert _case_dirs(tmp_path) == ["P02_c1"]
+    assert (tmp_path / "prepare_summary.shard-1-of-2.json").is_file()
+    assert not (tmp_path / "prepare_summary.json").exists()
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_cases(
+    tmp_path: Path, cohort: Path, kernels: Path, prepared: tuple[Path, PrepareSummary]
+) -> None:
+    summary = run_prepare(cohort, tmp_path, workers=2, kernel_cache_dir=kernels, pvc="none", shard="0/2")
+    assert [c.status for c in summary.cases] == ["done", "failed"]  # P01, P03 in case order
+    a = read_case(tmp_path / CASES_FOLDER / "P01_c1").timepoint(96.0).array("dose")
+    b = read_case(prepared[0] / CASES_FOLDER / "P01_c1").timepoint(96.0).array("dose")
+    np.testing.assert_allclose(a, b, rtol=1e-6)  # thread counts differ between the runs; the result must not
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def test_shard_and_option_errors(tmp_path: Path, prepare: Prepare) -> None:
+    assert parse_shard("2/5") == (2, 5)
+    for bad in ("5/5", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(InputError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(InputError, match="tia_mode"):
+        prepare(tmp_path, tia_mode="magic")
+    with pytest.raises(InputError, match="unknown dosimetry option"):
+        prepare(tmp_path, kernel="x")
+    assert not (tmp_path / CASES_FOLDER).exists()  # refused before any work
+
+
+def test_case_ids_are_safe_and_distinct() -> None:
+    assert case_id("SYN0001", 2) == "SYN0001_c2"
+    odd = [case_id(p, 1) for p in ("a/b", "a b", "a:b", "../x")]
+    assert len(set(odd)) == 4
+    assert all("/" not in c and " " not in c and not c.startswith(".") for c in odd)
+
+
+def test_nifti_copies_on_request(tmp_path: Path, prepare: Prepare) -> None:
+    prepare(tmp_path, shard="1/3", nifti=True)
+    tp = read_case(tmp_path / CASES_FOLDER / "P02_c1").timepoint(96.0)
+    copy = read_nifti(tp.folder / tp.info["files"]["tia"]["nifti"])
+    assert copy.unit == "MBq*h/mL" and copy.same_grid(tp.volume("tia"))
+    np.testing.assert_allclose(np.asarray(copy.array), tp.array("tia"), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+def test_configs_compose_without_the_launcher_plugins() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from ludl.cli import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="prepare", overrides=["cohort=/c", "out=/o", "shard=1/4"])
+        expected = {"cohort", "out", "shard", "workers", "overwrite", "n_folds", "seed", "nifti"}
+        assert expected <= set(cfg) and parse_shard(str(cfg.shard)) == (1, 4)
+        dosimetry = compose(config_name="dosimetry")
+        for key in ("tia_mode", "model", "dose_method", "pvc", "reference_timepoint", "kernel_cache_dir"):
+            assert cfg[key] == dosimetry[key]
+        for launcher, key in (("joblib", "n_jobs"), ("submitit_slurm", "tasks_per_node")):
+            c = compose(config_name="prepare", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+            assert key in c.hydra.launcher and c.hydra.launcher._target_.startswith("hydra_plugins.")
