@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from ludl.imaging.volume import Volume
 from ludl.io.nifti import read_nifti
+from ludl.io.nm import stitch_beds
 
 __all__ = ["coronal_mip", "write_patient_preview", "write_previews"]
 
@@ -46,11 +47,15 @@ def write_patient_preview(cohort_dir: Path, patient_id: str, out_png: Path) -> P
     pet = next((r for r in rows if r["role"] == "pet"), None)
     if pet is not None:
         panels.append((f"PET SUV ({pet['pet_tracer']})", read_nifti(cohort_dir / pet["path"]), "gray_r", None))
-    spect_rows = [r for r in rows if r["role"] == "spect" and r["bed"] in ("", "1")]
-    spects = [(r, read_nifti(cohort_dir / r["path"])) for r in spect_rows]
+    by_time: dict[float, list[Volume]] = {}
+    for r in rows:
+        if r["role"] == "spect" and r["path"].endswith((".nii", ".nii.gz")):
+            by_time.setdefault(float(r["timepoint_h"]), []).append(read_nifti(cohort_dir / r["path"]))
+    # All beds of a time point, stitched as the readers stitch them, so the montage shows the whole FOV.
+    spects = [(t, beds[0] if len(beds) == 1 else stitch_beds(beds)[0]) for t, beds in sorted(by_time.items())]
     vmax = max((float(np.percentile(v.array, 99.9)) for _, v in spects), default=None)
-    for r, v in spects:
-        panels.append((f"SPECT {float(r['timepoint_h']):g} h", v, "inferno", vmax))
+    for t, v in spects:
+        panels.append((f"SPECT {t:g} h", v, "inferno", vmax))
     dose_path = cohort_dir / "truth" / patient_id / "dose_c1.nii.gz"
     if dose_path.exists():
         panels.append(("true dose (Gy)", read_nifti(dose_path), "jet", None))
