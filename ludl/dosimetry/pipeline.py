@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
-from ludl.dosimetry.pvc import PVC_METHODS, pvc_factors
+from ludl.dosimetry.pvc import PVC_METHODS, background_blocks, gtm_matrix, gtm_solve, pvc_factors
 from ludl.dosimetry.regions import (
     RegionSet,
     expand_regions,
@@ -62,6 +63,8 @@ __all__ = [
     "TIA_MODES",
     "DosimetryResult",
     "compute_dosimetry",
+    "dose_map_gy",
+    "majority_labels",
     "region_fits",
     "region_tia_map",
     "run_dosimetry",
@@ -77,6 +80,21 @@ _BQ_TO_MBQ = 1e-6
 _REST = "_rest"
 # Activity seen in the field of view above this share of the administered activity means a calibration problem.
 _MAX_FOV_SHARE = 1.10
+# GTM background: unlabelled body tissue (CT above this, lungs included) is split into cubes of this edge, each its own
+# GTM region; air outside the body stays one "rest" region. 40 mm ≈ 3 FWHM: each cube recovers ≳ 0.6 of itself, so
+# its mean is well determined, yet bowel, blood pool and muscle next to an organ get their own local mean.
+_BODY_MIN_HU = -900.0
+_GTM_BLOCK_MM = 40.0
+# Organs at least this large are split into GTM parts (`_split_organs`).
+_SPLIT_MIN_ML = 60.0
+# Only organs known to be layered are split: the kidney (cortex ≫ medulla, PHYSICS/COHORT kidney heterogeneity).
+_SPLIT_PREFIXES = ("kidney",)
+# Parenchymal organs whose part next to a lesion is solved apart and left out of the organ's mean (`_split_organs`);
+# not the bladder, whose content (urine, voided between scans) is no parenchyma.
+_PARENCHYMA_PREFIXES = ("liver", "spleen")
+# Below this R² a region curve is not kinetics a model integrates (a bladder voided between scans): its corrected mean
+# then comes from GTM of the TIA-map means instead of a fit of its corrected curve.
+_MIN_REGION_R2 = 0.9
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,16 +317,241 @@ def region_tia_map(
     return tia
 
 
+def majority_labels(labels: Volume, grid: Volume) -> Volume | None:
+    """Labels on a coarser grid by majority of the fine voxels whose centres fall in each coarse voxel.
+
+    Nearest-neighbour sampling of a label map drawn on a 2× finer grid picks one of the 8 fine voxels that meet at
+    each coarse centre, always the same corner: every region moves by half a fine voxel (1.5 mm at 3 mm) and small
+    ones lose or gain volume. The majority keeps each region where its volume is. Only for grids with the same
+    direction (the label map drawn on the scanner's frame); returns None otherwise (use nearest neighbour).
+    """
+    if not np.allclose(labels.direction, grid.direction, atol=1e-6):
+        return None
+    lab = np.asarray(labels.array)
+    fine_origin = grid.physical_to_index(labels.origin_xyz_mm)  # fine voxel (0,0,0) in coarse index units
+    steps = np.asarray(labels.spacing_zyx_mm) / np.asarray(grid.spacing_zyx_mm)
+    maps = [
+        np.floor(fine_origin[k] + steps[k] * np.arange(lab.shape[k]) + 0.5).astype(np.int64) for k in range(3)
+    ]  # coarse index of every fine slice/row/column: the map is separable for equal directions
+    valid = [(m >= 0) & (m < n) for m, n in zip(maps, grid.shape, strict=True)]
+    per_axis = [np.bincount(m[v], minlength=n) for m, v, n in zip(maps, valid, grid.shape, strict=True)]
+    total = per_axis[0][:, None, None] * per_axis[1][None, :, None] * per_axis[2][None, None, :]
+    z, y, x = np.nonzero(lab)
+    keep = valid[0][z] & valid[1][y] & valid[2][x]
+    z, y, x = z[keep], y[keep], x[keep]
+    values, code = np.unique(lab[z, y, x], return_inverse=True)
+    coarse = np.ravel_multi_index((maps[0][z], maps[1][y], maps[2][x]), grid.shape)
+    pairs, counts = np.unique(coarse * values.size + code.ravel(), return_counts=True)
+    voxel, label = np.divmod(pairs, values.size)
+    order = np.lexsort((counts, voxel))  # per coarse voxel, its most frequent label last
+    last = np.r_[voxel[order][1:] != voxel[order][:-1], True]
+    best_voxel, best_label, best_count = voxel[order][last], label[order][last], counts[order][last]
+    labelled = np.bincount(voxel, weights=counts, minlength=total.size)[best_voxel]
+    unlabelled = total.ravel()[best_voxel] - labelled
+    out = np.zeros(grid.shape, dtype=lab.dtype)
+    # A tie with the unlabelled share (4 of 8 at a flat boundary) goes to the region on every other voxel (a
+    # checkerboard), so boundaries keep their volume on average instead of all ties going one way.
+    parity = np.sum(np.unravel_index(best_voxel, grid.shape), axis=0) % 2 == 0
+    win = (best_count > unlabelled) | ((best_count == unlabelled) & parity)
+    out.ravel()[best_voxel[win]] = values[best_label[win]]
+    return grid.with_array(out, unit=labels.unit)
+
+
+# ------------------------------------------------------------------------------------------------------ PVC
+
+
+def _gtm_per_timepoint(
+    aligned: Sequence[AlignedTimePoint],
+    regions: RegionSet,
+    body: npt.NDArray[np.bool_],
+    spacing_zyx_mm: tuple[float, float, float],
+    fwhm_mm: float,
+    curves: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]],
+    fits: Mapping[str, TacFit | None],
+    model: str,
+    tia: npt.NDArray[np.float64],
+) -> tuple[dict[str, float], dict[str, TacFit | None], list[str]]:
+    """GTM on every time point's region means, then one fit per corrected region curve.
+
+    Spill-in from a neighbour with other kinetics (a bone lesion next to the marrow, lesions in or beside the
+    liver) distorts the region's curve shape, not only its level; correcting each time point before the fit
+    (Rousset 1998 GTM applied per frame) gives the region's own kinetics. The factor applied to the region's mean
+    TIA and dose is TIA(fit of the corrected curve) / TIA of the region in the TIA map; where a corrected curve
+    cannot be fitted, the GTM of the TIA-map means (linear, so the same correction for a well-fitted curve) is
+    used instead.
+
+    Returns:
+        (factor per region, fit of the corrected curve per region, notes).
+    """
+    values = {n: v for n, v in regions.values.items() if regions.kinds[n] != "body"}
+    first = max(regions.values.values(), default=0) + 1
+    extended, blocks = background_blocks(regions.labels, body, spacing_zyx_mm, _GTM_BLOCK_MM, first)
+    parts = _split_organs(extended, regions, values, spacing_zyx_mm, fwhm_mm, first + len(blocks))
+    all_values = {**values, **blocks, **parts}
+    names, w = gtm_matrix(extended, all_values, spacing_zyx_mm, fwhm_mm)
+    index = [int(all_values[n]) for n in names[:-1]]
+    rest = ~np.isin(extended, index)
+    counts = np.append(np.asarray(ndimage.sum(np.ones(extended.shape), labels=extended, index=index)), 0.0)
+    # Observed means of a split organ are the count-weighted means of its parts; its true mean is that of its rim
+    # and core, but leaves out the part next to hot lesions (assumed like the rest of the organ: see _split_organs).
+    keep = [i for i, n in enumerate(names) if ":" not in n]
+    merge_obs = np.eye(len(names))
+    merge_true = np.eye(len(names))
+    for i, n in enumerate(names):
+        organ, _, part = n.partition(":")
+        if part and organ in names:
+            merge_obs[names.index(organ), i] = 1.0
+            merge_true[names.index(organ), i] = 1.0 if part == "core" else 0.0
+
+    def means(array: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        inside = np.asarray(ndimage.mean(array, labels=extended, index=index), dtype=np.float64)
+        return np.append(inside, float(array[rest].mean()) if rest.any() else 0.0)
+
+    def whole(per_part: npt.NDArray[np.float64], merge: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        summed = (merge * counts) @ per_part
+        total = (merge @ counts)[:, None] if per_part.ndim == 2 else merge @ counts
+        return np.asarray(np.where(total > 0, summed / np.maximum(total, 1e-300), per_part))[keep]
+
+    per_part = np.stack(
+        [means(np.asarray(a.activity.array, dtype=np.float64) * _BQ_TO_MBQ) for a in aligned], axis=1
+    )  # (regions and parts, time points), MBq/mL
+    true = whole(gtm_solve(w, per_part), merge_true)
+    observed = whole(per_part, merge_obs)
+    tia_parts = means(tia)
+    observed_tia = dict(zip([names[i] for i in keep], whole(tia_parts, merge_obs), strict=True))
+    tia_true = dict(zip([names[i] for i in keep], whole(gtm_solve(w, tia_parts), merge_true), strict=True))
+    counts = (merge_obs @ counts)[keep]
+    names = [names[i] for i in keep]
+    voxel_ml = float(np.prod(spacing_zyx_mm)) / 1000.0
+    factors: dict[str, float] = {}
+    corrected_fits: dict[str, TacFit | None] = {}
+    notes: list[str] = []
+    for i, name in enumerate(names[:-1]):
+        if name not in values:
+            continue
+        static = float(tia_true[name]) / observed_tia[name] if observed_tia.get(name, 0.0) > 0 else float("nan")
+        factors[name] = max(static, 0.0) if math.isfinite(static) else static
+        corrected_fits[name] = fits.get(name)
+        t = curves[name][0]
+        order = np.argsort(t)
+        volume_ml = counts[i] * voxel_ml
+        obs_curve = observed[i][order] * volume_ml
+        true_curve = np.maximum(true[i][order], 0.0) * volume_ml
+        if not (np.any(obs_curve > 0) and np.any(true_curve > 0)):
+            continue
+        try:
+            fit_obs = fit_tac(t[order], obs_curve, model=model)
+            fit_true = fit_tac(t[order], true_curve, model=model)
+        except FitError as err:
+            notes.append(f"region {name}: per-time-point GTM curve not fitted ({err}); TIA-level GTM used")
+            continue
+        voxel_tia = observed_tia.get(name, 0.0) * volume_ml
+        if min(fit_obs.r2, fit_true.r2) < _MIN_REGION_R2:
+            notes.append(
+                f"region {name}: its curve is not smooth kinetics (R² {min(fit_obs.r2, fit_true.r2):.2f}, e.g. a "
+                "voided bladder); partial-volume correction of its TIA-map mean used"
+            )
+            continue
+        if fit_obs.tia > 0 and voxel_tia > 0 and math.isfinite(fit_true.tia):
+            # The corrected mean is the corrected curve's own integral: region curves (sums over many voxels) may use
+            # every model the time points allow, where single voxel curves are limited to mono / biexp_uptake,
+            # which misses the early fast phase of quickly clearing organs (spleen, liver).
+            factors[name] = max(fit_true.tia, 0.0) / voxel_tia
+            corrected_fits[name] = fit_true
+    return factors, corrected_fits, notes
+
+
+def _split_organs(
+    extended: npt.NDArray[np.int32],
+    regions: RegionSet,
+    values: Mapping[str, int],
+    spacing_zyx_mm: tuple[float, float, float],
+    fwhm_mm: float,
+    first_value: int,
+) -> dict[str, int]:
+    """Split large organs into GTM parts (in place in `extended`); returns part name (``organ:part``) → value.
+
+    - Layered organs (`_SPLIT_PREFIXES`: the kidney, whose cortex holds ≈ 3× the medulla's concentration): a rim one
+      voxel deep and the core inside it, each with its own mean: a uniform model under-estimates their spill-out.
+    - Parenchymal organs next to lesions (`_PARENCHYMA_PREFIXES`): the part within one FWHM of a lesion becomes
+      ``organ:near``, solved in the GTM but left out of the organ's true mean. Lesions are 10–100× hotter than
+      parenchyma, so the small mismatch between the nominal and the real PSF, or a lesion's non-uniformity, moves that
+      part's estimate by tens of percent; the parenchyma is taken to be as uniform there as elsewhere.
+    """
+    parts: dict[str, int] = {}
+    value = first_value
+    voxel_ml = float(np.prod(spacing_zyx_mm)) / 1000.0
+    lesions = np.isin(extended, [v for n, v in values.items() if regions.kinds.get(n) == "lesion"])
+    near_lesion = (
+        ndimage.distance_transform_edt(~lesions, sampling=spacing_zyx_mm) <= fwhm_mm
+        if lesions.any()
+        else np.zeros(extended.shape, dtype=bool)
+    )
+    for name, v in values.items():
+        if regions.kinds.get(name) != "organ":
+            continue
+        mask = extended == v
+        if mask.sum() * voxel_ml < _SPLIT_MIN_ML:
+            continue
+        if name.startswith(_SPLIT_PREFIXES):
+            inner = ndimage.binary_erosion(mask, iterations=1)
+            part = "core"
+        elif name.startswith(_PARENCHYMA_PREFIXES):
+            inner = mask & near_lesion
+            part = "near"
+            if (mask & ~inner).sum() < 0.5 * mask.sum():  # too little parenchyma left to stand for the organ
+                continue
+        else:
+            continue
+        if not inner.any() or (part == "core" and inner.sum() * voxel_ml < _SPLIT_MIN_ML / 4):
+            continue
+        extended[inner] = value
+        parts[f"{name}:{part}"] = value
+        value += 1
+    return parts
+
+
+def _in_fov_fractions(
+    data: CycleData,
+    aligned: Sequence[AlignedTimePoint],
+    grid: Volume,
+    label_transform: Any,
+    regions: RegionSet,
+) -> dict[str, float]:
+    """Smallest share of each region inside the SPECT field of view over time points, on the label map's own grid.
+
+    Measured on the resampled labels, a region cut by the reference grid's edge would count only its part inside
+    the grid and read 100 %; on the label map's grid the part beyond the edge counts as outside.
+    """
+    fine = np.asarray(data.labels.array)
+    named = {n: int(v) for n, v in data.label_values.items() if n in regions.values}
+    out = {name: float(min(np.mean(a.fov[regions.mask(name)]) for a in aligned)) for name in regions.values}
+    if not named:
+        return out
+    inverse = label_transform.GetInverse() if label_transform is not None else None
+    index = list(named.values())
+    worst = np.ones(len(index))
+    for a in aligned:
+        fov = grid.with_array(np.asarray(a.fov, dtype=np.uint8), unit="mask")
+        on_labels = np.asarray(resample_to(fov, data.labels, kind="nearest", transform=inverse).array, dtype=np.float64)
+        worst = np.minimum(worst, np.asarray(ndimage.mean(on_labels, labels=fine, index=index), dtype=np.float64))
+    for name, share in zip(named, worst, strict=True):
+        if math.isfinite(share):
+            out[name] = float(share)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------ dose
 
 
-def _dose(
+def dose_map_gy(
     tia: npt.NDArray[np.float64],
     density: npt.NDArray[np.float64],
     spacing_zyx_mm: tuple[float, float, float],
     dose_method: str,
     kernel_cache_dir: str | Path | None,
 ) -> npt.NDArray[np.float64]:
+    """Dose (Gy) of a TIA map (MBq·h/mL): DVK convolution with CT density scaling, or local deposition."""
     from ludl.physics.dose import dose_from_tia, ldm_dose, voxel_tia_mbq_h
     from ludl.physics.kernels import MEDIA, voxel_s_kernel
 
@@ -347,7 +590,7 @@ def compute_dosimetry(
     tia_mode: str = "voxel",
     model: str = "auto",
     dose_method: str = "dvk",
-    pvc: str = "rc",
+    pvc: str = "gtm",
     reference_timepoint: float | None = None,
     kernel_cache_dir: str | Path | None = None,
 ) -> DosimetryResult:
@@ -377,7 +620,10 @@ def compute_dosimetry(
     label_transform = registrations[mask_index].transform if mask_index != ref_index else None
     labels = data.labels
     if label_transform is not None or not labels.same_grid(grid):
-        labels = resample_to(labels, grid, kind="nearest", transform=label_transform)
+        majority = majority_labels(labels, grid) if label_transform is None else None
+        labels = (
+            majority if majority is not None else resample_to(labels, grid, kind="nearest", transform=label_transform)
+        )
     regions = expand_regions(np.asarray(labels.array), data.label_values)
     hu = resample_to(ref_tp.ct, grid, kind="linear", default=-1000.0)
     density = np.asarray(density_from_hu(np.asarray(hu.array, dtype=np.float64)), dtype=np.float64)
@@ -395,20 +641,25 @@ def compute_dosimetry(
     seconds["tia"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    dose = _dose(tia, density, grid.spacing_zyx_mm, dose_method, kernel_cache_dir)
+    dose = dose_map_gy(tia, density, grid.spacing_zyx_mm, dose_method, kernel_cache_dir)
     seconds["dose"] = time.perf_counter() - start
 
     start = time.perf_counter()
     observed = {name: float(tia[regions.mask(name)].mean()) for name in regions.values}
-    rest = regions.labels == 0
-    rest_mean = float(tia[rest].mean()) if rest.any() else 0.0
     pvc_values = {n: v for n, v in regions.values.items() if regions.kinds[n] != "body"}
-    factors = pvc_factors(
-        pvc, regions.labels, pvc_values, observed, grid.spacing_zyx_mm, ref_tp.fwhm_mm, rest_mean=rest_mean
-    )
-    in_fov = {name: float(min(np.mean(a.fov[regions.mask(name)]) for a in aligned)) for name in regions.values}
+    kinetics: Mapping[str, TacFit | None] = fits
+    if pvc == "gtm":
+        body = np.asarray(hu.array, dtype=np.float64) > _BODY_MIN_HU
+        factors, kinetics, gtm_notes = _gtm_per_timepoint(
+            aligned, regions, body, grid.spacing_zyx_mm, ref_tp.fwhm_mm, curves, fits, model, tia
+        )
+        kinetics = {**fits, **kinetics}
+        notes += gtm_notes
+    else:
+        factors = pvc_factors(pvc, regions.labels, pvc_values, observed, grid.spacing_zyx_mm, ref_tp.fwhm_mm)
+    in_fov = _in_fov_fractions(data, aligned, grid, label_transform, regions)
     rows = region_table(
-        dose, tia, regions, voxel_ml, kinetics=fits, pvc=pvc, pvc_factor=factors, in_fov_fraction=in_fov
+        dose, tia, regions, voxel_ml, kinetics=kinetics, pvc=pvc, pvc_factor=factors, in_fov_fraction=in_fov
     )
     wbtd = whole_body_tumour_dose_gy(rows)
     seconds["regions"] = time.perf_counter() - start
@@ -498,7 +749,7 @@ def run_dosimetry(
     tia_mode: str = "voxel",
     model: str = "auto",
     dose_method: str = "dvk",
-    pvc: str = "rc",
+    pvc: str = "gtm",
     reference_timepoint: float | None = None,
     kernel_cache_dir: str | Path | None = None,
 ) -> DosimetryResult:

@@ -1,0 +1,577 @@
+"""Single-time-point (STP) baselines on a cohort: Hänscheid, Madsen and the prior-informed estimator (issue 5 item 4).
+
+For every patient-cycle and every single time point present (4, 24, 48, 96, 168 h), each method turns that one scan
+into a region TIA and mean dose, stored beside the multi-time-point ground truth (``stp_regions.csv``) so that
+evaluation compares methods (DESIGN.md "Evaluation"):
+
+- ``haenscheid``: TIA = A(t)·2t/ln2 (PHYSICS.md §3);
+- ``madsen``: TIA = A(t)·e^{λt}/λ with λ = ln2/T_eff, T_eff the *training split's* median multi-TP T_eff of the
+  region class (`madsen_t_eff_h`);
+- ``prior``: the posterior-mean TIA of `ludl.physics.stp.PriorInformedEstimator` with one `RegionPrior` per region
+  class fitted *only* on the training split's multi-TP ``biexp_uptake`` region fits, with a patient factor shared
+  by all regions of a patient (`fit_population_priors`).
+
+Training sets follow ``splits.json``: a patient's baselines come from the priors of the fold whose test set holds it,
+so no patient ever informs its own estimate.
+
+A(t) is the region's total activity at the scan, on the ground truth's reference grid and without partial-volume
+correction, at its actual (activity-weighted bed) acquisition time — exactly one point of the curve the multi-TP
+pipeline fitted. Region dose = STP TIA × the region's dose-per-TIA from the multi-TP ground truth (its mean dose /
+its uncorrected TIA); the STP TIA is reported with the ground truth's partial-volume factor applied. Both choices
+make STP / ground-truth − 1 exactly the kinetic error of the STP formula, isolated from the spatial dose calculation
+and from partial-volume correction, which are the same for every method. Voxel dose maps (Hänscheid, Madsen) use
+voxel TIA = A(x, t)·τ(x) and the pipeline's kernel convolution with density correction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ludl.data.splits import Splits, load_outcomes, make_splits, read_splits
+from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry, dose_map_gy, region_fits
+from ludl.dosimetry.regions import RegionSet
+from ludl.dosimetry.registration import AlignedTimePoint, align_timepoints
+from ludl.dosimetry.timepoints import CycleData, load_cycle
+from ludl.errors import InputError
+from ludl.imaging.resample import resample_to
+from ludl.imaging.volume import Volume
+from ludl.io.atomic import atomic_write_text
+from ludl.io.manifest import load_manifest
+from ludl.physics.stp import PriorInformedEstimator, RegionPrior, haenscheid_tia, madsen_tia
+
+__all__ = [
+    "METHODS",
+    "OTHER_CLASS",
+    "REGION_CLASSES",
+    "STP_COLUMNS",
+    "STP_FILE",
+    "StpCase",
+    "fit_population_priors",
+    "madsen_t_eff_h",
+    "region_class",
+    "run_stp_baselines",
+    "stp_case",
+    "stp_dose_map",
+    "stp_region_table",
+]
+
+METHODS = ("haenscheid", "madsen", "prior")
+REGION_CLASSES = ("kidneys", "salivary", "lacrimal", "liver", "spleen", "red_marrow", "lesions")
+# Everything else with kinetics (bladder, unlabelled voxels): only used for the voxels of Madsen dose maps.
+OTHER_CLASS = "other"
+STP_FILE = "stp_regions.csv"
+STP_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "cycle",
+    "fold",
+    "region",
+    "kind",
+    "region_class",
+    "method",
+    "timepoint_h",
+    "time_h",
+    "activity_mbq",
+    "t_eff_used_h",
+    "tia_mbq_h",
+    "mean_dose_gy",
+    "map_mean_dose_gy",
+    "tia_sd_mbq_h",
+    "gt_tia_mbq_h",
+    "gt_mean_dose_gy",
+    "gt_mean_dose_uncorrected_gy",
+    "gt_t_eff_h",
+    "true_tia_mbq_h",
+    "true_mean_dose_gy",
+    "volume_ml",
+)
+_BQ_TO_MBQ = 1e-6
+_REST = "_rest"  # the unlabelled voxels, as `ludl.dosimetry.pipeline.region_fits` names them
+_PARAMS = ("a0", "lambda1_per_h", "lambda2_per_h")
+_NAN = float("nan")
+
+
+def region_class(region: str, kind: str) -> str | None:
+    """Region class of a region (`REGION_CLASSES`), `OTHER_CLASS` for bladder/body/unlabelled, None for nothing."""
+    if kind == "lesion":
+        return "lesions"
+    if region.startswith("kidney"):
+        return "kidneys"
+    if region.startswith(("parotid", "submandibular")):
+        return "salivary"
+    if region.startswith("lacrimal"):
+        return "lacrimal"
+    if region in ("liver", "spleen", "red_marrow"):
+        return region
+    return OTHER_CLASS
+
+
+@dataclass(frozen=True, eq=False)
+class StpCase:
+    """One patient-cycle's multi-TP ground truth and region curves, what every STP method needs.
+
+    Attributes:
+        patient_id, cycle: the case.
+        injected_mbq: net administered activity (injected − residual), MBq.
+        timepoints_h: nominal time points, ascending.
+        regions: one row per region (and ``_rest``): ``region, kind, region_class, volume_ml, scored``, the
+            ground truth ``tia_mbq_h, tia_uncorrected_mbq_h, mean_dose_gy, mean_dose_uncorrected_gy, t_eff_h``
+            and the region's ``biexp_uptake`` fit ``a0, lambda1_per_h, lambda2_per_h, fit_cv`` (NaN when the fit
+            failed), plus ``patient_id, cycle, injected_mbq`` — the "region table" the population fits read.
+        curves: region → (actual times h, activity MBq), one entry per time point, uncorrected, reference grid.
+        truth: region → (true TIA MBq·h, true mean dose Gy) from a synthetic cohort's ``truth/regions.csv``.
+    """
+
+    patient_id: str
+    cycle: int
+    injected_mbq: float
+    timepoints_h: tuple[float, ...]
+    regions: tuple[dict[str, Any], ...]
+    curves: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+    truth: dict[str, tuple[float, float]]
+
+
+def _reference_grid(
+    data: CycleData, result: DosimetryResult
+) -> tuple[Volume, tuple[AlignedTimePoint, ...], RegionSet, int]:
+    """The ground truth's reference grid, the aligned time points on it and the regions (as `compute_dosimetry`)."""
+    ref_h = float(result.settings["reference_timepoint_h"])
+    nominal = [t.timepoint_h for t in data.timepoints]
+    ref_index = next(i for i, t in enumerate(nominal) if math.isclose(t, ref_h, abs_tol=1e-6))
+    grid = data.timepoints[ref_index].spect
+    aligned = align_timepoints(data, result.registrations, grid)
+    return grid, aligned, result.regions_map, ref_index
+
+
+def stp_case(
+    data: CycleData, result: DosimetryResult, truth: Mapping[str, tuple[float, float]] | None = None
+) -> StpCase:
+    """Collect what the STP methods need from a loaded case and its multi-TP ground truth (`compute_dosimetry`)."""
+    grid, aligned, regions, _ = _reference_grid(data, result)
+    fits, curves, _notes = region_fits(aligned, regions, "biexp_uptake", grid.voxel_volume_ml)
+    base = {"patient_id": data.patient_id, "cycle": data.cycle, "injected_mbq": data.net_administered_mbq}
+    rows: list[dict[str, Any]] = []
+    gt_rows = [*result.regions, {"region": _REST, "kind": "rest", "scored": False}]
+    for gt in gt_rows:
+        name = str(gt["region"])
+        fit = fits.get(name)
+        row: dict[str, Any] = {
+            **base,
+            "region": name,
+            "kind": gt["kind"],
+            "region_class": region_class(name, str(gt["kind"])),
+            "scored": bool(gt.get("scored", True)),
+        }
+        for key in ("volume_ml", "tia_mbq_h", "tia_uncorrected_mbq_h", "mean_dose_gy", "mean_dose_uncorrected_gy"):
+            row[key] = float(gt.get(key, _NAN))
+        # Madsen's population T_eff is the ground truth's (model "auto"); unlabelled voxels have no ground-truth row,
+        # so their T_eff is that of their biexp_uptake fit.
+        row["t_eff_h"] = float(gt["t_eff_h"]) if "t_eff_h" in gt else (fit.t_eff_h if fit is not None else _NAN)
+        for key in _PARAMS:
+            row[key] = float(fit.params[key]) if fit is not None else _NAN
+        row["fit_cv"] = _NAN
+        if fit is not None and fit.n_points > 3 and float(np.mean(fit.activity)) > 0:
+            row["fit_cv"] = math.sqrt(fit.rss / (fit.n_points - 3)) / float(np.mean(fit.activity))
+        rows.append(row)
+    return StpCase(
+        patient_id=data.patient_id,
+        cycle=data.cycle,
+        injected_mbq=data.net_administered_mbq,
+        timepoints_h=tuple(t.timepoint_h for t in data.timepoints),
+        regions=tuple(rows),
+        curves={k: (np.asarray(v[0], dtype=np.float64), np.asarray(v[1], dtype=np.float64)) for k, v in curves.items()},
+        truth=dict(truth or {}),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ population fits
+
+
+def _training_rows(region_tables: Iterable[Any], train_patients: Iterable[str]) -> list[Mapping[str, Any]]:
+    train = {str(p) for p in train_patients}
+    if not train:
+        raise InputError("train_patients is empty: population baselines need the training split of splits.json")
+    rows: list[Mapping[str, Any]] = []
+    for item in region_tables:
+        rows.extend(item.regions if isinstance(item, StpCase) else [item])
+    return [r for r in rows if str(r["patient_id"]) in train]
+
+
+def _row_class(row: Mapping[str, Any]) -> str | None:
+    cls = row.get("region_class")
+    return str(cls) if cls else region_class(str(row["region"]), str(row["kind"]))
+
+
+def madsen_t_eff_h(region_tables: Iterable[Any], train_patients: Iterable[str]) -> dict[str, float]:
+    """Madsen's population T_eff (h) per region class: the median multi-TP T_eff over the training patients only.
+
+    Args:
+        region_tables: ground-truth region rows (``patient_id, region, kind, t_eff_h``; `StpCase` objects work too).
+        train_patients: the training split's patient IDs; rows of other patients are ignored.
+    """
+    values: dict[str, list[float]] = {}
+    for row in _training_rows(region_tables, train_patients):
+        cls, t_eff = _row_class(row), float(row.get("t_eff_h", _NAN))
+        if cls is not None and math.isfinite(t_eff) and t_eff > 0:
+            values.setdefault(cls, []).append(t_eff)
+    return {cls: float(np.median(v)) for cls, v in sorted(values.items())}
+
+
+def fit_population_priors(
+    region_tables: Iterable[Any], train_patients: Iterable[str], *, noise_cv: float | None = None
+) -> dict[str, RegionPrior]:
+    """One `RegionPrior` per region class from the training patients' multi-TP ``biexp_uptake`` region fits.
+
+    The covariance is split into a within-patient part and a patient factor shared by all regions of a patient
+    (`RegionPrior.from_fits` with patient IDs) where the class has several fits per patient; otherwise the regions
+    are taken as independent. Classes with fewer than 2 usable fits get no prior.
+
+    Args:
+        region_tables: ground-truth region rows with ``patient_id, region, kind, injected_mbq, a0, lambda1_per_h,
+            lambda2_per_h`` and optionally ``fit_cv`` (`StpCase` objects work too).
+        train_patients: the training split's patient IDs; rows of other patients are ignored.
+        noise_cv: measurement CV for every class; default: the median ``fit_cv`` of the class (floored at 1 %).
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in _training_rows(region_tables, train_patients):
+        cls = _row_class(row)
+        if cls not in REGION_CLASSES:
+            continue
+        params = [float(row.get(k, _NAN)) for k in _PARAMS]
+        if all(math.isfinite(p) for p in params) and params[0] > 0 and 0 < params[1] < params[2]:
+            groups.setdefault(cls, []).append(row)
+    priors: dict[str, RegionPrior] = {}
+    for cls, rows in sorted(groups.items()):
+        if len(rows) < 2:
+            continue
+        fits = [{k: float(r[k]) for k in _PARAMS} for r in rows]
+        injected = [float(r["injected_mbq"]) for r in rows]
+        cv = noise_cv
+        if cv is None:
+            cvs = [float(r.get("fit_cv", _NAN)) for r in rows]
+            finite = [c for c in cvs if math.isfinite(c)]
+            # As RegionPrior.from_fits: fits that interpolate their points would make the likelihood spuriously sharp.
+            cv = max(float(np.median(finite)), 0.01) if finite else 0.1
+        try:
+            prior = RegionPrior.from_fits(fits, injected, noise_cv=cv, patient_ids=[str(r["patient_id"]) for r in rows])
+        except InputError:  # one fit per patient (e.g. liver, one cycle): no within-patient spread to split off
+            prior = RegionPrior.from_fits(fits, injected, noise_cv=cv)
+        priors[cls] = prior
+    return priors
+
+
+# ------------------------------------------------------------------------------------------------ STP tables
+
+
+def _timepoint_index(case: StpCase, time_h: float) -> int:
+    for i, t in enumerate(case.timepoints_h):
+        if math.isclose(t, float(time_h), abs_tol=1e-6):
+            return i
+    raise InputError(
+        f"patient {case.patient_id} cycle {case.cycle} has no time point {time_h:g} h; "
+        f"it has {', '.join(f'{t:g}' for t in case.timepoints_h)} h"
+    )
+
+
+def stp_region_table(
+    case_result: StpCase,
+    time_h: float,
+    method: str,
+    *,
+    t_eff_h: Mapping[str, float] | None = None,
+    estimator: PriorInformedEstimator | None = None,
+    fold: int | None = None,
+) -> list[dict[str, Any]]:
+    """STP region TIA and mean dose of one case from its scan at nominal time `time_h`, beside the ground truth.
+
+    One row per scored region of a `REGION_CLASSES` class (`STP_COLUMNS`); NaN where the method cannot estimate
+    (no activity at the scan, no population value for the class).
+
+    Args:
+        case_result: the case (`stp_case`).
+        time_h: nominal time point (h), one of the case's.
+        method: ``haenscheid``, ``madsen`` (needs `t_eff_h`) or ``prior`` (needs `estimator`).
+        t_eff_h: region class → population T_eff (h), from `madsen_t_eff_h` on the training split.
+        estimator: a `PriorInformedEstimator` built on `fit_population_priors` of the training split.
+        fold: the case's fold, written to the rows.
+    """
+    if method not in METHODS:
+        raise InputError(f"method={method!r} is not known; use one of {', '.join(METHODS)}")
+    if method == "madsen" and t_eff_h is None:
+        raise InputError("method='madsen' needs t_eff_h= (madsen_t_eff_h of the training split)")
+    if method == "prior" and estimator is None:
+        raise InputError("method='prior' needs estimator= (PriorInformedEstimator(fit_population_priors(...)))")
+    case = case_result
+    index = _timepoint_index(case, time_h)
+    rows = [r for r in case.regions if r["region_class"] in REGION_CLASSES and r["scored"]]
+    rows = [r for r in rows if math.isfinite(r["tia_uncorrected_mbq_h"]) and r["tia_uncorrected_mbq_h"] > 0]
+    when = np.array([case.curves[r["region"]][0][index] for r in rows], dtype=np.float64)
+    activity = np.array([case.curves[r["region"]][1][index] for r in rows], dtype=np.float64)
+    tia = np.full(len(rows), _NAN)
+    sd = np.full(len(rows), _NAN)
+    t_used = np.full(len(rows), _NAN)
+    ok = (activity > 0) & np.isfinite(when) & (when > 0)
+    if method == "haenscheid":
+        tia[ok] = haenscheid_tia(activity[ok], when[ok])
+    elif method == "madsen" and t_eff_h is not None:
+        t_used = np.array([t_eff_h.get(str(r["region_class"]), _NAN) for r in rows], dtype=np.float64)
+        ok &= np.isfinite(t_used) & (t_used > 0)
+        tia[ok] = madsen_tia(activity[ok], when[ok], t_used[ok])
+    elif method == "prior" and estimator is not None:
+        ok &= np.array([r["region_class"] in estimator.priors for r in rows], dtype=bool)
+        if ok.any():
+            # All regions of this scan belong to one patient: they share the patient factor of the prior.
+            post = estimator.posterior(
+                activity[ok],
+                when[ok],
+                [str(r["region_class"]) for r, k in zip(rows, ok, strict=True) if k],
+                case.injected_mbq,
+            )
+            tia[ok], sd[ok] = post.mean, post.sd
+    out: list[dict[str, Any]] = []
+    for i, r in enumerate(rows):
+        # Ratios to the uncorrected ground-truth TIA carry the partial-volume factor and dose-per-TIA over unchanged.
+        per_tia = 1.0 / r["tia_uncorrected_mbq_h"]
+        true_tia, true_dose = case.truth.get(str(r["region"]), (_NAN, _NAN))
+        out.append(
+            {
+                "patient_id": case.patient_id,
+                "cycle": case.cycle,
+                "fold": "" if fold is None else fold,
+                "region": r["region"],
+                "kind": r["kind"],
+                "region_class": r["region_class"],
+                "method": method,
+                "timepoint_h": float(case.timepoints_h[index]),
+                "time_h": float(when[i]),
+                "activity_mbq": float(activity[i]),
+                "t_eff_used_h": float(t_used[i]),
+                "tia_mbq_h": float(tia[i]) * r["tia_mbq_h"] * per_tia,
+                "mean_dose_gy": float(tia[i]) * r["mean_dose_gy"] * per_tia,
+                "map_mean_dose_gy": _NAN,
+                "tia_sd_mbq_h": float(sd[i]) * r["tia_mbq_h"] * per_tia,
+                "gt_tia_mbq_h": r["tia_mbq_h"],
+                "gt_mean_dose_gy": r["mean_dose_gy"],
+                "gt_mean_dose_uncorrected_gy": r["mean_dose_uncorrected_gy"],
+                "gt_t_eff_h": r["t_eff_h"],
+                "true_tia_mbq_h": true_tia,
+                "true_mean_dose_gy": true_dose,
+                "volume_ml": r["volume_ml"],
+            }
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ voxel maps
+
+
+def stp_dose_map(
+    aligned: AlignedTimePoint,
+    regions: RegionSet,
+    density_g_per_ml: npt.NDArray[np.float64],
+    spacing_zyx_mm: tuple[float, float, float],
+    method: str,
+    *,
+    t_eff_h: Mapping[str, float] | None = None,
+    dose_method: str = "dvk",
+    kernel_cache_dir: str | Path | None = None,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Voxel TIA (MBq·h/mL) = A(x, t)·τ(x) from one scan and its dose (Gy) by the pipeline's convolution.
+
+    τ = 2t/ln2 (``haenscheid``) or e^{λt}/λ with the population T_eff of the voxel's region class (``madsen``;
+    unlabelled and bladder voxels use `OTHER_CLASS`, else Hänscheid's τ); t is the voxel's bed time.
+
+    Returns:
+        (TIA map, dose map), on the grid of `aligned`.
+    """
+    if method not in ("haenscheid", "madsen"):
+        raise InputError(f"voxel STP maps exist for 'haenscheid' and 'madsen', not {method!r}")
+    concentration = np.asarray(aligned.activity.array, dtype=np.float64) * _BQ_TO_MBQ  # MBq/mL
+    when = np.asarray(aligned.time_h_map, dtype=np.float64)
+    inside = np.isfinite(when) & (when > 0) & (concentration > 0)
+    tia = np.zeros(concentration.shape, dtype=np.float64)
+    t = when[inside]
+    tau = np.asarray(haenscheid_tia(np.ones_like(t), t), dtype=np.float64)
+    if method == "madsen":
+        if t_eff_h is None:
+            raise InputError("method='madsen' needs t_eff_h= (madsen_t_eff_h of the training split)")
+        t_map = np.full(concentration.shape, float(t_eff_h.get(OTHER_CLASS, _NAN)))
+        for name, kind in regions.kinds.items():
+            cls = region_class(name, kind)
+            if cls is not None and cls in t_eff_h:
+                t_map[regions.mask(name)] = t_eff_h[cls]
+        t_vox = t_map[inside]
+        has = np.isfinite(t_vox) & (t_vox > 0)
+        tau[has] = np.asarray(madsen_tia(np.ones(int(has.sum())), t[has], t_vox[has]), dtype=np.float64)
+    tia[inside] = concentration[inside] * tau
+    return tia, dose_map_gy(tia, density_g_per_ml, spacing_zyx_mm, dose_method, kernel_cache_dir)
+
+
+# ------------------------------------------------------------------------------------------------ cohort
+
+
+def _read_truth(cohort: Path) -> dict[tuple[str, int, str], tuple[float, float]]:
+    """A synthetic cohort's true (TIA MBq·h, mean dose Gy) per (patient, cycle, region); empty without truth."""
+    file = cohort / "truth" / "regions.csv"
+    if not file.is_file():
+        return {}
+    out: dict[tuple[str, int, str], tuple[float, float]] = {}
+    with file.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+
+            def num(key: str, row: dict[str, str] = row) -> float:
+                value = row.get(key) or ""
+                return float(value) if value.strip() else _NAN
+
+            out[(row["patient_id"], int(row["cycle"]), row["region"])] = (num("tia_mbq_h"), num("mean_dose_gy"))
+    return out
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(STP_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row[c]) for c in STP_COLUMNS])
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _resolve_splits(splits: Splits | str | Path | None, cohort: Path, patients: Sequence[str]) -> Splits:
+    if isinstance(splits, Splits):
+        resolved = splits
+    elif splits is not None:
+        resolved = read_splits(splits)
+    else:
+        resolved = make_splits(patients, load_outcomes(cohort), n_folds=min(5, len(set(patients))), seed=0)
+    missing = sorted(set(patients) - set(resolved.patients))
+    if missing:
+        raise InputError(f"patients {missing} of {cohort} are in no fold of the splits; rerun `ludl prepare`")
+    return resolved
+
+
+def run_stp_baselines(
+    cohort_dir: str | Path,
+    ground_truth: Mapping[tuple[str, int], DosimetryResult] | None,
+    splits: Splits | str | Path | None,
+    out_dir: str | Path,
+    *,
+    timepoints_h: Sequence[float] = (4.0, 24.0, 48.0, 96.0, 168.0),
+    write_maps: bool = True,
+    dosimetry_options: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """STP baselines for every patient-cycle of a cohort, written to ``out_dir/stp_regions.csv`` (and maps).
+
+    Args:
+        cohort_dir: the cohort (manifest, images; ``truth/regions.csv`` when synthetic adds the true values).
+        ground_truth: (patient_id, cycle) → the multi-TP `DosimetryResult`; cases not in it (or all, for None) are
+            computed here with `compute_dosimetry(**dosimetry_options)`.
+        splits: `Splits`, a ``splits.json`` path (or its folder), or None to make 5 patient folds (seed 0) here.
+        out_dir: output folder: ``stp_regions.csv`` (`STP_COLUMNS`) and, with `write_maps`, Hänscheid and Madsen
+            dose maps ``maps/<patient>_c<cycle>/<method>_<t>h_dose_gy.nii.gz`` on the ground truth's grid.
+        timepoints_h: nominal scan times to evaluate, where the case has them.
+        write_maps: also compute and write the voxel dose maps (two kernel convolutions per case and time point).
+        dosimetry_options: keyword arguments of `compute_dosimetry` for cases computed here.
+
+    Returns:
+        The table's rows.
+    """
+    cohort, out = Path(cohort_dir), Path(out_dir)
+    manifest = load_manifest(cohort)
+    keys = [(p, c) for p, c in manifest.patient_cycles() if manifest.select(patient_id=p, cycle=c, role="spect")]
+    if not keys:
+        raise InputError(f"{manifest.file} has no SPECT rows: nothing to evaluate")
+    folds = _resolve_splits(splits, cohort, [p for p, _ in keys])
+    truth = _read_truth(cohort)
+    given = dict(ground_truth or {})
+    options = dict(dosimetry_options or {})
+
+    cases: dict[tuple[str, int], StpCase] = {}
+    results: dict[tuple[str, int], DosimetryResult] = {}
+    for key in keys:
+        data = load_cycle(cohort, *key)
+        result = given.get(key) or compute_dosimetry(data, **options)
+        case_truth = {r: v for (p, c, r), v in truth.items() if (p, c) == key}
+        cases[key] = stp_case(data, result, case_truth)
+        if write_maps:
+            results[key] = result
+
+    # One set of population values per fold, from its training patients only.
+    all_cases = list(cases.values())
+    t_effs, estimators = {}, {}
+    for k in range(folds.n_folds):
+        train = folds.train(k)
+        t_effs[k] = madsen_t_eff_h(all_cases, train)
+        priors = fit_population_priors(all_cases, train)
+        estimators[k] = PriorInformedEstimator(priors) if priors else None
+
+    table: list[dict[str, Any]] = []
+    for key, case in cases.items():
+        fold = folds.fold_of(key[0])
+        present = [t for t in timepoints_h if any(math.isclose(t, s, abs_tol=1e-6) for s in case.timepoints_h)]
+        maps: dict[tuple[str, float], dict[str, float]] = {}
+        if write_maps and present:
+            maps = _write_case_maps(cohort, key, results[key], present, t_effs[fold], out, options)
+        for t in present:
+            for method in METHODS:
+                if method == "prior" and estimators[fold] is None:
+                    continue
+                rows = stp_region_table(case, t, method, t_eff_h=t_effs[fold], estimator=estimators[fold], fold=fold)
+                for row in rows:
+                    row["map_mean_dose_gy"] = maps.get((method, t), {}).get(str(row["region"]), _NAN)
+                table.extend(rows)
+    _write_table(table, out / STP_FILE)
+    return table
+
+
+def _write_case_maps(
+    cohort: Path,
+    key: tuple[str, int],
+    result: DosimetryResult,
+    timepoints_h: Sequence[float],
+    t_eff_h: Mapping[str, float],
+    out: Path,
+    options: Mapping[str, Any],
+) -> dict[tuple[str, float], dict[str, float]]:
+    """Write the Hänscheid and Madsen dose maps of one case; return their uncorrected region means (Gy)."""
+    from ludl.io.nifti import write_nifti
+    from ludl.physics.dose import density_from_hu
+
+    data = load_cycle(cohort, *key)
+    grid, aligned, regions, ref_index = _reference_grid(data, result)
+    hu = resample_to(data.timepoints[ref_index].ct, grid, kind="linear", default=-1000.0)
+    density = np.asarray(density_from_hu(np.asarray(hu.array, dtype=np.float64)), dtype=np.float64)
+    folder = out / "maps" / f"{key[0]}_c{key[1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    means: dict[tuple[str, float], dict[str, float]] = {}
+    nominal = [a.timepoint_h for a in aligned]
+    for t in timepoints_h:
+        tp = aligned[next(i for i, s in enumerate(nominal) if math.isclose(s, t, abs_tol=1e-6))]
+        for method in ("haenscheid", "madsen"):
+            _, dose = stp_dose_map(
+                tp,
+                regions,
+                density,
+                grid.spacing_zyx_mm,
+                method,
+                t_eff_h=t_eff_h,
+                dose_method=str(options.get("dose_method", "dvk")),
+                kernel_cache_dir=options.get("kernel_cache_dir"),
+            )
+            volume = Volume(dose.astype(np.float32), grid.spacing_zyx_mm, grid.origin_xyz_mm, grid.direction, unit="Gy")
+            write_nifti(volume, folder / f"{method}_{t:g}h_dose_gy.nii.gz")
+            means[(method, t)] = {name: float(dose[regions.mask(name)].mean()) for name in regions.values}
+    return means
