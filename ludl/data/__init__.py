@@ -5,8 +5,7 @@ The public names load their module on first use, so `import ludl.data` stays lig
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ludl._lazy import lazy_getattr
 
 _PUBLIC = {
     "PreparedCase": "ludl.data.store",
@@ -25,7 +24,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'ludl.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr("ludl.data", _PUBLIC)

@@ -6,8 +6,7 @@ patient-cycle and writes prepared cases (what `ludl prepare` runs).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ludl._lazy import lazy_getattr
 
 _PUBLIC = {
     "DosimetryResult": "ludl.dosimetry.pipeline",
@@ -20,7 +19,4 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'ludl.dosimetry' has no attribute {name!r}")
+__getattr__ = lazy_getattr("ludl.dosimetry", _PUBLIC)

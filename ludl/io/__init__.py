@@ -6,8 +6,7 @@ highdicom are imported only by the readers and writers that need them).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ludl._lazy import lazy_getattr
 
 _PUBLIC = {
     "read_nm": "ludl.io.nm",
@@ -35,10 +34,7 @@ _PUBLIC = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'ludl.io' has no attribute {name!r}")
+__getattr__ = lazy_getattr("ludl.io", _PUBLIC)
 
 
 def __dir__() -> list[str]:
