@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import sys
@@ -40,7 +39,7 @@ from ludl.data.splits import SPLITS_FILE, load_outcomes, make_splits, write_spli
 from ludl.data.store import CaseTimepoint, case_is_complete, clean_stale, to_jsonable, write_case
 from ludl.dosimetry.pipeline import DOSE_METHODS, TIA_MODES, DosimetryResult, compute_dosimetry
 from ludl.dosimetry.pvc import PVC_METHODS
-from ludl.dosimetry.registration import MIN_CORRELATION_FAIL, MIN_OVERLAP_FAIL
+from ludl.dosimetry.registration import require_registered
 from ludl.dosimetry.timepoints import CycleData, load_cycle
 from ludl.errors import GeometryError, InputError, LudlError, UnitsError
 from ludl.imaging.resample import resample_to, transform_affine
@@ -289,14 +288,8 @@ def _register_pet(pet: _Pet, reference_ct: Volume, manifest: Manifest) -> tuple[
         result = register_rigid(reference_ct, pet.ct, initial="body")
     except LudlError as err:
         raise GeometryError(f"the CT of {where} cannot be registered to the reference CT: {err}") from err
+    require_registered(result, f"the CT of {where}", "reference CT")
     q = result.quality
-    if not (math.isfinite(q.correlation) and q.correlation >= MIN_CORRELATION_FAIL) or (
-        q.overlap_fraction < MIN_OVERLAP_FAIL
-    ):
-        raise GeometryError(
-            f"the CT of {where} cannot be registered to the reference CT: HU correlation {q.correlation:.2f} "
-            f"(need ≥ {MIN_CORRELATION_FAIL}), body overlap {100 * q.overlap_fraction:.0f} %"
-        )
     info = {
         "translation_mm": list(result.translation_mm),
         "rotation_deg": list(result.rotation_deg),

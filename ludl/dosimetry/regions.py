@@ -69,6 +69,8 @@ REGION_COLUMNS: tuple[str, ...] = (
     "in_fov_fraction",
     "scored",
 )
+# What an unscored (partly out-of-FOV) lesion leaves empty: every dose and TIA column.
+_DOSE_AND_TIA_COLUMNS = REGION_COLUMNS[REGION_COLUMNS.index("mean_dose_gy") : REGION_COLUMNS.index("model")]
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,17 +205,7 @@ def region_table(
         if name in _KIDNEYS and fit is not None and math.isfinite(fit.t_eff_h) and fit.t_eff_h > 0:
             row["bed_gy"] = float(bed_gy(row["mean_dose_gy"], fit.t_eff_h, alpha_beta_gy, t_repair_h))
         if not scored:
-            for key in (
-                "mean_dose_gy",
-                "mean_dose_uncorrected_gy",
-                "median_dose_gy",
-                "max_dose_gy",
-                "d2_gy",
-                "d50_gy",
-                "d98_gy",
-                "tia_mbq_h",
-                "tia_uncorrected_mbq_h",
-            ):
+            for key in _DOSE_AND_TIA_COLUMNS:
                 row[key] = nan
         rows.append(row)
     return rows

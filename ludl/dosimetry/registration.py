@@ -21,16 +21,36 @@ import numpy as np
 
 from ludl.dosimetry.timepoints import CycleData, TimePoint
 from ludl.errors import GeometryError, LudlError
-from ludl.imaging.registration import RegistrationQuality, register_rigid
+from ludl.imaging.registration import RegistrationQuality, RigidResult, register_rigid
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 
-__all__ = ["AlignedTimePoint", "TimepointRegistration", "align_timepoints", "register_timepoints"]
+__all__ = [
+    "MIN_CORRELATION_FAIL",
+    "MIN_OVERLAP_FAIL",
+    "AlignedTimePoint",
+    "TimepointRegistration",
+    "align_timepoints",
+    "register_timepoints",
+    "require_registered",
+]
 
 # Below this HU correlation after registration the two CTs do not show the same anatomy in any pose (an empty or
 # noise CT gives ≈ 0; real repositioning with non-rigid motion keeps ≳ 0.8 in the body, see registration_quality).
 MIN_CORRELATION_FAIL = 0.5
 MIN_OVERLAP_FAIL = 0.5
+
+
+def require_registered(result: RigidResult, where: str, ref_where: str) -> None:
+    """Raise `GeometryError` when a rigid registration found no common anatomy (empty, noise or another CT)."""
+    q = result.quality
+    corr = q.correlation
+    if not (math.isfinite(corr) and corr >= MIN_CORRELATION_FAIL) or q.overlap_fraction < MIN_OVERLAP_FAIL:
+        raise GeometryError(
+            f"{where} cannot be registered to the {ref_where}: HU correlation {corr:.2f} (need ≥ "
+            f"{MIN_CORRELATION_FAIL}), body overlap {100 * q.overlap_fraction:.0f} %; "
+            f"{'; '.join(q.reasons) or 'no usable anatomy'} — check that the file is this patient's CT in HU"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,14 +135,8 @@ def _register_one(data: CycleData, ref: TimePoint, tp: TimePoint, *, threads: in
         result = register_rigid(ref.ct, tp.ct, initial="none", threads=threads)
     except LudlError as err:
         raise GeometryError(f"{where} cannot be registered to the {ref_where}: {err}") from err
+    require_registered(result, where, ref_where)
     q = result.quality
-    corr = q.correlation
-    if not (math.isfinite(corr) and corr >= MIN_CORRELATION_FAIL) or q.overlap_fraction < MIN_OVERLAP_FAIL:
-        raise GeometryError(
-            f"{where} cannot be registered to the {ref_where}: HU correlation {corr:.2f} (need ≥ "
-            f"{MIN_CORRELATION_FAIL}), body overlap {100 * q.overlap_fraction:.0f} %; "
-            f"{'; '.join(q.reasons) or 'no usable anatomy'} — check that the file is this patient's CT in HU"
-        )
     return TimepointRegistration(
         timepoint_h=tp.timepoint_h,
         is_reference=False,

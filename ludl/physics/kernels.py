@@ -296,11 +296,8 @@ def _scaled_kernel_cdf(x: npt.NDArray[np.float64], energy_mev: npt.NDArray[np.fl
 
 def _check_nuclide_supported(nuclide: Nuclide) -> None:
     # Alpha and β⁺ emitters need physics this model lacks (alpha tracks, annihilation photons): refuse them.
-    from ludl.physics.nuclides import _load_icrp107
-
-    emissions = _load_icrp107(nuclide.name)["emissions"]
     for kind in ("alpha", "beta+", "neutron", "fission"):
-        if emissions.get(kind):
+        if kind in nuclide.emission_kinds:
             raise KernelError(
                 f"nuclide {nuclide.name} emits {kind}; the kernel model covers β⁻, conversion/Auger electrons and "
                 "photons only — use a Monte Carlo kernel for it"

@@ -53,6 +53,8 @@ class Nuclide:
         electron_lines_mev: discrete electrons (internal conversion and Auger): (E, yield).
         photon_lines_mev: discrete photons (γ and X): (E, yield).
         beta_mean_mev: mean β⁻ energy emitted per decay (yield-weighted sum of branch means).
+        emission_kinds: ICRP-107 emission types present ("beta-", "gamma", "alpha", "beta+", …), so physics that
+            covers only some of them can refuse the rest.
         progeny: daughters that are themselves radioactive (empty for single-step decays).
         source: bibliographic source of the data.
     """
@@ -63,6 +65,7 @@ class Nuclide:
     electron_lines_mev: npt.NDArray[np.float64]
     photon_lines_mev: npt.NDArray[np.float64]
     beta_mean_mev: float
+    emission_kinds: frozenset[str] = frozenset()
     progeny: tuple[str, ...] = ()
     source: str = "ICRP Publication 107 (2008), via the icrp107-database package"
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -166,6 +169,7 @@ def get_nuclide(name: str) -> Nuclide:
         electron_lines_mev=_lines(emissions, "IE", "auger"),
         photon_lines_mev=_lines(emissions, "gamma", "X"),
         beta_mean_mev=beta_mean,
+        emission_kinds=frozenset(kind for kind, rows in emissions.items() if rows),
     )
 
 

@@ -33,11 +33,11 @@ import numpy.typing as npt
 from ludl.errors import InputError
 from ludl.physics.stp import haenscheid_tia
 from ludl.synth.kinetics import (
-    _TUMOUR,
+    TUMOUR_CLASS,
     CompartmentRates,
     PatientKinetics,
-    _reference,
-    _release,
+    reference_model,
+    release_rate_per_h,
 )
 from ludl.synth.priors import CohortPriors
 
@@ -112,12 +112,12 @@ def reference_kinetics(kinetics: PatientKinetics, priors: CohortPriors, patient_
     `patient_factor` (z_p) sets the shared part of every T_eff (median × e^{σ √s z_p}) and the renal rate's
     expectation given z_p: recirculation makes the blood tail depend on it.
     """
-    ref = _reference(priors)
+    ref = reference_model(priors)
     lp, st, cp = priors.lesions, priors.structure, priors.compartments
     lam = kinetics.decay_constant_per_h
     shared = math.sqrt(min(max(st.shared_variance_fraction, 0.0), 1.0)) * patient_factor
     floor = st.min_release_per_h
-    t_les = ref.washout_t_eff_h[_TUMOUR] * lp.t_eff_calibration * math.exp(lp.t_eff_sigma_log * shared)
+    t_les = ref.washout_t_eff_h[TUMOUR_CLASS] * lp.t_eff_calibration * math.exp(lp.t_eff_sigma_log * shared)
     organ_sigma = {r: o.t_eff_sigma_log for o in priors.organs for r in o.regions}
     names = kinetics.rates.names
     a = np.empty(len(names))
@@ -132,14 +132,14 @@ def reference_kinetics(kinetics: PatientKinetics, priors: CohortPriors, patient_
             a[j], b[j], leak[j] = ref.bowel
         elif name == "rest_of_body":
             a[j] = ref.rest[0]
-            b[j] = float(_release(cp.rest_t_eff_h * math.exp(cp.rest_sigma_log * shared), lam, floor))
+            b[j] = float(release_rate_per_h(cp.rest_t_eff_h * math.exp(cp.rest_sigma_log * shared), lam, floor))
         elif name in site:
             a[j] = ref.lesion_uptake_per_ml * v * lp.site_uptake_factor[site[name]]
-            b[j] = float(_release(t_les, lam, floor))
+            b[j] = float(release_rate_per_h(t_les, lam, floor))
         else:
             a[j] = ref.organ_uptake[name] * v / ref.organ_volume_ml[name]
             t_r = ref.washout_t_eff_h[name] * math.exp(organ_sigma[name] * shared)
-            b[j] = float(_release(t_r, lam, floor))
+            b[j] = float(release_rate_per_h(t_r, lam, floor))
     renal = ref.renal * math.exp(cp.renal_sigma_log * cp.renal_patient_factor_correlation * patient_factor)
     rates = CompartmentRates(names, a, b, leak, np.asarray(renal))
     return PatientKinetics.from_rates(
@@ -206,13 +206,13 @@ def single_scan_estimates(
     st, lp = priors.structure, priors.lesions
     s = min(max(st.shared_variance_fraction, 0.0), 1.0)
     lam = kinetics.decay_constant_per_h
-    ref = _reference(priors)
+    ref = reference_model(priors)
     refs = reference if reference is not None else reference_kinetics_grid(kinetics, priors)
     if len(refs) != _ZP.size:
         raise InputError(
             f"reference needs one kinetics per patient-factor node ({_ZP.size}); use reference_kinetics_grid"
         )
-    blood = [(rk._modes_per_h - lam, rk._coef[0]) for rk in refs]  # blood modes with decay (all < 0), weights
+    blood = [rk.blood_exponentials() for rk in refs]
     tia_beta = np.array([float(np.sum(c / -nu)) for nu, c in blood])
     a_true = kinetics.activity_mbq(time_h)[:, 0]
     sel = [
@@ -224,7 +224,7 @@ def single_scan_estimates(
         sel = [r for r in sel if r in set(regions)]
     lesion_rows = list(kinetics.lesion_regions)
     pet = None if pet_lesion_factor is None else np.asarray(pet_lesion_factor, dtype=np.float64)
-    t_les = ref.washout_t_eff_h[_TUMOUR] * lp.t_eff_calibration
+    t_les = ref.washout_t_eff_h[TUMOUR_CLASS] * lp.t_eff_calibration
     organ_of = {r: o for o in priors.organs for r in o.regions}
     n_p, n_r = _ZP.size, _ZR.size
     log_l = np.empty((len(sel), n_p, n_r))
@@ -246,7 +246,7 @@ def single_scan_estimates(
             alpha = ref.lesion_uptake_per_ml * v * math.exp(site_log)
         key = (t_med, s_t)
         if key not in phi_cache:  # all lesions share one T_eff prior: one φ for them all
-            b = np.asarray(_release(t_med * np.exp(s_t * _ZR), lam, st.min_release_per_h), dtype=np.float64)
+            b = np.asarray(release_rate_per_h(t_med * np.exp(s_t * _ZR), lam, st.min_release_per_h), dtype=np.float64)
             k = lam + b
             phi_k = np.stack([np.maximum(_phi(c, nu, k, time_h), 1e-300) for nu, c in blood])  # (n_p, n_r)
             phi_cache[key] = (phi_k, tia_beta[:, None] / (k[None, :] * phi_k))

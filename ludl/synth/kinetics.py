@@ -43,14 +43,18 @@ from ludl.physics.nuclides import get_nuclide
 from ludl.synth.priors import SOFT_TISSUE_DENSITY_G_PER_ML, CohortPriors, KineticStructurePrior
 
 __all__ = [
+    "TUMOUR_CLASS",
     "CompartmentRates",
     "Lesions",
     "PatientKinetics",
+    "ReferenceModel",
     "closed_form_tia_h",
     "lesion_name",
     "patient_rng",
     "perturb_rates",
+    "reference_model",
     "reference_rates",
+    "release_rate_per_h",
     "sample_lesions",
     "sample_next_cycle_kinetics",
     "sample_patient_kinetics",
@@ -194,7 +198,9 @@ def closed_form_tia_h(rates: CompartmentRates, decay_constant_per_h: float) -> t
 
 
 @dataclass(frozen=True)
-class _Reference:
+class ReferenceModel:
+    """Rate constants of the reference patient (all factors 1), calibrated to the priors' median doses and T_eff."""
+
     organ_uptake: dict[str, float]
     organ_release: dict[str, float]
     organ_volume_ml: dict[str, float]
@@ -207,13 +213,14 @@ class _Reference:
     washout_t_eff_h: dict[str, float]
 
 
-def _release(t_eff_h: float | FloatArray, lam: float, floor: float) -> Any:
+def release_rate_per_h(t_eff_h: float | FloatArray, lam: float, floor: float) -> Any:
+    """Biological release rate (1/h) that gives a compartment the effective half-life `t_eff_h`, at least `floor`."""
     return np.maximum(LN2 / np.asarray(t_eff_h) - lam, floor)
 
 
 def reference_rates(priors: CohortPriors) -> dict[str, Any]:
     """Rate constants of the reference patient (every factor 1), as a plain dict (for reports and tests)."""
-    ref = _reference(priors)
+    ref = reference_model(priors)
     return {
         "organ_uptake_per_h": dict(ref.organ_uptake),
         "organ_release_per_h": dict(ref.organ_release),
@@ -227,12 +234,12 @@ def reference_rates(priors: CohortPriors) -> dict[str, Any]:
     }
 
 
-_TUMOUR = "_tumour"
+TUMOUR_CLASS = "_tumour"
 _CALIBRATION_ITERATIONS = 12
-_reference_cache: dict[str, _Reference] = {}
+_reference_cache: dict[str, ReferenceModel] = {}
 
 
-def _reference(priors: CohortPriors) -> _Reference:
+def reference_model(priors: CohortPriors) -> ReferenceModel:
     """Reference-patient rates: median organ doses and median region T_eff of the priors, exactly.
 
     Uptake: c_j = a_j x_b is the decay-weighted activity delivered to j per injected MBq; a target TIA fixes
@@ -249,10 +256,10 @@ def _reference(priors: CohortPriors) -> _Reference:
     return _reference_cache[key]
 
 
-def _calibrate_reference(priors: CohortPriors) -> _Reference:
+def _calibrate_reference(priors: CohortPriors) -> ReferenceModel:
     lp = priors.lesions
     target = {r: o.t_eff_h for o in priors.organs for r in o.regions}
-    target[_TUMOUR] = lp.t_eff_h
+    target[TUMOUR_CLASS] = lp.t_eff_h
     washout = dict(target)
     ref = _reference_for_washout(priors, washout)
     for _ in range(_CALIBRATION_ITERATIONS):
@@ -262,10 +269,10 @@ def _calibrate_reference(priors: CohortPriors) -> _Reference:
     return ref
 
 
-def _reference_t_eff(priors: CohortPriors, ref: _Reference) -> dict[str, float]:
+def _reference_t_eff(priors: CohortPriors, ref: ReferenceModel) -> dict[str, float]:
     """Post-peak T_eff of the reference patient (one tumour compartment of the reference tumour volume)."""
     organs = list(ref.organ_uptake)
-    names = (INTERSTITIAL, *organs, BOWEL, REST, _TUMOUR)
+    names = (INTERSTITIAL, *organs, BOWEL, REST, TUMOUR_CLASS)
     releases = [ref.organ_release[r] for r in organs]
     rates = CompartmentRates(
         names=names,
@@ -292,10 +299,10 @@ def _reference_t_eff(priors: CohortPriors, ref: _Reference) -> dict[str, float]:
         void_times_h=np.zeros(0),
         void_residual_fraction=np.zeros(0),
     )
-    return {r: float(kin.t_eff_h(r)) for r in (*organs, _TUMOUR)}
+    return {r: float(kin.t_eff_h(r)) for r in (*organs, TUMOUR_CLASS)}
 
 
-def _reference_for_washout(priors: CohortPriors, washout_t_eff_h: dict[str, float]) -> _Reference:
+def _reference_for_washout(priors: CohortPriors, washout_t_eff_h: dict[str, float]) -> ReferenceModel:
     lam = _decay_constant_per_h()
     floor = priors.structure.min_release_per_h
     cp, lp = priors.compartments, priors.lesions
@@ -308,15 +315,15 @@ def _reference_for_washout(priors: CohortPriors, washout_t_eff_h: dict[str, floa
         s = float(_sphere_s_gy_per_mbq_h(v_ml))
         tia_h = o.dose_gy_per_gbq / 1000.0 / s
         for r in o.regions:
-            b = float(_release(washout_t_eff_h[r], lam, floor))
+            b = float(release_rate_per_h(washout_t_eff_h[r], lam, floor))
             c[r], w[r], release[r], volume[r] = tia_h * (lam + b), lam / (lam + b), b, v_ml
     s_les = float(_sphere_s_gy_per_mbq_h(lp.reference_lesion_volume_ml))
-    b_les = float(_release(washout_t_eff_h[_TUMOUR], lam, floor))
+    b_les = float(release_rate_per_h(washout_t_eff_h[TUMOUR_CLASS], lam, floor))
     c_les_per_ml = lp.dose_gy_per_gbq / 1000.0 / (s_les * lp.reference_lesion_volume_ml) * (lam + b_les)
-    c[_TUMOUR], w[_TUMOUR] = c_les_per_ml * lp.reference_tumour_volume_ml, lam / (lam + b_les)
-    b_rest = float(_release(cp.rest_t_eff_h, lam, floor))
+    c[TUMOUR_CLASS], w[TUMOUR_CLASS] = c_les_per_ml * lp.reference_tumour_volume_ml, lam / (lam + b_les)
+    b_rest = float(release_rate_per_h(cp.rest_t_eff_h, lam, floor))
     c["_rest"], w["_rest"] = cp.rest_share, lam / (lam + b_rest)
-    out_bowel = float(_release(cp.bowel_t_eff_h, lam, floor))
+    out_bowel = float(release_rate_per_h(cp.bowel_t_eff_h, lam, floor))
     l_bowel, b_bowel = cp.bowel_fecal_fraction * out_bowel, (1.0 - cp.bowel_fecal_fraction) * out_bowel
     c["_bowel"], w["_bowel"] = cp.bowel_share, (lam + l_bowel) / (lam + b_bowel + l_bowel)
     cw = sum(c[k] * w[k] for k in c)
@@ -343,7 +350,7 @@ def _reference_for_washout(priors: CohortPriors, washout_t_eff_h: dict[str, floa
         b_e = -mu_fast * (mu_fast + k_out) / den
         a_e = ratio * b_e
         x_b = (1.0 - cw) / (lam + k_u + a_e * lam / (lam + b_e))
-    return _Reference(
+    return ReferenceModel(
         organ_uptake={r: c[r] / x_b for r in release},
         organ_release=release,
         organ_volume_ml=volume,
@@ -522,6 +529,11 @@ class PatientKinetics:
         )
 
     # ---- lookups
+    def blood_exponentials(self) -> tuple[FloatArray, FloatArray]:
+        """Blood activity per injected activity as Σ w_i e^{ν_i t}: the exponents ν (1/h, physical decay included, all
+        negative) and the weights w — the input function the single-scan oracle convolves with."""
+        return self._modes_per_h - self.decay_constant_per_h, self._coef[0]
+
     def index(self, region: str) -> int:
         """Row of `region`."""
         try:
@@ -703,7 +715,7 @@ def sample_patient_kinetics(
     volumes = np.atleast_1d(np.asarray(lesion_volumes_ml, dtype=np.float64)) if n_lesions else np.zeros(0)
     sites = tuple(lesion_sites) if lesion_sites is not None else ("bone",) * n_lesions
     _check_lesions(n_lesions, volumes, sites, priors)
-    ref = _reference(priors)
+    ref = reference_model(priors)
     s_sh = st.shared_variance_fraction
     if not 0.0 <= s_sh <= 1.0:
         raise InputError(f"shared_variance_fraction must be in [0, 1], got {s_sh}")
@@ -749,7 +761,7 @@ def sample_patient_kinetics(
             kinds.append(o.kind)
             vols.append(v)
             a_l.append(ref.organ_uptake[r] * math.exp(log_u) * v / v_ref)
-            b_l.append(float(_release(t_eff, lam, st.min_release_per_h)))
+            b_l.append(float(release_rate_per_h(t_eff, lam, st.min_release_per_h)))
             leak_l.append(0.0)
             z_t_all.append(z_t)
             log_u_all.append(log_u)
@@ -759,7 +771,7 @@ def sample_patient_kinetics(
     # Bowel: no patient factor (faecal transit); rest of body: shares the patient factor.
     z_bu, z_bt = rng.standard_normal(2)
     t_bowel = cp.bowel_t_eff_h * math.exp(cp.bowel_sigma_log * z_bt)
-    out_bowel = float(_release(t_bowel, lam, st.min_release_per_h))
+    out_bowel = float(release_rate_per_h(t_bowel, lam, st.min_release_per_h))
     names.append(BOWEL)
     kinds.append("background")
     vols.append(math.nan)
@@ -774,7 +786,8 @@ def sample_patient_kinetics(
     kinds.append("background")
     vols.append(math.nan)
     a_l.append(ref.rest[0] * math.exp(cp.rest_sigma_log * z_ru))
-    b_l.append(float(_release(cp.rest_t_eff_h * math.exp(cp.rest_sigma_log * z_t_rest), lam, st.min_release_per_h)))
+    rest_t_eff_h = cp.rest_t_eff_h * math.exp(cp.rest_sigma_log * z_t_rest)
+    b_l.append(float(release_rate_per_h(rest_t_eff_h, lam, st.min_release_per_h)))
     leak_l.append(0.0)
     z_t_all.append(z_t_rest)
     log_u_all.append(cp.rest_sigma_log * z_ru)
@@ -785,8 +798,8 @@ def sample_patient_kinetics(
     log_u_les = lp.uptake_sigma_log * (rho * z_t_les + math.sqrt(1.0 - rho**2) * zl_u)
     site_f = np.array([lp.site_uptake_factor[s] for s in sites], dtype=np.float64)
     a_les = ref.lesion_uptake_per_ml * volumes * site_f * np.exp(log_u_les)
-    t_les = ref.washout_t_eff_h[_TUMOUR] * lp.t_eff_calibration
-    b_les = _release(t_les * np.exp(lp.t_eff_sigma_log * z_t_les), lam, st.min_release_per_h)
+    t_les = ref.washout_t_eff_h[TUMOUR_CLASS] * lp.t_eff_calibration
+    b_les = release_rate_per_h(t_les * np.exp(lp.t_eff_sigma_log * z_t_les), lam, st.min_release_per_h)
     names.extend(lesion_name(i) for i in range(n_lesions))
     kinds.extend(["lesion"] * n_lesions)
 

@@ -403,3 +403,9 @@ def test_cache_dir_that_is_a_file_raises(tmp_path: Path) -> None:
     not_a_dir.write_text("x")
     with pytest.raises(KernelError):
         voxel_s_kernel(4.8, cache_dir=not_a_dir)
+
+
+def test_alpha_emitter_is_refused_with_its_emission_named() -> None:
+    # 225Ac decays by α (ICRP 107): the β/photon kernel model must not pretend to cover it.
+    with pytest.raises(KernelError, match="alpha"):
+        voxel_s_kernel((4.8, 4.8, 4.8), nuclide="Ac-225")

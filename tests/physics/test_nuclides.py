@@ -66,3 +66,11 @@ def test_unknown_nuclide_is_refused(name: str) -> None:
 def test_bad_half_life_is_refused() -> None:
     with pytest.raises(InputError, match="half-life"):
         decay_factor(1.0, 0.0)
+
+
+def test_emission_kinds_tell_what_the_physics_must_cover() -> None:
+    # ICRP 107: 177Lu is a pure β⁻ emitter with conversion electrons and photons; 225Ac decays by α.
+    lu = get_nuclide("Lu-177")
+    assert {"beta-", "IE", "auger", "gamma", "X"} <= lu.emission_kinds
+    assert not {"alpha", "beta+"} & lu.emission_kinds
+    assert "alpha" in get_nuclide("Ac-225").emission_kinds
