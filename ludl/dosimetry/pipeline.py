@@ -12,8 +12,10 @@ Steps (PHYSICS.md §2, §4, §6):
    that needs more points raises `FitError` naming the case before any fit).
 3. dose: the generated 177Lu voxel S kernel for the SPECT voxel size, D = (K ⊛ TIA)·ρ_k/ρ_CT (`dose_from_tia`), ρ_CT
    from the reference CT (bilinear HU → density); or local deposition (``dose_method="ldm"``).
-4. partial-volume correction of region means with the cohort's nominal FWHM (`ludl.dosimetry.pvc`), reported beside
-   the uncorrected values; region statistics, kidney BED, whole-body tumour dose (`ludl.dosimetry.regions`).
+4. partial-volume correction of region means with the cohort's nominal FWHM (`ludl.dosimetry.pvc`; GTM per time
+   point with the label map's tissue fractions of every SPECT voxel), reported beside the uncorrected values; the
+   corrected mean dose is that of the corrected activity distribution (`corrected_region_doses`); region statistics,
+   kidney BED, whole-body tumour dose (`ludl.dosimetry.regions`).
 
 Bed positions with their own start times: each voxel keeps the start time of the bed it was acquired in (resampled
 with it into the reference pose), and voxel fits are run once per distinct set of voxel times — exact, no decay
@@ -37,7 +39,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from ludl.dosimetry.pvc import PVC_METHODS, background_blocks, gtm_matrix, gtm_solve, pvc_factors
+from ludl.dosimetry.pvc import (
+    PVC_METHODS,
+    background_blocks,
+    fractional_means,
+    gtm_matrix_fractional,
+    gtm_solve,
+    pvc_factors,
+)
 from ludl.dosimetry.regions import (
     RegionSet,
     expand_regions,
@@ -63,7 +72,9 @@ __all__ = [
     "TIA_MODES",
     "DosimetryResult",
     "compute_dosimetry",
+    "corrected_region_doses",
     "dose_map_gy",
+    "label_fractions",
     "majority_labels",
     "region_fits",
     "region_tia_map",
@@ -317,13 +328,12 @@ def region_tia_map(
     return tia
 
 
-def majority_labels(labels: Volume, grid: Volume) -> Volume | None:
-    """Labels on a coarser grid by majority of the fine voxels whose centres fall in each coarse voxel.
+def _fine_label_counts(
+    labels: Volume, grid: Volume
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """(coarse voxel, label value, fine-voxel count, fine voxels in that coarse voxel) of every labelled pair.
 
-    Nearest-neighbour sampling of a label map drawn on a 2× finer grid picks one of the 8 fine voxels that meet at
-    each coarse centre, always the same corner: every region moves by half a fine voxel (1.5 mm at 3 mm) and small
-    ones lose or gain volume. The majority keeps each region where its volume is. Only for grids with the same
-    direction (the label map drawn on the scanner's frame); returns None otherwise (use nearest neighbour).
+    Each fine voxel counts in the coarse voxel its centre falls in. None for grids of different direction.
     """
     if not np.allclose(labels.direction, grid.direction, atol=1e-6):
         return None
@@ -343,18 +353,64 @@ def majority_labels(labels: Volume, grid: Volume) -> Volume | None:
     coarse = np.ravel_multi_index((maps[0][z], maps[1][y], maps[2][x]), grid.shape)
     pairs, counts = np.unique(coarse * values.size + code.ravel(), return_counts=True)
     voxel, label = np.divmod(pairs, values.size)
+    return voxel, values[label], counts, total.ravel()[voxel]
+
+
+def majority_labels(labels: Volume, grid: Volume) -> Volume | None:
+    """Labels on a coarser grid by majority of the fine voxels whose centres fall in each coarse voxel.
+
+    Nearest-neighbour sampling of a label map drawn on a 2× finer grid picks one of the 8 fine voxels that meet at
+    each coarse centre, always the same corner: every region moves by half a fine voxel (1.5 mm at 3 mm) and small
+    ones lose or gain volume. The majority keeps each region where its volume is. Only for grids with the same
+    direction (the label map drawn on the scanner's frame); returns None otherwise (use nearest neighbour).
+    """
+    found = _fine_label_counts(labels, grid)
+    if found is None:
+        return None
+    voxel, label_values, counts, total = found
     order = np.lexsort((counts, voxel))  # per coarse voxel, its most frequent label last
     last = np.r_[voxel[order][1:] != voxel[order][:-1], True]
-    best_voxel, best_label, best_count = voxel[order][last], label[order][last], counts[order][last]
-    labelled = np.bincount(voxel, weights=counts, minlength=total.size)[best_voxel]
-    unlabelled = total.ravel()[best_voxel] - labelled
-    out = np.zeros(grid.shape, dtype=lab.dtype)
+    best_voxel, best_value, best_count = voxel[order][last], label_values[order][last], counts[order][last]
+    labelled = np.bincount(voxel, weights=counts, minlength=grid.array.size)[best_voxel]
+    unlabelled = total[order][last] - labelled
+    out = np.zeros(grid.shape, dtype=np.asarray(labels.array).dtype)
     # A tie with the unlabelled share (4 of 8 at a flat boundary) goes to the region on every other voxel (a
     # checkerboard), so boundaries keep their volume on average instead of all ties going one way.
     parity = np.sum(np.unravel_index(best_voxel, grid.shape), axis=0) % 2 == 0
     win = (best_count > unlabelled) | ((best_count == unlabelled) & parity)
-    out.ravel()[best_voxel[win]] = values[best_label[win]]
+    out.ravel()[best_voxel[win]] = best_value[win]
     return grid.with_array(out, unit=labels.unit)
+
+
+def _region_fractions(
+    fractions: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]],
+    label_values: Mapping[str, int],
+    region_values: Mapping[str, int],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Fraction triples in `expand_regions` values; labels without one region (a pooled lesion class) are dropped,
+    so their share counts as unlabelled."""
+    voxel, value, fraction = fractions
+    table = {int(label_values[name]): int(v) for name, v in region_values.items() if name in label_values}
+    mapped = np.array([table.get(int(v), 0) for v in value], dtype=np.int64)
+    keep = mapped > 0
+    return voxel[keep], mapped[keep], fraction[keep]
+
+
+def label_fractions(
+    labels: Volume, grid: Volume
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None:
+    """Tissue fractions of a finer label map on `grid`: (flat voxel, label value, fraction) of every voxel shared.
+
+    Only voxels not wholly inside one label are listed; the share no label claims is the rest (1 − Σ fractions).
+    None for grids of different direction (the partial-volume correction then counts whole voxels).
+    """
+    found = _fine_label_counts(labels, grid)
+    if found is None:
+        return None
+    voxel, label_values, counts, total = found
+    fraction = counts / np.maximum(total, 1)
+    whole = fraction >= 1.0 - 1e-9
+    return voxel[~whole], np.asarray(label_values[~whole], dtype=np.int64), fraction[~whole]
 
 
 # ------------------------------------------------------------------------------------------------------ PVC
@@ -370,6 +426,7 @@ def _gtm_per_timepoint(
     fits: Mapping[str, TacFit | None],
     model: str,
     tia: npt.NDArray[np.float64],
+    fractions: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None,
 ) -> tuple[dict[str, float], dict[str, TacFit | None], list[str]]:
     """GTM on every time point's region means, then one fit per corrected region curve.
 
@@ -388,24 +445,24 @@ def _gtm_per_timepoint(
     extended, blocks = background_blocks(regions.labels, body, spacing_zyx_mm, _GTM_BLOCK_MM, first)
     parts = _split_organs(extended, regions, values, spacing_zyx_mm, fwhm_mm, first + len(blocks))
     all_values = {**values, **blocks, **parts}
-    names, w = gtm_matrix(extended, all_values, spacing_zyx_mm, fwhm_mm)
-    index = [int(all_values[n]) for n in names[:-1]]
-    rest = ~np.isin(extended, index)
-    counts = np.append(np.asarray(ndimage.sum(np.ones(extended.shape), labels=extended, index=index)), 0.0)
+    present = set(np.unique(extended).tolist())
+    names = [name for name, v in all_values.items() if v in present] + ["_rest"]
+    n = len(names)
+    index, mixed = _gtm_partition(extended, names, all_values, regions.labels, body, fractions, blocks, parts)
+    w, counts = gtm_matrix_fractional(index, n, mixed, spacing_zyx_mm, fwhm_mm)
     # Observed means of a split organ are the count-weighted means of its parts; its true mean is that of its rim
     # and core, but leaves out the part next to hot lesions (assumed like the rest of the organ: see _split_organs).
-    keep = [i for i, n in enumerate(names) if ":" not in n]
-    merge_obs = np.eye(len(names))
-    merge_true = np.eye(len(names))
-    for i, n in enumerate(names):
-        organ, _, part = n.partition(":")
+    keep = [i for i, name in enumerate(names) if ":" not in name]
+    merge_obs = np.eye(n)
+    merge_true = np.eye(n)
+    for i, name in enumerate(names):
+        organ, _, part = name.partition(":")
         if part and organ in names:
             merge_obs[names.index(organ), i] = 1.0
             merge_true[names.index(organ), i] = 1.0 if part == "core" else 0.0
 
     def means(array: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        inside = np.asarray(ndimage.mean(array, labels=extended, index=index), dtype=np.float64)
-        return np.append(inside, float(array[rest].mean()) if rest.any() else 0.0)
+        return fractional_means(array, index, n, mixed, counts)
 
     def whole(per_part: npt.NDArray[np.float64], merge: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         summed = (merge * counts) @ per_part
@@ -418,7 +475,6 @@ def _gtm_per_timepoint(
     true = whole(gtm_solve(w, per_part), merge_true)
     observed = whole(per_part, merge_obs)
     tia_parts = means(tia)
-    observed_tia = dict(zip([names[i] for i in keep], whole(tia_parts, merge_obs), strict=True))
     tia_true = dict(zip([names[i] for i in keep], whole(gtm_solve(w, tia_parts), merge_true), strict=True))
     counts = (merge_obs @ counts)[keep]
     names = [names[i] for i in keep]
@@ -429,12 +485,14 @@ def _gtm_per_timepoint(
     for i, name in enumerate(names[:-1]):
         if name not in values:
             continue
-        static = float(tia_true[name]) / observed_tia[name] if observed_tia.get(name, 0.0) > 0 else float("nan")
+        # Factors scale the region's TIA on its whole-voxel mask; the corrected TIA is mean × fine-grid volume.
+        voxel_tia = float(tia[regions.labels == values[name]].sum()) * voxel_ml
+        volume_ml = counts[i] * voxel_ml
+        static = float(tia_true[name]) * volume_ml / voxel_tia if voxel_tia > 0 else float("nan")
         factors[name] = max(static, 0.0) if math.isfinite(static) else static
         corrected_fits[name] = fits.get(name)
         t = curves[name][0]
         order = np.argsort(t)
-        volume_ml = counts[i] * voxel_ml
         obs_curve = observed[i][order] * volume_ml
         true_curve = np.maximum(true[i][order], 0.0) * volume_ml
         if not (np.any(obs_curve > 0) and np.any(true_curve > 0)):
@@ -445,7 +503,6 @@ def _gtm_per_timepoint(
         except FitError as err:
             notes.append(f"region {name}: per-time-point GTM curve not fitted ({err}); TIA-level GTM used")
             continue
-        voxel_tia = observed_tia.get(name, 0.0) * volume_ml
         if min(fit_obs.r2, fit_true.r2) < _MIN_REGION_R2:
             notes.append(
                 f"region {name}: its curve is not smooth kinetics (R² {min(fit_obs.r2, fit_true.r2):.2f}, e.g. a "
@@ -459,6 +516,63 @@ def _gtm_per_timepoint(
             factors[name] = max(fit_true.tia, 0.0) / voxel_tia
             corrected_fits[name] = fit_true
     return factors, corrected_fits, notes
+
+
+def _gtm_partition(
+    extended: npt.NDArray[np.int32],
+    names: Sequence[str],
+    all_values: Mapping[str, int],
+    labels: npt.NDArray[Any],
+    body: npt.NDArray[np.bool_],
+    fractions: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None,
+    blocks: Mapping[str, int],
+    parts: Mapping[str, int],
+) -> tuple[npt.NDArray[np.int64], tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]]:
+    """GTM regions as whole voxels (compact index, −1 where shared) plus the shared voxels' fraction triples.
+
+    A shared voxel's label fractions go to their region (the organ part the voxel belongs to, for split organs);
+    its unlabelled share to the background block of the voxel or, where the voxel is in no block, to the nearest
+    voxel's block (outside the body: the rest).
+    """
+    n = len(names)
+    lookup = np.full(int(max(all_values.values(), default=0)) + 2, n - 1, dtype=np.int64)
+    for i, name in enumerate(names[:-1]):
+        lookup[int(all_values[name])] = i
+    index = lookup[np.clip(extended, 0, lookup.size - 1)]
+    index[extended < 0] = n - 1
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
+    if fractions is None or fractions[0].size == 0:
+        return index, empty
+    voxel, value, fraction = fractions
+    flat_ext = extended.ravel()
+    region = lookup[np.clip(value, 0, lookup.size - 1)]
+    # The label's part at this voxel, when the voxel's own (majority) region is a part of that label's organ.
+    part_of = {int(v): int(all_values[name.partition(":")[0]]) for name, v in parts.items()}
+    own = flat_ext[voxel]
+    is_part = np.isin(own, list(part_of)) if part_of else np.zeros(own.size, dtype=bool)
+    parent = np.array([part_of.get(int(o), -1) for o in own[is_part]], dtype=np.int64)
+    same = parent == value[is_part]
+    sel = np.nonzero(is_part)[0][same]
+    region[sel] = lookup[own[sel]]
+    labelled = np.bincount(voxel, weights=fraction, minlength=flat_ext.size)
+    shared = np.unique(voxel)
+    rest_share = 1.0 - labelled[shared]
+    has_rest = rest_share > 1e-9
+    block_values = np.asarray(sorted(blocks.values()), dtype=np.int64)
+    if block_values.size:
+        in_block = np.isin(extended, block_values)
+        _, nearest = ndimage.distance_transform_edt(~in_block, return_indices=True)
+        block_of = extended[tuple(nearest)].ravel()
+    else:
+        block_of = np.zeros(flat_ext.size, dtype=np.int64)
+    rv = shared[has_rest]
+    inside = body.ravel()[rv] & (block_values.size > 0)
+    rest_region = np.where(inside, lookup[np.clip(block_of[rv], 0, lookup.size - 1)], n - 1)
+    mixed_voxel = np.concatenate([voxel, rv])
+    mixed_region = np.concatenate([region, rest_region])
+    mixed_fraction = np.concatenate([fraction, rest_share[has_rest]])
+    index.ravel()[shared] = -1
+    return index, (mixed_voxel, mixed_region, mixed_fraction)
 
 
 def _split_organs(
@@ -570,6 +684,38 @@ def dose_map_gy(
     )
 
 
+def corrected_region_doses(
+    tia: npt.NDArray[np.float64],
+    regions: RegionSet,
+    factors: Mapping[str, float],
+    density: npt.NDArray[np.float64],
+    spacing_zyx_mm: tuple[float, float, float],
+    dose_method: str,
+    kernel_cache_dir: str | Path | None,
+) -> dict[str, float]:
+    """Partial-volume-corrected mean dose (Gy) of every region, from the corrected activity distribution.
+
+    Each corrected region holds its corrected mean TIA uniformly (the GTM's own model of the true distribution);
+    unlabelled voxels keep their observed TIA. Convolving that map gives each region its self-dose at the corrected
+    level *and* the cross-dose of its corrected neighbours (a liver beside lesions 100× hotter, photons from the whole
+    body) and the β energy a small hot region loses across its edge — which scaling the observed mean dose by the TIA
+    factor gets wrong in opposite directions (observed TIA is blurred, so its dose has no edge loss, and spill-in
+    removed from the liver's TIA also removes the lesions' real cross-dose).
+    """
+    corrected = np.array(tia, dtype=np.float64, copy=True)
+    masks = {}
+    for name, kind in regions.kinds.items():
+        factor = factors.get(name, math.nan)
+        if kind == "body" or not math.isfinite(factor):
+            continue
+        mask = regions.mask(name)
+        if mask.any():
+            corrected[mask] = factor * float(tia[mask].mean())
+            masks[name] = mask
+    dose = dose_map_gy(corrected, density, spacing_zyx_mm, dose_method, kernel_cache_dir)
+    return {name: float(dose[mask].mean()) for name, mask in masks.items()}
+
+
 def _reference_index(data: CycleData, reference_timepoint: float | None) -> int:
     nominal = [t.timepoint_h for t in data.timepoints]
     wanted = data.mask_timepoint_h if reference_timepoint is None else float(reference_timepoint)
@@ -619,12 +765,17 @@ def compute_dosimetry(
     )
     label_transform = registrations[mask_index].transform if mask_index != ref_index else None
     labels = data.labels
+    fractions = None
     if label_transform is not None or not labels.same_grid(grid):
         majority = majority_labels(labels, grid) if label_transform is None else None
+        if majority is not None:
+            fractions = label_fractions(labels, grid)
         labels = (
             majority if majority is not None else resample_to(labels, grid, kind="nearest", transform=label_transform)
         )
     regions = expand_regions(np.asarray(labels.array), data.label_values)
+    if fractions is not None:
+        fractions = _region_fractions(fractions, data.label_values, regions.values)
     hu = resample_to(ref_tp.ct, grid, kind="linear", default=-1000.0)
     density = np.asarray(density_from_hu(np.asarray(hu.array, dtype=np.float64)), dtype=np.float64)
     seconds["resample"] = time.perf_counter() - start
@@ -651,15 +802,28 @@ def compute_dosimetry(
     if pvc == "gtm":
         body = np.asarray(hu.array, dtype=np.float64) > _BODY_MIN_HU
         factors, kinetics, gtm_notes = _gtm_per_timepoint(
-            aligned, regions, body, grid.spacing_zyx_mm, ref_tp.fwhm_mm, curves, fits, model, tia
+            aligned, regions, body, grid.spacing_zyx_mm, ref_tp.fwhm_mm, curves, fits, model, tia, fractions
         )
         kinetics = {**fits, **kinetics}
         notes += gtm_notes
     else:
         factors = pvc_factors(pvc, regions.labels, pvc_values, observed, grid.spacing_zyx_mm, ref_tp.fwhm_mm)
+    corrected_dose = None
+    if pvc != "none":
+        corrected_dose = corrected_region_doses(
+            tia, regions, factors, density, grid.spacing_zyx_mm, dose_method, kernel_cache_dir
+        )
     in_fov = _in_fov_fractions(data, aligned, grid, label_transform, regions)
     rows = region_table(
-        dose, tia, regions, voxel_ml, kinetics=kinetics, pvc=pvc, pvc_factor=factors, in_fov_fraction=in_fov
+        dose,
+        tia,
+        regions,
+        voxel_ml,
+        kinetics=kinetics,
+        pvc=pvc,
+        pvc_factor=factors,
+        in_fov_fraction=in_fov,
+        corrected_mean_dose_gy=corrected_dose,
     )
     wbtd = whole_body_tumour_dose_gy(rows)
     seconds["regions"] = time.perf_counter() - start

@@ -149,6 +149,7 @@ def region_table(
     pvc: str,
     pvc_factor: Mapping[str, float],
     in_fov_fraction: Mapping[str, float],
+    corrected_mean_dose_gy: Mapping[str, float] | None = None,
     alpha_beta_gy: float = KIDNEY_ALPHA_BETA_GY,
     t_repair_h: float = KIDNEY_T_REPAIR_H,
 ) -> list[dict[str, Any]]:
@@ -160,8 +161,10 @@ def region_table(
         regions: the regions (see `expand_regions`).
         voxel_volume_ml: volume of one voxel, mL.
         kinetics: region name → region time-activity fit (model, T_eff, R²), or None.
-        pvc: partial-volume method used (``none``, ``rc``, ``gtm``); pvc_factor: corrected/observed per region.
+        pvc: partial-volume method used (``none``, ``rc``, ``gtm``); pvc_factor: corrected/observed TIA per region.
         in_fov_fraction: region name → smallest share of the region inside the SPECT field of view over time points.
+        corrected_mean_dose_gy: region name → partial-volume-corrected mean dose (Gy) computed from the corrected
+            activity distribution; regions not in it (or None) get the observed mean dose × their ``pvc_factor``.
         alpha_beta_gy, t_repair_h: kidney radiobiology for BED (PHYSICS.md §5).
     """
     dose = np.asarray(dose_gy, dtype=np.float64)
@@ -184,7 +187,7 @@ def region_table(
             "region": name,
             "kind": kind,
             "volume_ml": stats.volume_ml,
-            "mean_dose_gy": stats.mean_gy * factor,
+            "mean_dose_gy": float((corrected_mean_dose_gy or {}).get(name, stats.mean_gy * factor)),
             "mean_dose_uncorrected_gy": stats.mean_gy,
             "median_dose_gy": stats.median_gy,
             "max_dose_gy": stats.max_gy,

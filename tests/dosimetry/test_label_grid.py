@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ludl.dosimetry.pipeline import majority_labels
+from ludl.dosimetry.pipeline import label_fractions, majority_labels
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 
@@ -49,3 +49,19 @@ def test_other_directions_are_left_to_nearest_neighbour() -> None:
     fine, coarse = _grids()
     flipped = Volume(coarse.array, coarse.spacing_zyx_mm, coarse.origin_xyz_mm, np.diag([-1.0, 1.0, 1.0]), unit="Bq/mL")
     assert majority_labels(fine, flipped) is None
+
+
+def test_tissue_fractions_conserve_the_fine_volume() -> None:
+    fine, coarse = _grids()
+    fractions = label_fractions(fine, coarse)
+    majority = majority_labels(fine, coarse)
+    assert fractions is not None and majority is not None
+    voxel, value, fraction = fractions
+    assert set(value.tolist()) == {7}
+    # Shared voxels hold 1..7 of their 8 fine voxels; whole voxels are the majority voxels not listed as shared.
+    assert np.all((fraction > 0) & (fraction < 1))
+    assert np.allclose(fraction * 8, np.round(fraction * 8))
+    whole = (np.asarray(majority.array) == 7).ravel()
+    whole[voxel] = False
+    fine_count = int((np.asarray(fine.array) == 7).sum())
+    assert float(whole.sum() + fraction.sum()) * 8 == pytest.approx(fine_count, abs=1e-6)

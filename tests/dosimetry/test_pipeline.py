@@ -161,3 +161,26 @@ def test_another_reference_time_point_gives_the_same_region_doses(exact_cohort: 
         other = moved.region(row["region"])
         assert other["volume_ml"] == pytest.approx(row["volume_ml"], rel=0.01)
         assert other["mean_dose_gy"] == pytest.approx(row["mean_dose_gy"], rel=0.01)
+
+
+def test_corrected_doses_carry_the_corrected_neighbours_cross_dose() -> None:
+    # A hot slab beside a cold one: correcting only the hot slab's TIA (×2) must double its self-dose and the
+    # cross-dose it gives the cold slab, which a per-region factor on the cold slab's own dose cannot do.
+    from ludl.dosimetry.pipeline import corrected_region_doses, dose_map_gy
+    from ludl.dosimetry.regions import RegionSet
+
+    labels = np.zeros((12, 12, 24), dtype=np.int32)
+    labels[:, :, :12] = 1
+    labels[:, :, 12:] = 2
+    regions = RegionSet(labels=labels, values={"hot": 1, "cold": 2}, kinds={"hot": "organ", "cold": "organ"})
+    tia = np.where(labels == 1, 5.0, 0.0)
+    density = np.ones(labels.shape)
+    spacing = (4.0, 4.0, 4.0)
+    observed = dose_map_gy(tia, density, spacing, "dvk", None)
+    corrected = corrected_region_doses(tia, regions, {"hot": 2.0}, density, spacing, "dvk", None)
+    assert set(corrected) == {"hot"}  # no factor, no corrected value: the cold slab keeps its observed dose
+    assert corrected["hot"] == pytest.approx(2.0 * observed[labels == 1].mean(), rel=1e-9)
+    both = corrected_region_doses(tia, regions, {"hot": 2.0, "cold": 1.0}, density, spacing, "dvk", None)
+    cold_observed = observed[labels == 2].mean()
+    assert cold_observed > 0
+    assert both["cold"] == pytest.approx(2.0 * cold_observed, rel=1e-6)

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 from scipy import integrate, ndimage
 
-from ludl.dosimetry.pvc import background_blocks, gtm_matrix, gtm_solve, pvc_factors, recovery_coefficients
+from ludl.dosimetry.pvc import (
+    background_blocks,
+    fractional_means,
+    gtm_matrix,
+    gtm_matrix_fractional,
+    gtm_solve,
+    pvc_factors,
+    recovery_coefficients,
+)
 from ludl.errors import InputError
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
@@ -136,3 +144,53 @@ def test_gtm_solve_corrects_every_time_point_column_alike() -> None:
         blurred = ndimage.gaussian_filter(image, [fwhm * FWHM_TO_SIGMA / s for s in spacing], mode="constant")
         observed[:, k] = [blurred[labels == 1].mean(), blurred[labels == 2].mean(), blurred[labels == 0].mean()]
     np.testing.assert_allclose(gtm_solve(w, observed), truth, rtol=0.01, atol=1e-3)
+
+
+def _fractional_partition(fine: np.ndarray, factor: int) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray]:
+    """Whole-voxel index (0 region, 1 rest, −1 shared) and fraction triples of a 0/1 fine map on a `factor`× grid."""
+    shape = tuple(s // factor for s in fine.shape)
+    share = fine.reshape(shape[0], factor, shape[1], factor, shape[2], factor).mean(axis=(1, 3, 5))
+    index = np.where(share >= 1.0, 0, 1).astype(np.int64)
+    mixed = (share > 0) & (share < 1)
+    index[mixed] = -1
+    voxel = np.flatnonzero(mixed)
+    triples = (
+        np.concatenate([voxel, voxel]),
+        np.concatenate([np.zeros(voxel.size, np.int64), np.ones(voxel.size, np.int64)]),
+        np.concatenate([share.ravel()[voxel], 1.0 - share.ravel()[voxel]]),
+    )
+    return index, triples, share
+
+
+def test_fractional_gtm_recovers_the_fine_mean_that_whole_voxels_dilute() -> None:
+    # A 10 mm sphere drawn on 2 mm voxels, imaged on 4 mm voxels at 10 mm FWHM: the tissue-fraction effect of the
+    # boundary voxels comes on top of the blur. Truth: concentration 10 in the sphere, 1 around it.
+    fine = _sphere_labels(10.0, 2.0, 40).astype(np.float64)
+    sigma = 10.0 * FWHM_TO_SIGMA / 4.0
+    index, triples, share = _fractional_partition(fine, 2)
+    activity = 1.0 + 9.0 * share  # activity-conserving downsampling of the true image
+    observed = ndimage.gaussian_filter(activity, sigma, mode="constant", truncate=4.0)
+    w, weights = gtm_matrix_fractional(index, 2, triples, (4.0,) * 3, 10.0)
+    assert weights[0] * 8 == pytest.approx(fine.sum())  # the region's fine volume, in fine voxels / 8
+    means = fractional_means(observed, index, 2, triples, weights)
+    true = gtm_solve(w, means)
+    assert true[0] == pytest.approx(10.0, rel=0.01)
+    assert true[1] == pytest.approx(1.0, rel=0.02)
+    # Whole voxels by majority (the previous model) read the sphere well below its true concentration.
+    majority = (share >= 0.5).astype(np.int16)
+    _, w_whole = gtm_matrix(majority, {"s": 1}, (4.0,) * 3, 10.0)
+    obs_whole = [observed[majority == 1].mean(), observed[majority == 0].mean()]
+    assert gtm_solve(w_whole, obs_whole)[0] < 0.95 * 10.0
+
+
+def test_fractional_gtm_without_shared_voxels_is_the_whole_voxel_gtm() -> None:
+    labels = np.zeros((24, 30, 30), dtype=np.int16)
+    labels[6:14, 8:20, 5:15] = 1
+    labels[10:20, 12:22, 15:25] = 2
+    names, w = gtm_matrix(labels, {"a": 1, "b": 2}, (4.0, 4.0, 4.0), 10.0)
+    index = np.where(labels == 1, 0, np.where(labels == 2, 1, 2)).astype(np.int64)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    w_frac, weights = gtm_matrix_fractional(index, 3, empty, (4.0, 4.0, 4.0), 10.0)
+    assert names == ["a", "b", "_rest"]
+    np.testing.assert_allclose(w_frac, w, atol=1e-12)
+    assert weights.tolist() == [float((labels == v).sum()) for v in (1, 2, 0)]
