@@ -113,6 +113,7 @@ def _prepare(cfg: Any) -> int:
         n_folds=int(cfg.n_folds),
         seed=int(cfg.seed),
         nifti=bool(cfg.nifti),
+        stp_baselines=bool(cfg.get("stp_baselines", True)),
         **_dosimetry_options(cfg),
     )
     print(summary.format())

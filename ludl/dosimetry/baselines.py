@@ -14,6 +14,10 @@ evaluation compares methods (DESIGN.md "Evaluation"):
 Training sets follow ``splits.json``: a patient's baselines come from the priors of the fold whose test set holds it,
 so no patient ever informs its own estimate.
 
+Two roads lead to the same table: `run_stp_baselines` computes (or is given) each case's ground truth, and
+``ludl prepare`` stores each case's `StpCase` in its sidecar (`StpCase.to_dict`) and builds the table from the
+sidecars with `stp_cohort_table` once every case of the cohort is prepared. Only `run_stp_baselines` writes voxel maps.
+
 A(t) is the region's total activity at the scan, on the ground truth's reference grid and without partial-volume
 correction, at its actual (activity-weighted bed) acquisition time — exactly one point of the curve the multi-TP
 pipeline fitted. Region dose = STP TIA × the region's dose-per-TIA from the multi-TP ground truth (its mean dose /
@@ -54,14 +58,18 @@ __all__ = [
     "REGION_CLASSES",
     "STP_COLUMNS",
     "STP_FILE",
+    "STP_TIMEPOINTS_H",
     "StpCase",
     "fit_population_priors",
     "madsen_t_eff_h",
+    "read_truth",
     "region_class",
     "run_stp_baselines",
     "stp_case",
+    "stp_cohort_table",
     "stp_dose_map",
     "stp_region_table",
+    "write_stp_table",
 ]
 
 METHODS = ("haenscheid", "madsen", "prior")
@@ -69,6 +77,7 @@ REGION_CLASSES = ("kidneys", "salivary", "lacrimal", "liver", "spleen", "red_mar
 # Everything else with kinetics (bladder, unlabelled voxels): only used for the voxels of Madsen dose maps.
 OTHER_CLASS = "other"
 STP_FILE = "stp_regions.csv"
+STP_TIMEPOINTS_H = (4.0, 24.0, 48.0, 96.0, 168.0)  # the nominal scan times evaluated, where a case has them
 STP_COLUMNS: tuple[str, ...] = (
     "patient_id",
     "cycle",
@@ -97,6 +106,7 @@ _BQ_TO_MBQ = 1e-6
 _REST = "_rest"  # the unlabelled voxels, as `ludl.dosimetry.pipeline.region_fits` names them
 _PARAMS = ("a0", "lambda1_per_h", "lambda2_per_h")
 _NAN = float("nan")
+_TEXT_KEYS = ("patient_id", "region", "kind", "region_class")  # region-row entries that are not numbers
 
 
 def region_class(region: str, kind: str) -> str | None:
@@ -137,6 +147,84 @@ class StpCase:
     regions: tuple[dict[str, Any], ...]
     curves: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
     truth: dict[str, tuple[float, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (NaN as None): the ``stp_case`` entry of a prepared case's sidecar."""
+        return {
+            "patient_id": self.patient_id,
+            "cycle": int(self.cycle),
+            "injected_mbq": _json_number(self.injected_mbq),
+            "timepoints_h": [float(t) for t in self.timepoints_h],
+            "regions": [{str(k): _json_value(v) for k, v in row.items()} for row in self.regions],
+            "curves": {
+                name: {"time_h": [_json_number(t) for t in times], "activity_mbq": [_json_number(a) for a in act]}
+                for name, (times, act) in self.curves.items()
+            },
+            "truth": {
+                name: {"tia_mbq_h": _json_number(tia), "mean_dose_gy": _json_number(dose)}
+                for name, (tia, dose) in self.truth.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> StpCase:
+        """The case `to_dict` wrote (None back to NaN); raises `InputError` for anything else."""
+        try:
+            regions = []
+            for row in document["regions"]:
+                out: dict[str, Any] = {}
+                for key, value in row.items():
+                    if key in _TEXT_KEYS:
+                        out[key] = value
+                    elif key == "cycle":
+                        out[key] = int(value)
+                    elif key == "scored":
+                        out[key] = bool(value)
+                    else:
+                        out[key] = _number(value)
+                regions.append(out)
+            curves = {
+                str(name): (_array(curve["time_h"]), _array(curve["activity_mbq"]))
+                for name, curve in document["curves"].items()
+            }
+            truth = {
+                str(name): (_number(value["tia_mbq_h"]), _number(value["mean_dose_gy"]))
+                for name, value in document["truth"].items()
+            }
+            return cls(
+                patient_id=str(document["patient_id"]),
+                cycle=int(document["cycle"]),
+                injected_mbq=_number(document["injected_mbq"]),
+                timepoints_h=tuple(float(t) for t in document["timepoints_h"]),
+                regions=tuple(regions),
+                curves=curves,
+                truth=truth,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise InputError(
+                f"not an stp_case document ({type(err).__name__}: {err}); rerun `ludl prepare … overwrite=true`"
+            ) from err
+
+
+def _json_number(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _json_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, bool, np.bool_)):
+        return bool(value) if isinstance(value, np.bool_) else value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return _json_number(value)
+
+
+def _number(value: Any) -> float:
+    return _NAN if value is None else float(value)
+
+
+def _array(values: Sequence[Any]) -> npt.NDArray[np.float64]:
+    return np.array([_number(v) for v in values], dtype=np.float64)
 
 
 def _reference_grid(
@@ -418,20 +506,34 @@ def stp_dose_map(
 # ------------------------------------------------------------------------------------------------ cohort
 
 
-def _read_truth(cohort: Path) -> dict[tuple[str, int, str], tuple[float, float]]:
+def read_truth(cohort_dir: str | Path) -> dict[tuple[str, int, str], tuple[float, float]]:
     """A synthetic cohort's true (TIA MBq·h, mean dose Gy) per (patient, cycle, region); empty without truth."""
-    file = cohort / "truth" / "regions.csv"
+    file = Path(cohort_dir) / "truth" / "regions.csv"
     if not file.is_file():
         return {}
     out: dict[tuple[str, int, str], tuple[float, float]] = {}
-    with file.open(newline="", encoding="utf-8") as handle:
-        for row in csv.DictReader(handle):
+    try:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("patient_id", "cycle", "region") if c not in (reader.fieldnames or ())]
+            if missing:
+                raise InputError(
+                    f"{file} lacks the column(s) {', '.join(missing)}; a truth table needs patient_id, cycle, region, "
+                    "tia_mbq_h, mean_dose_gy (or remove the file for a cohort without truth)"
+                )
+            for line, row in enumerate(reader, start=2):
 
-            def num(key: str, row: dict[str, str] = row) -> float:
-                value = row.get(key) or ""
-                return float(value) if value.strip() else _NAN
+                def num(key: str, row: dict[str, str] = row) -> float:
+                    value = row.get(key) or ""
+                    return float(value) if value.strip() else _NAN
 
-            out[(row["patient_id"], int(row["cycle"]), row["region"])] = (num("tia_mbq_h"), num("mean_dose_gy"))
+                try:
+                    key = (row["patient_id"], int(row["cycle"]), row["region"])
+                    out[key] = (num("tia_mbq_h"), num("mean_dose_gy"))
+                except ValueError as err:
+                    raise InputError(f"{file} line {line}: {err}; cycle and the values must be numbers") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{file}: cannot read ({err})") from err
     return out
 
 
@@ -441,7 +543,8 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+def write_stp_table(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """Write STP rows as CSV (`STP_COLUMNS`, 6 significant digits, empty for NaN) atomically; returns the path."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(STP_COLUMNS)
@@ -463,13 +566,73 @@ def _resolve_splits(splits: Splits | str | Path | None, cohort: Path, patients: 
     return resolved
 
 
+def _require_folds(splits: Splits) -> None:
+    if splits.n_folds < 2:
+        raise InputError(
+            f"the splits have {splits.n_folds} fold: STP population baselines need ≥ 2 folds (a patient's values come "
+            "from the other folds' patients); prepare with n_folds ≥ 2 on a cohort of ≥ 2 patients"
+        )
+
+
+def stp_cohort_table(
+    cases: Mapping[tuple[str, int], StpCase],
+    splits: Splits,
+    *,
+    timepoints_h: Sequence[float] = STP_TIMEPOINTS_H,
+    map_mean_dose_gy: Mapping[tuple[str, int], Mapping[tuple[str, float], Mapping[str, float]]] | None = None,
+) -> list[dict[str, Any]]:
+    """The STP table of a set of cases: every method at every scan time each case has, beside its ground truth.
+
+    Population values (Madsen's T_eff, the prior) of a case come from the training patients of its fold only, and
+    only from the cases given: a patient whose cases are missing (failed) informs nobody.
+
+    Args:
+        cases: (patient_id, cycle) → `StpCase`; the rows follow this order.
+        splits: patient-level folds (``splits.json``) holding every patient of `cases`; at least 2 folds.
+        timepoints_h: nominal scan times to evaluate, where a case has them.
+        map_mean_dose_gy: (patient_id, cycle) → (method, time point) → region → mean dose of the voxel map (Gy), to
+            fill ``map_mean_dose_gy`` (NaN elsewhere).
+
+    Returns:
+        One row per case × time point × method × scored region (`STP_COLUMNS`); ``prior`` rows only for folds whose
+        training patients give at least one class prior.
+    """
+    _require_folds(splits)
+    missing = sorted({p for p, _ in cases} - set(splits.patients))
+    if missing:
+        raise InputError(f"patients {missing} are in no fold of the splits; rerun `ludl prepare` to write splits.json")
+    all_cases = list(cases.values())
+    folds = sorted({splits.fold_of(p) for p, _ in cases})
+    # One set of population values per fold, from its training patients only.
+    t_effs = {k: madsen_t_eff_h(all_cases, splits.train(k)) for k in folds}
+    estimators: dict[int, PriorInformedEstimator | None] = {}
+    for k in folds:
+        priors = fit_population_priors(all_cases, splits.train(k))
+        estimators[k] = PriorInformedEstimator(priors) if priors else None
+    maps = map_mean_dose_gy or {}
+    table: list[dict[str, Any]] = []
+    for key, case in cases.items():
+        fold = splits.fold_of(key[0])
+        present = [t for t in timepoints_h if any(math.isclose(t, s, abs_tol=1e-6) for s in case.timepoints_h)]
+        case_maps = maps.get(key, {})
+        for t in present:
+            for method in METHODS:
+                if method == "prior" and estimators[fold] is None:
+                    continue
+                rows = stp_region_table(case, t, method, t_eff_h=t_effs[fold], estimator=estimators[fold], fold=fold)
+                for row in rows:
+                    row["map_mean_dose_gy"] = case_maps.get((method, float(t)), {}).get(str(row["region"]), _NAN)
+                table.extend(rows)
+    return table
+
+
 def run_stp_baselines(
     cohort_dir: str | Path,
     ground_truth: Mapping[tuple[str, int], DosimetryResult] | None,
     splits: Splits | str | Path | None,
     out_dir: str | Path,
     *,
-    timepoints_h: Sequence[float] = (4.0, 24.0, 48.0, 96.0, 168.0),
+    timepoints_h: Sequence[float] = STP_TIMEPOINTS_H,
     write_maps: bool = True,
     dosimetry_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -487,7 +650,7 @@ def run_stp_baselines(
         dosimetry_options: keyword arguments of `compute_dosimetry` for cases computed here.
 
     Returns:
-        The table's rows.
+        The table's rows (`stp_cohort_table`).
     """
     cohort, out = Path(cohort_dir), Path(out_dir)
     manifest = load_manifest(cohort)
@@ -495,7 +658,9 @@ def run_stp_baselines(
     if not keys:
         raise InputError(f"{manifest.file} has no SPECT rows: nothing to evaluate")
     folds = _resolve_splits(splits, cohort, [p for p, _ in keys])
-    truth = _read_truth(cohort)
+    _require_folds(folds)
+    out.mkdir(parents=True, exist_ok=True)
+    truth = read_truth(cohort)
     given = dict(ground_truth or {})
     options = dict(dosimetry_options or {})
 
@@ -509,31 +674,17 @@ def run_stp_baselines(
         if write_maps:
             results[key] = result
 
-    # One set of population values per fold, from its training patients only.
-    all_cases = list(cases.values())
-    t_effs, estimators = {}, {}
-    for k in range(folds.n_folds):
-        train = folds.train(k)
-        t_effs[k] = madsen_t_eff_h(all_cases, train)
-        priors = fit_population_priors(all_cases, train)
-        estimators[k] = PriorInformedEstimator(priors) if priors else None
-
-    table: list[dict[str, Any]] = []
-    for key, case in cases.items():
-        fold = folds.fold_of(key[0])
-        present = [t for t in timepoints_h if any(math.isclose(t, s, abs_tol=1e-6) for s in case.timepoints_h)]
-        maps: dict[tuple[str, float], dict[str, float]] = {}
-        if write_maps and present:
-            maps = _write_case_maps(cohort, key, results[key], present, t_effs[fold], out, options)
-        for t in present:
-            for method in METHODS:
-                if method == "prior" and estimators[fold] is None:
-                    continue
-                rows = stp_region_table(case, t, method, t_eff_h=t_effs[fold], estimator=estimators[fold], fold=fold)
-                for row in rows:
-                    row["map_mean_dose_gy"] = maps.get((method, t), {}).get(str(row["region"]), _NAN)
-                table.extend(rows)
-    _write_table(table, out / STP_FILE)
+    maps: dict[tuple[str, int], dict[tuple[str, float], dict[str, float]]] = {}
+    if write_maps:
+        all_cases = list(cases.values())
+        for key, case in cases.items():
+            present = [t for t in timepoints_h if any(math.isclose(t, s, abs_tol=1e-6) for s in case.timepoints_h)]
+            if present:
+                # The same Madsen T_eff as the table's: the medians of the case's training patients.
+                t_eff = madsen_t_eff_h(all_cases, folds.train(folds.fold_of(key[0])))
+                maps[key] = _write_case_maps(cohort, key, results[key], present, t_eff, out, options)
+    table = stp_cohort_table(cases, folds, timepoints_h=timepoints_h, map_mean_dose_gy=maps)
+    write_stp_table(table, out / STP_FILE)
     return table
 
 

@@ -12,11 +12,19 @@ clinic hands it over at inference):
   resampled through (time point → reference → PET), conserving ∫ SUV dV like any activity image;
 
 plus the sidecar (`ludl.data.store`): times, activities, grids, transforms, registration quality, ground-truth
-region statistics, PET tracer. Finished cases are skipped, a case is written whole or not at all, a case failing
+region statistics, PET tracer, and the case's region curves and ground truth for the single-time-point baselines
+(``stp_case``: `ludl.dosimetry.baselines.StpCase.to_dict`, with the true values of a synthetic cohort's
+``truth/regions.csv``). Finished cases are skipped, a case is written whole or not at all, a case failing
 with a `LudlError` is recorded with its reason in ``prepare_summary.json`` while the others finish, and the case list
 (sorted as the manifest orders patients) is sharded ``[i::n]`` for ``shard=i/n``. ``splits.json`` (patient-level
 folds stratified by ``non_response``) depends only on the manifest, outcomes and seed, so every shard writes the
 same file.
+
+Once every case of the cohort is settled (prepared, or failed in this run or in another shard's summary), the shard
+that sees it builds ``stp_regions.csv`` (Hänscheid, Madsen and the prior-informed estimator at every scan time,
+`ludl.dosimetry.baselines.stp_cohort_table`) from the sidecars and ``splits.json``, leaving failed cases out. Each
+shard writes its summary before it looks, so the last one to finish sees the others; two that write it write the same
+content. Region statistics only: voxel dose maps of the STP methods come from `run_stp_baselines(write_maps=True)`.
 """
 
 from __future__ import annotations
@@ -29,14 +37,15 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ludl.data.splits import SPLITS_FILE, load_outcomes, make_splits, write_splits
-from ludl.data.store import CaseTimepoint, case_is_complete, clean_stale, to_jsonable, write_case
+from ludl.data.splits import SPLITS_FILE, Splits, load_outcomes, make_splits, write_splits
+from ludl.data.store import SIDECAR, CaseTimepoint, case_is_complete, clean_stale, read_case, to_jsonable, write_case
+from ludl.dosimetry.baselines import STP_FILE, StpCase, read_truth, stp_case, stp_cohort_table, write_stp_table
 from ludl.dosimetry.pipeline import DOSE_METHODS, TIA_MODES, DosimetryResult, compute_dosimetry
 from ludl.dosimetry.pvc import PVC_METHODS
 from ludl.dosimetry.registration import require_registered
@@ -135,6 +144,7 @@ class PrepareSummary:
         shard: (i, n).
         cases: one outcome per patient-cycle of this shard, in case order.
         splits_file, summary_file: ``splits.json`` and the summary JSON written.
+        stp_file: ``stp_regions.csv`` when this shard wrote it (None: switched off, or cases still missing).
         notes: remarks worth a look; seconds: wall time.
     """
 
@@ -144,6 +154,7 @@ class PrepareSummary:
     cases: tuple[CaseOutcome, ...]
     splits_file: Path | None = None
     summary_file: Path | None = None
+    stp_file: Path | None = None
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
 
@@ -188,6 +199,7 @@ class PrepareSummary:
                 "n_failed": self.n_failed,
                 "seconds": round(self.seconds, 3),
                 "splits_file": self.splits_file,
+                "stp_file": self.stp_file,
                 "notes": list(self.notes),
                 "cases": [asdict(c) for c in self.cases],
             }
@@ -207,6 +219,8 @@ class PrepareSummary:
         lines += [f"note: {note}" for note in self.notes]
         if self.splits_file is not None:
             lines.append(f"splits: {self.splits_file}")
+        if self.stp_file is not None:
+            lines.append(f"STP baselines: {self.stp_file}")
         if self.summary_file is not None:
             lines.append(f"summary: {self.summary_file}")
         return "\n".join(lines)
@@ -372,7 +386,12 @@ def _case_timepoints(
 
 
 def _sidecar(
-    data: CycleData, result: DosimetryResult, pet: _Pet | None, pet_info: Mapping[str, Any] | None, notes: list[str]
+    data: CycleData,
+    result: DosimetryResult,
+    pet: _Pet | None,
+    pet_info: Mapping[str, Any] | None,
+    stp: StpCase,
+    notes: list[str],
 ) -> dict[str, Any]:
     from ludl import __version__
 
@@ -411,8 +430,19 @@ def _sidecar(
         "region_kinds": dict(regions.kinds),
         "regions": [dict(r) for r in result.regions],
         "pet": pet_entry,
+        "stp_case": stp.to_dict(),
         "notes": [*result.notes, *notes],
     }
+
+
+def _truth_by_case(
+    truth: Mapping[tuple[str, int, str], tuple[float, float]],
+) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
+    """`read_truth`'s table grouped per (patient, cycle): region → (true TIA MBq·h, true mean dose Gy)."""
+    out: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
+    for (p, c, region), values in truth.items():
+        out.setdefault((p, c), {})[region] = values
+    return out
 
 
 def prepare_case(
@@ -425,6 +455,7 @@ def prepare_case(
     overwrite: bool = False,
     manifest: Manifest | None = None,
     config: CohortConfig | None = None,
+    truth: Mapping[str, tuple[float, float]] | None = None,
     **dosimetry_options: Any,
 ) -> Path:
     """Prepare one patient-cycle into ``cases_dir/<case_id>`` (atomic); returns the case folder.
@@ -436,6 +467,8 @@ def prepare_case(
         nifti: also write NIfTI copies for viewing.
         overwrite: replace an existing case.
         manifest, config: already-loaded cohort files (skip re-reading them).
+        truth: region → (true TIA MBq·h, true mean dose Gy) of this case, stored with its ``stp_case`` entry; None:
+            read from the cohort's ``truth/regions.csv`` (none without it).
         dosimetry_options: `compute_dosimetry` options (`DOSIMETRY_OPTIONS`).
 
     Raises:
@@ -445,6 +478,10 @@ def prepare_case(
     manifest = manifest or load_manifest(cohort_dir, config)
     data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
     result = compute_dosimetry(data, **dosimetry_options)
+    if truth is None:
+        truth = _truth_by_case(read_truth(cohort_dir)).get((patient_id, int(cycle)), {})
+    # From the ground truth just computed: the STP baselines never run the multi-time-point pipeline a second time.
+    stp = stp_case(data, result, truth)
     notes: list[str] = []
     pet, pet_note = _load_pet(manifest, config, patient_id, int(cycle))
     if pet_note:
@@ -454,7 +491,7 @@ def prepare_case(
         ref = next(i for i, r in enumerate(result.registrations) if r.is_reference)
         pet_transform, pet_info = _register_pet(pet, data.timepoints[ref].ct, manifest)
     timepoints = _case_timepoints(data, result, pet, pet_transform)
-    sidecar = _sidecar(data, result, pet, pet_info, notes)
+    sidecar = _sidecar(data, result, pet, pet_info, stp, notes)
     cid = case_id(patient_id, int(cycle))
     clean_stale(cases_dir, cid)
     return write_case(cases_dir, cid, timepoints, sidecar, nifti=nifti, overwrite=overwrite)
@@ -490,6 +527,7 @@ def _prepare_one(
     config: CohortConfig,
     nifti: bool,
     overwrite: bool,
+    truth: Mapping[str, tuple[float, float]],
     options: Mapping[str, Any],
 ) -> CaseOutcome:
     """One case, never raising for bad input: the outcome carries the reason."""
@@ -507,6 +545,7 @@ def _prepare_one(
             overwrite=True,  # an incomplete or older-format folder at the destination is replaced
             manifest=manifest,
             config=config,
+            truth=truth,
             **options,
         )
     except LudlError as err:
@@ -542,6 +581,77 @@ def _summary_file(out: Path, index: int, count: int) -> Path:
     return out / (SUMMARY_FILE if count == 1 else f"prepare_summary.shard-{index}-of-{count}.json")
 
 
+def _failed_in_other_shards(out: Path, index: int, count: int) -> set[tuple[str, int]]:
+    """Cases the other shards' summaries (as last written) list as failed; unreadable summaries count as absent."""
+    failed: set[tuple[str, int]] = set()
+    for j in range(count):
+        if j == index:
+            continue
+        try:
+            document = json.loads(_summary_file(out, j, count).read_text(encoding="utf-8"))
+            failed |= {(str(c["patient_id"]), int(c["cycle"])) for c in document["cases"] if c["status"] == "failed"}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return failed
+
+
+def _few(case_ids: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(case_ids[:limit]) + (f" … (+{len(case_ids) - limit})" if len(case_ids) > limit else "")
+
+
+def _write_stp_baselines(
+    out: Path,
+    cases: Sequence[tuple[str, int]],
+    splits: Splits,
+    outcomes: Mapping[str, CaseOutcome],
+    index: int,
+    count: int,
+) -> tuple[Path | None, list[str]]:
+    """``stp_regions.csv`` from the sidecars once every case of the cohort is settled; else None and why not."""
+    failed_here = {(o.patient_id, o.cycle) for o in outcomes.values() if o.status == "failed"}
+    failed_elsewhere = _failed_in_other_shards(out, index, count) if count > 1 else set()
+    found: dict[tuple[str, int], StpCase] = {}
+    left_out: list[str] = []
+    waiting: list[str] = []
+    without: list[str] = []
+    for p, c in cases:
+        cid = case_id(p, c)
+        folder = out / CASES_FOLDER / cid
+        if (p, c) in failed_here:  # a complete folder left from an earlier run is not this run's ground truth
+            left_out.append(cid)
+        elif case_is_complete(folder):
+            entry = read_case(folder).sidecar.get("stp_case")
+            if entry is None:
+                without.append(cid)
+                continue
+            try:
+                found[(p, c)] = StpCase.from_dict(entry)
+            except InputError as err:
+                return None, [f"{STP_FILE} not written: {folder / SIDECAR}: {err}"]
+        elif (p, c) in failed_elsewhere:
+            left_out.append(cid)
+        else:
+            waiting.append(cid)
+    if waiting:
+        return None, [
+            f"{STP_FILE} not written yet: {len(waiting)} case(s) are not prepared ({_few(waiting)}); the last shard "
+            "to finish writes it (rerun any shard once all are done to write it)"
+        ]
+    if without:
+        return None, [
+            f"{STP_FILE} not written: {len(without)} case(s) have no stp_case entry, prepared by an older ludl "
+            f"({_few(without)}); rerun `ludl prepare … overwrite=true` for them"
+        ]
+    if not found:
+        return None, [f"{STP_FILE} not written: no case was prepared"]
+    try:
+        rows = stp_cohort_table(found, splits)
+    except LudlError as err:
+        return None, [f"{STP_FILE} not written: {err}"]
+    notes = [f"{STP_FILE}: {len(left_out)} failed case(s) left out ({_few(left_out)})"] if left_out else []
+    return write_stp_table(rows, out / STP_FILE), notes
+
+
 def run_prepare(
     cohort_dir: str | Path,
     out_dir: str | Path,
@@ -552,19 +662,22 @@ def run_prepare(
     n_folds: int = 5,
     seed: int = 0,
     nifti: bool = False,
+    stp_baselines: bool = True,
     **dosimetry_options: Any,
 ) -> PrepareSummary:
     """Prepare every patient-cycle of a cohort (one shard of it) as prepared cases, with ``splits.json``.
 
     Args:
         cohort_dir: cohort folder (cohort.yaml, manifest.csv, optional outcomes.csv).
-        out_dir: output folder: ``cases/<case_id>/`` (see `ludl.data.store`), ``splits.json`` and
-            ``prepare_summary.json`` (``prepare_summary.shard-i-of-n.json`` when sharded).
+        out_dir: output folder: ``cases/<case_id>/`` (see `ludl.data.store`), ``splits.json``,
+            ``prepare_summary.json`` (``prepare_summary.shard-i-of-n.json`` when sharded) and ``stp_regions.csv``.
         shard: ``"i/n"``: this process prepares cases ``[i::n]`` of the sorted case list.
         workers: parallel processes (joblib); None: all cores, 1: in this process.
         overwrite: redo finished cases (default: skip them).
         n_folds, seed: patient-level folds of ``splits.json`` (n_folds is capped at the number of patients).
         nifti: also write NIfTI copies of every array, for viewing.
+        stp_baselines: when every case of the cohort is prepared (or failed), write ``stp_regions.csv``: the STP
+            baselines of every case from the sidecars and ``splits.json`` (`ludl.dosimetry.baselines`).
         dosimetry_options: ground-truth pipeline options (`DOSIMETRY_OPTIONS`: tia_mode, model, dose_method, pvc,
             reference_timepoint, kernel_cache_dir), as for ``ludl dosimetry``.
 
@@ -588,6 +701,7 @@ def run_prepare(
     cases = _cohort_cases(manifest)
     if not cases:
         raise InputError(f"{manifest.file} lists no SPECT rows: nothing to prepare")
+    truth = _truth_by_case(read_truth(cohort))  # read once, here: a broken truth table stops the run before any case
     notes: list[str] = []
 
     patients = sorted({p for p, _ in cases})
@@ -610,7 +724,10 @@ def run_prepare(
         else:
             todo.append((p, c))
     n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(todo) or 1))
-    jobs = [(cohort, p, c, cases_dir, manifest, config, bool(nifti), bool(overwrite), options) for p, c in todo]
+    jobs = [
+        (cohort, p, c, cases_dir, manifest, config, bool(nifti), bool(overwrite), truth.get((p, c), {}), options)
+        for p, c in todo
+    ]
     from tqdm import tqdm
 
     progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
@@ -634,5 +751,12 @@ def run_prepare(
         notes=tuple(notes),
         seconds=time.perf_counter() - start,
     )
+    # Written before looking at the other shards, so that of two shards finishing together the later one sees this
+    # shard's failures.
+    atomic_write_text(summary_file, json.dumps(summary.to_dict(), indent=1, allow_nan=False) + "\n")
+    if not stp_baselines:
+        return summary
+    stp_file, stp_notes = _write_stp_baselines(out, cases, splits, results, index, count)
+    summary = replace(summary, stp_file=stp_file, notes=(*notes, *stp_notes), seconds=time.perf_counter() - start)
     atomic_write_text(summary_file, json.dumps(summary.to_dict(), indent=1, allow_nan=False) + "\n")
     return summary

@@ -8,6 +8,7 @@ T_eff), from medians computed by hand, and from the literature's qualitative pat
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from ludl.dosimetry.baselines import (
     fit_population_priors,
     madsen_t_eff_h,
     run_stp_baselines,
+    stp_cohort_table,
     stp_dose_map,
     stp_region_table,
 )
@@ -189,6 +191,66 @@ def test_cohort_table_reproduces_the_literature_pattern() -> None:
     # Kidneys (T_eff ≈ 35 h) at 48 h: x ≈ 1.4, Hänscheid's near-exact zone.
     assert abs_err("haenscheid", "kidneys", 48.0) < 0.12
     assert abs_err("madsen", "kidneys", 48.0) < 0.2
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, NaN equal to NaN, arrays element-wise."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b) and type(a) is type(b)
+
+
+def test_stp_case_round_trips_through_json() -> None:
+    (case,) = _population(1, seed=11)
+    rows = [dict(r) for r in case.regions]
+    rows[0]["fit_cv"] = math.nan  # a failed fit's entries are NaN
+    rows[1].update(a0=math.nan, lambda1_per_h=math.nan, lambda2_per_h=math.nan)
+    curves = dict(case.curves)
+    curves["_rest"] = (np.array([4.0, 24.0, math.nan, 96.0, 168.0]), np.zeros(5))
+    truth = {"kidney_left": (1234.5, 6.75), "liver": (math.nan, 2.5)}
+    case = StpCase(case.patient_id, 2, 7123.25, TIMES_H, tuple(rows), curves, truth)
+    text = json.dumps(case.to_dict(), allow_nan=False)  # what the sidecar writer requires
+    back = StpCase.from_dict(json.loads(text))
+    for field in ("patient_id", "cycle", "injected_mbq", "timepoints_h", "regions", "curves", "truth"):
+        assert _same(getattr(back, field), getattr(case, field)), field
+    assert back.to_dict() == json.loads(text)
+    with pytest.raises(InputError, match="stp_case"):
+        StpCase.from_dict({"patient_id": "P1", "cycle": 1})
+
+
+def test_cohort_table_is_every_fold_with_its_own_population() -> None:
+    cases = _population(6, seed=5)
+    splits = make_splits([c.patient_id for c in cases], n_folds=3, seed=1)
+    maps = {("P00", 1): {("haenscheid", 24.0): {"kidney_left": 1.5}}}
+    by_key = {(c.patient_id, c.cycle): c for c in cases}
+    rows = stp_cohort_table(by_key, splits, timepoints_h=(24.0, 72.0, 96.0), map_mean_dose_gy=maps)
+    expected: list[dict[str, Any]] = []
+    for case in cases:  # by hand: the fold's training patients only, every method at the times the case has
+        k = splits.fold_of(case.patient_id)
+        estimator = PriorInformedEstimator(fit_population_priors(cases, splits.train(k)))
+        t_eff = madsen_t_eff_h(cases, splits.train(k))
+        for t_h in (24.0, 96.0):
+            for method in METHODS:
+                expected += stp_region_table(case, t_h, method, t_eff_h=t_eff, estimator=estimator, fold=k)
+    assert len(rows) == len(expected) == 6 * 5 * 2 * len(METHODS)
+    for got, want in zip(rows, expected, strict=True):
+        filled = got.pop("map_mean_dose_gy")
+        want.pop("map_mean_dose_gy")
+        assert _same(got, want)
+        hit = (got["patient_id"], got["method"], got["timepoint_h"], got["region"]) == (
+            "P00", "haenscheid", 24.0, "kidney_left"
+        )  # fmt: skip
+        assert filled == 1.5 if hit else math.isnan(filled)
+    with pytest.raises(InputError, match="2 folds"):
+        stp_cohort_table(by_key, make_splits([c.patient_id for c in cases], n_folds=1))
+    with pytest.raises(InputError, match="no fold"):
+        stp_cohort_table(by_key, make_splits([c.patient_id for c in cases[:5]], n_folds=2))
 
 
 def test_bad_requests_are_refused() -> None:

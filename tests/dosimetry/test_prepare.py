@@ -2,15 +2,19 @@
 
 Expected values come from the analytic cohort (`cohort_factory`): each time point's pose is a known whole-voxel shift,
 so the ground truth mapped back onto a time point must sit where the analytic patient sits in that pose, and its
-TIA integral must equal the reference-grid integral (the body lies inside every field of view).
+TIA integral must equal the reference-grid integral (the body lies inside every field of view). The STP table is
+checked against the analytic kinetics (Hänscheid's A(t)·2t/ln2 over the exact TIA), against the cohort's truth table
+and against `run_stp_baselines` computing the same cases from scratch.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,16 @@ from scipy import ndimage
 import ludl.data.store as store
 from ludl.data.splits import read_splits
 from ludl.data.store import read_case
+from ludl.dosimetry.baselines import (
+    METHODS,
+    STP_COLUMNS,
+    STP_FILE,
+    StpCase,
+    read_truth,
+    run_stp_baselines,
+    stp_case,
+)
+from ludl.dosimetry.pipeline import compute_dosimetry
 from ludl.dosimetry.prepare import (
     CASES_FOLDER,
     PrepareSummary,
@@ -29,6 +43,8 @@ from ludl.dosimetry.prepare import (
     run_prepare,
     shard_cases,
 )
+from ludl.dosimetry.regions import expand_regions
+from ludl.dosimetry.timepoints import load_cycle
 from ludl.errors import InputError
 from ludl.imaging import Volume
 from ludl.imaging.resample import resample_spacing
@@ -36,7 +52,7 @@ from ludl.io.manifest import ManifestRow, load_manifest, write_manifest
 from ludl.io.nifti import read_nifti, write_nifti
 from tests.dosimetry import cohort_factory as cf
 
-TPS = (0, 1, 3)  # 4, 24 and 96 h: enough for the default model, quick to fit
+TPS = (0, 1, 2, 3)  # 4, 24, 48 and 96 h: the prior's biexp_uptake region fits need 4 points
 PET_SHIFT_MM = (9.6, -4.8, 4.8)  # the PET weeks earlier, in another pose
 PET_SUV = {"body": 1.0, "kidney_left": 20.0, "kidney_right": 18.0, "liver": 8.0, "spleen": 9.0}
 PET_SUV_LESION = 15.0
@@ -56,6 +72,47 @@ def _analytic_index(grid: Volume, shift_xyz_mm: tuple[float, float, float]) -> n
     for i, r in enumerate(cf.REGIONS):
         out[inside(r.centre_xyz_mm, r.radii_xyz_mm)] = 2 + i
     return out
+
+
+def _pipeline_names() -> dict[str, cf.Region]:
+    """Pipeline region name → the factory's region (the pipeline numbers lesions by connected component)."""
+    regions = expand_regions(cf.label_map(), cf.LABELS)
+    lesions = cf.lesion_names_by_truth(regions.labels, regions.values)
+    by_name = {r.name: r for r in cf.REGIONS}
+    return {name: by_name[lesions.get(name, name)] for name in regions.values if name != "body"}
+
+
+def _truth_rows(true_dose: np.ndarray) -> list[dict[str, Any]]:
+    """The analytic truth per region (reference pose), named as the pipeline names the regions."""
+    index = cf.region_index()
+    voxel_ml = cf.SPACING_MM**3 / 1e3
+    rows = []
+    for name, r in _pipeline_names().items():
+        mask = index == 2 + cf.REGIONS.index(r)
+        volume_ml = float(mask.sum()) * voxel_ml
+        rows.append(
+            {
+                "region": name,
+                "kind": "lesion" if name.startswith("lesion") else "organ",
+                "volume_ml": volume_ml,
+                "mean_dose_gy": float(true_dose[mask].mean()),
+                "tia_mbq_h": cf.tia(r) * volume_ml,
+                "t_eff_h": r.t_eff_h,
+                "in_fov_fraction": 1.0,
+            }
+        )
+    return rows
+
+
+def _write_truth(root: Path, patients: Sequence[str], true_dose: np.ndarray) -> None:
+    columns = ("patient_id", "cycle", "region", "kind", "volume_ml", "mean_dose_gy", "tia_mbq_h", "t_eff_h")
+    lines = [",".join((*columns, "in_fov_fraction"))]
+    for pid in patients:
+        for row in _truth_rows(true_dose):
+            cells = {**row, "patient_id": pid, "cycle": 1}
+            lines.append(",".join(str(cells[c]) for c in (*columns, "in_fov_fraction")))
+    (root / "truth").mkdir()
+    (root / "truth" / "regions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _pet_suv(shift: tuple[float, float, float]) -> np.ndarray:
@@ -85,8 +142,11 @@ def _write_pet(root: Path, pid: str) -> list[ManifestRow]:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """P01: PET; P02: its 96 h SPECT on a 6 mm grid (a grid of its own); P03: a noise CT at 96 h (cannot register)."""
+def cohort(tmp_path_factory: pytest.TempPathFactory, true_dose: np.ndarray) -> Path:
+    """P01: PET; P02: its 96 h SPECT on a 6 mm grid (a grid of its own); P03: a noise CT at 96 h (cannot register).
+
+    ``truth/regions.csv`` holds the analytic truth, as a synthetic cohort's does.
+    """
     root = tmp_path_factory.mktemp("cohort3")
     specs = {
         "P01": cf.CohortSpec(timepoint_indices=TPS, patient_id="P01"),
@@ -108,6 +168,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = ["patient_id,psa_baseline,psa_week12,non_response"]
     lines += [f"{p},10,{8 if y else 2},{y}" for p, y in NON_RESPONSE.items()]
     (root / "outcomes.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_truth(root, list(specs), true_dose)
     return root
 
 
@@ -242,9 +303,14 @@ def test_splits_are_written_patient_level(prepared: tuple[Path, PrepareSummary])
 def test_second_run_skips_finished_cases(prepared: tuple[Path, PrepareSummary], prepare: Prepare) -> None:
     out, _ = prepared
     before = {p: p.stat().st_mtime_ns for p in (out / CASES_FOLDER).rglob("*.npy")}
+    table = (out / STP_FILE).read_text(encoding="utf-8")
+    (out / STP_FILE).unlink()
     again = prepare(out)
     assert (again.n_done, again.n_skipped, again.n_failed) == (0, 2, 1)
     assert {p: p.stat().st_mtime_ns for p in (out / CASES_FOLDER).rglob("*.npy")} == before
+    # Nothing was prepared, yet the STP table is written again from the sidecars, identical.
+    assert again.stp_file == out / STP_FILE
+    assert (out / STP_FILE).read_text(encoding="utf-8") == table
 
 
 def test_crash_leaves_nothing_and_the_rerun_completes(
@@ -317,6 +383,164 @@ def test_parallel_workers_give_the_same_cases(
     np.testing.assert_allclose(a, b, rtol=1e-6)  # thread counts differ between the runs; the result must not
 
 
+# ------------------------------------------------------------------------------------------------ STP baselines
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _num(cell: str) -> float:
+    return float(cell) if cell else math.nan
+
+
+def test_stp_table_from_the_sidecars(cohort: Path, prepared: tuple[Path, PrepareSummary]) -> None:
+    out, summary = prepared
+    assert summary.stp_file == out / STP_FILE
+    assert any("P03_c1" in note and STP_FILE in note for note in summary.notes)  # the failed case is left out
+    assert str(out / STP_FILE) in summary.format()
+    assert json.loads((out / "prepare_summary.json").read_text())["stp_file"] == str(out / STP_FILE)
+    with (out / STP_FILE).open(newline="", encoding="utf-8") as handle:
+        assert tuple(next(csv.reader(handle))) == STP_COLUMNS
+    rows = _read_csv(out / STP_FILE)
+    splits = read_splits(out / "splits.json")
+    truth = {(r["patient_id"], r["region"]): r for r in _read_csv(cohort / "truth" / "regions.csv")}
+    expected = {(m, f"{cf.TIMES_H[k]:g}") for m in METHODS for k in TPS}
+    combos: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for r in rows:
+        combos.setdefault((r["patient_id"], r["region"]), set()).add((r["method"], r["timepoint_h"]))
+        assert int(r["fold"]) == splits.fold_of(r["patient_id"])
+        assert _num(r["gt_mean_dose_gy"]) > 0 and _num(r["gt_tia_mbq_h"]) > 0
+        true = truth[(r["patient_id"], r["region"])]  # joined by region name, from the cohort's truth table
+        assert _num(r["true_mean_dose_gy"]) == pytest.approx(float(true["mean_dose_gy"]), rel=1e-5)
+        assert _num(r["true_tia_mbq_h"]) == pytest.approx(float(true["tia_mbq_h"]), rel=1e-5)
+    organs = {"kidney_left", "kidney_right", "liver", "spleen", "lesion_001", "lesion_002"}
+    assert {p for p, _ in combos} == {"P01", "P02"}
+    for pid in ("P01", "P02"):
+        assert {region for p, region in combos if p == pid} == organs
+    assert all(c == expected for c in combos.values())  # every method at every time point, once per region
+    assert len(rows) == 2 * len(organs) * len(expected)
+
+    def pick(pid: str, method: str, region: str, t_h: float) -> dict[str, str]:
+        (row,) = [r for r in rows if (r["patient_id"], r["method"], r["region"], _num(r["timepoint_h"])) ==
+                  (pid, method, region, t_h)]  # fmt: skip
+        return row
+
+    # Each patient is in a fold of its own and P03 failed: a patient's Madsen T_eff is the other's kidney median.
+    for pid, other in (("P01", "P02"), ("P02", "P01")):
+        median = float(
+            np.median([_num(pick(other, "madsen", k, 24.0)["gt_t_eff_h"]) for k in ("kidney_left", "kidney_right")])
+        )
+        assert _num(pick(pid, "madsen", "kidney_left", 24.0)["t_eff_used_h"]) == pytest.approx(median, rel=1e-5)
+    # Hänscheid against the analytic kinetics: A(t)·2t/ln2 over the exact TIA, at the actual scan time; the dose
+    # ratio carries it because the region dose per TIA is the same for the pipeline and the truth.
+    names = _pipeline_names()
+    for region in ("kidney_left", "liver", "lesion_001"):
+        analytic = names[region]
+        for k in TPS:
+            row = pick("P01", "haenscheid", region, cf.TIMES_H[k])
+            t = cf.ACTUAL_H[k]
+            ratio = cf.curve(analytic, t) * 2 * t / math.log(2) / cf.tia(analytic)
+            assert _num(row["time_h"]) == pytest.approx(t, abs=1e-3)
+            # Noise-free, unblurred, 4 points of exact bi-exponential kinetics: the ground truth is the truth (a
+            # swapped truth row would show here), and Hänscheid's ratio is exact but for rounding; the nominal
+            # instead of the actual time (24 for 24.5 h) would be 2 % off.
+            assert _num(row["gt_mean_dose_gy"]) / _num(row["true_mean_dose_gy"]) == pytest.approx(1.0, rel=0.01)
+            assert _num(row["mean_dose_gy"]) / _num(row["true_mean_dose_gy"]) == pytest.approx(ratio, rel=0.005)
+    # The prior-informed estimator has kidney and lesion priors from the other patient (two of each per patient), none
+    # for the liver (one fit is no population).
+    assert pick("P01", "prior", "liver", 24.0)["mean_dose_gy"] == ""
+    for t in (4.0, 96.0):
+        row = pick("P01", "prior", "kidney_left", t)
+        assert _num(row["tia_sd_mbq_h"]) > 0
+        assert _num(row["mean_dose_gy"]) / _num(row["gt_mean_dose_gy"]) == pytest.approx(1.0, abs=0.3)
+
+
+def _cohort_without_p03(cohort: Path, root: Path) -> Path:
+    """The same cohort files for P01 and P02 only (P03 cannot be registered: `run_stp_baselines` would raise)."""
+    for name in ("P01", "P02", "truth"):
+        shutil.copytree(cohort / name, root / name)
+    for name in ("cohort.yaml", "outcomes.csv"):
+        shutil.copy(cohort / name, root / name)
+    rows = [dataclasses.replace(r, line=0) for r in load_manifest(cohort) if r.patient_id != "P03"]
+    write_manifest(rows, root)
+    return root
+
+
+def test_sidecar_stp_case_and_table_match_a_direct_run(
+    cohort: Path, kernels: Path, prepared: tuple[Path, PrepareSummary], tmp_path: Path
+) -> None:
+    out, _ = prepared
+    sub = _cohort_without_p03(cohort, tmp_path / "cohort")
+    entry = read_case(out / CASES_FOLDER / "P01_c1").sidecar["stp_case"]
+    stored = StpCase.from_dict(entry)
+    assert stored.to_dict() == entry  # round trip through the sidecar's JSON
+    data = load_cycle(sub, "P01", 1)
+    result = compute_dosimetry(data, kernel_cache_dir=kernels, pvc="none")
+    direct = stp_case(data, result, {r: v for (p, _, r), v in read_truth(sub).items() if p == "P01"})
+    assert (stored.patient_id, stored.cycle, stored.timepoints_h) == (
+        direct.patient_id,
+        direct.cycle,
+        direct.timepoints_h,
+    )
+    assert stored.injected_mbq == direct.injected_mbq
+    assert [r["region"] for r in stored.regions] == [r["region"] for r in direct.regions]
+    for a, b in zip(stored.regions, direct.regions, strict=True):
+        assert set(a) == set(b)
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-6, nan_ok=True), (b["region"], key)
+            else:
+                assert a[key] == value, (b["region"], key)
+    assert set(stored.curves) == set(direct.curves)
+    for name, (t, act) in direct.curves.items():
+        np.testing.assert_allclose(stored.curves[name][0], t, rtol=1e-9)
+        np.testing.assert_allclose(stored.curves[name][1], act, rtol=1e-6)
+    assert stored.truth == direct.truth
+    assert set(stored.truth) == {"kidney_left", "kidney_right", "liver", "spleen", "lesion_001", "lesion_002"}
+    # The whole table: from the sidecars (prepare) and from scratch (run_stp_baselines), same cases and splits.
+    direct_rows = run_stp_baselines(
+        sub,
+        {("P01", 1): result},
+        out / "splits.json",
+        tmp_path / "stp",
+        write_maps=False,
+        dosimetry_options={"kernel_cache_dir": kernels, "pvc": "none"},
+    )
+    ours = _read_csv(out / STP_FILE)
+    theirs = _read_csv(tmp_path / "stp" / STP_FILE)
+    assert len(ours) == len(theirs) == len(direct_rows) > 0
+    for a, b in zip(ours, theirs, strict=True):
+        for column in STP_COLUMNS:
+            if column in ("patient_id", "region", "kind", "region_class", "method", "fold"):
+                assert a[column] == b[column]
+            else:
+                assert _num(a[column]) == pytest.approx(_num(b[column]), rel=1e-5, nan_ok=True), column
+
+
+def test_stp_table_waits_for_every_shard_and_can_be_switched_off(
+    tmp_path: Path, prepared: tuple[Path, PrepareSummary], prepare: Prepare
+) -> None:
+    out, _ = prepared
+    (tmp_path / CASES_FOLDER).mkdir()
+    shutil.copytree(out / CASES_FOLDER / "P01_c1", tmp_path / CASES_FOLDER / "P01_c1")  # shard 0/3's case, done
+    off = prepare(tmp_path, shard="0/3", stp_baselines=False)
+    assert off.n_skipped == 1 and off.stp_file is None and not (tmp_path / STP_FILE).exists()
+    first = prepare(tmp_path, shard="0/3")  # P02 and P03 belong to shards that have not run
+    assert first.stp_file is None and not (tmp_path / STP_FILE).exists()
+    assert any("2 case(s) are not prepared" in note for note in first.notes)
+    shutil.copytree(out / CASES_FOLDER / "P02_c1", tmp_path / CASES_FOLDER / "P02_c1")  # shard 1/3 finished
+    last = prepare(tmp_path, shard="2/3")  # P03 fails here; every case is now settled
+    assert last.n_failed == 1 and last.stp_file == tmp_path / STP_FILE
+    assert (tmp_path / STP_FILE).read_text(encoding="utf-8") == (out / STP_FILE).read_text(encoding="utf-8")
+    # Shard 0/3 again: P03's failure is read from shard 2/3's summary, so it writes the same table.
+    (tmp_path / STP_FILE).unlink()
+    again = prepare(tmp_path, shard="0/3")
+    assert again.stp_file == tmp_path / STP_FILE
+    assert (tmp_path / STP_FILE).read_text(encoding="utf-8") == (out / STP_FILE).read_text(encoding="utf-8")
+
+
 # ------------------------------------------------------------------------------------------------ inputs
 
 
@@ -357,8 +581,9 @@ def test_configs_compose_without_the_launcher_plugins() -> None:
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(config_name="prepare", overrides=["cohort=/c", "out=/o", "shard=1/4"])
-        expected = {"cohort", "out", "shard", "workers", "overwrite", "n_folds", "seed", "nifti"}
+        expected = {"cohort", "out", "shard", "workers", "overwrite", "n_folds", "seed", "nifti", "stp_baselines"}
         assert expected <= set(cfg) and parse_shard(str(cfg.shard)) == (1, 4)
+        assert cfg.stp_baselines is True
         dosimetry = compose(config_name="dosimetry")
         for key in ("tia_mode", "model", "dose_method", "pvc", "reference_timepoint", "kernel_cache_dir"):
             assert cfg[key] == dosimetry[key]
