@@ -5,8 +5,9 @@ into a region TIA and mean dose, stored beside the multi-time-point ground truth
 evaluation compares methods (DESIGN.md "Evaluation"):
 
 - ``haenscheid``: TIA = A(t)·2t/ln2 (PHYSICS.md §3);
-- ``madsen``: TIA = A(t)·e^{λt}/λ with λ = ln2/T_eff, T_eff the *training split's* median multi-TP T_eff of the
-  region class (`madsen_t_eff_h`);
+- ``madsen``: TIA = A(t)·e^{λt}/λ with λ = ln2/T_eff, T_eff the *training split's* median clearance T_eff of the
+  region class (a mono-exponential through each multi-TP curve from its peak on: `clearance_t_eff_h`,
+  `madsen_t_eff_h`);
 - ``prior``: the posterior-mean TIA of `ludl.physics.stp.PriorInformedEstimator` with one `RegionPrior` per region
   class fitted *only* on the training split's multi-TP ``biexp_uptake`` region fits, with a patient factor shared
   by all regions of a patient (`fit_population_priors`).
@@ -45,11 +46,12 @@ from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry, dose_map
 from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.registration import AlignedTimePoint, align_timepoints
 from ludl.dosimetry.timepoints import CycleData, load_cycle
-from ludl.errors import InputError
+from ludl.errors import InputError, LudlError
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write_text
 from ludl.io.manifest import load_manifest
+from ludl.physics.kinetics import fit_tac
 from ludl.physics.stp import PriorInformedEstimator, RegionPrior, haenscheid_tia, madsen_tia
 
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "STP_FILE",
     "STP_TIMEPOINTS_H",
     "StpCase",
+    "clearance_t_eff_h",
     "fit_population_priors",
     "madsen_t_eff_h",
     "read_truth",
@@ -98,6 +101,7 @@ STP_COLUMNS: tuple[str, ...] = (
     "gt_mean_dose_gy",
     "gt_mean_dose_uncorrected_gy",
     "gt_t_eff_h",
+    "gt_t_eff_clearance_h",
     "true_tia_mbq_h",
     "true_mean_dose_gy",
     "volume_ml",
@@ -239,6 +243,33 @@ def _reference_grid(
     return grid, aligned, result.regions_map, ref_index
 
 
+def clearance_t_eff_h(time_h: npt.ArrayLike, activity_mbq: npt.ArrayLike) -> float:
+    """Effective half-life (h) of a mono-exponential through a curve's clearance; NaN with < 2 points past the peak.
+
+    The clearance is the points after the highest one, or from the highest one when that leaves fewer than two.
+
+    Madsen's population T_eff is of this kind (Madsen 2018 fitted mono-exponentials to the clearance): the T_eff of
+    the dominant multi-exponential term is the fast early phase for the spleen or liver (≈ 10 h), which integrated
+    from a 96 h scan over-estimates the TIA many times.
+    """
+    t = np.asarray(time_h, dtype=np.float64)
+    a = np.asarray(activity_mbq, dtype=np.float64)
+    order = np.argsort(t)
+    t, a = t[order], a[order]
+    if a.size == 0 or not np.all(np.isfinite(a)):
+        return _NAN
+    # From the point after the highest one: the highest sample may still hold uptake (a 4 h kidney point does).
+    start = int(np.argmax(a))
+    start += 1 if t.size - start > 2 else 0
+    t, a = t[start:], a[start:]
+    if t.size < 2 or np.any(a <= 0):
+        return _NAN
+    try:
+        return float(fit_tac(t, a, model="mono").t_eff_h)
+    except LudlError:
+        return _NAN
+
+
 def stp_case(
     data: CycleData, result: DosimetryResult, truth: Mapping[str, tuple[float, float]] | None = None
 ) -> StpCase:
@@ -263,6 +294,7 @@ def stp_case(
         # Madsen's population T_eff is the ground truth's (model "auto"); unlabelled voxels have no ground-truth row,
         # so their T_eff is that of their biexp_uptake fit.
         row["t_eff_h"] = float(gt["t_eff_h"]) if "t_eff_h" in gt else (fit.t_eff_h if fit is not None else _NAN)
+        row["t_eff_clearance_h"] = clearance_t_eff_h(*curves[name]) if name in curves else _NAN
         for key in _PARAMS:
             row[key] = float(fit.params[key]) if fit is not None else _NAN
         row["fit_cv"] = _NAN
@@ -299,15 +331,16 @@ def _row_class(row: Mapping[str, Any]) -> str | None:
 
 
 def madsen_t_eff_h(region_tables: Iterable[Any], train_patients: Iterable[str]) -> dict[str, float]:
-    """Madsen's population T_eff (h) per region class: the median multi-TP T_eff over the training patients only.
+    """Madsen's population T_eff (h) per region class: the median clearance T_eff over the training patients only.
 
     Args:
-        region_tables: ground-truth region rows (``patient_id, region, kind, t_eff_h``; `StpCase` objects work too).
+        region_tables: region rows with ``patient_id, region, kind, t_eff_clearance_h`` (`clearance_t_eff_h` of the
+            multi-TP curve; `stp_case` fills it; `StpCase` objects work too).
         train_patients: the training split's patient IDs; rows of other patients are ignored.
     """
     values: dict[str, list[float]] = {}
     for row in _training_rows(region_tables, train_patients):
-        cls, t_eff = _row_class(row), float(row.get("t_eff_h", _NAN))
+        cls, t_eff = _row_class(row), float(row.get("t_eff_clearance_h", _NAN))
         if cls is not None and math.isfinite(t_eff) and t_eff > 0:
             values.setdefault(cls, []).append(t_eff)
     return {cls: float(np.median(v)) for cls, v in sorted(values.items())}
@@ -450,6 +483,7 @@ def stp_region_table(
                 "gt_mean_dose_gy": r["mean_dose_gy"],
                 "gt_mean_dose_uncorrected_gy": r["mean_dose_uncorrected_gy"],
                 "gt_t_eff_h": r["t_eff_h"],
+                "gt_t_eff_clearance_h": r.get("t_eff_clearance_h", _NAN),
                 "true_tia_mbq_h": true_tia,
                 "true_mean_dose_gy": true_dose,
                 "volume_ml": r["volume_ml"],

@@ -23,6 +23,7 @@ from ludl.dosimetry.baselines import (
     STP_COLUMNS,
     STP_FILE,
     StpCase,
+    clearance_t_eff_h,
     fit_population_priors,
     madsen_t_eff_h,
     run_stp_baselines,
@@ -59,6 +60,7 @@ def _region_row(pid: str, name: str, kind: str, cls: str, a0: float, l1: float, 
         "mean_dose_uncorrected_gy": tia * DOSE_PER_TIA,
         "mean_dose_gy": tia * DOSE_PER_TIA * PVC_FACTOR,
         "t_eff_h": LN2 / l1,
+        "t_eff_clearance_h": LN2 / l1,  # the curves are exact: clearance_t_eff_h gives this where λ2 ≫ λ1
         "a0": a0,
         "lambda1_per_h": l1,
         "lambda2_per_h": l2,
@@ -318,3 +320,15 @@ def test_run_on_a_tiny_synthetic_cohort(tmp_path: Path) -> None:
         assert float(r["map_mean_dose_gy"]) == pytest.approx(
             float(r["mean_dose_gy"]) * float(r["gt_mean_dose_uncorrected_gy"]) / float(r["gt_mean_dose_gy"]), rel=0.1
         )
+
+
+def test_clearance_t_eff_ignores_the_uptake_and_needs_two_points_after_the_peak() -> None:
+    t = np.asarray(TIMES_H)
+    lam, lam_uptake = LN2 / 40.0, LN2 / 2.0
+    rising = 100.0 * (np.exp(-lam * t) - np.exp(-lam_uptake * t))
+    assert clearance_t_eff_h(t, rising) == pytest.approx(40.0, rel=1e-3)
+    # Two clearance phases: the fitted half-life lies between them, unlike the dominant-term T_eff (the fast one).
+    two_phase = 80.0 * np.exp(-LN2 / 8.0 * t) + 20.0 * np.exp(-LN2 / 80.0 * t)
+    assert 8.0 < clearance_t_eff_h(t, two_phase) < 80.0
+    late_peak = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert math.isnan(clearance_t_eff_h(t, late_peak))

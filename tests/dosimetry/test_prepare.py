@@ -430,7 +430,9 @@ def test_stp_table_from_the_sidecars(cohort: Path, prepared: tuple[Path, Prepare
     # Each patient is in a fold of its own and P03 failed: a patient's Madsen T_eff is the other's kidney median.
     for pid, other in (("P01", "P02"), ("P02", "P01")):
         median = float(
-            np.median([_num(pick(other, "madsen", k, 24.0)["gt_t_eff_h"]) for k in ("kidney_left", "kidney_right")])
+            np.median(
+                [_num(pick(other, "madsen", k, 24.0)["gt_t_eff_clearance_h"]) for k in ("kidney_left", "kidney_right")]
+            )
         )
         assert _num(pick(pid, "madsen", "kidney_left", 24.0)["t_eff_used_h"]) == pytest.approx(median, rel=1e-5)
     # Hänscheid against the analytic kinetics: A(t)·2t/ln2 over the exact TIA, at the actual scan time; the dose
