@@ -106,6 +106,8 @@ _PARENCHYMA_PREFIXES = ("liver", "spleen")
 # Below this R² a region curve is not kinetics a model integrates (a bladder voided between scans): its corrected mean
 # then comes from GTM of the TIA-map means instead of a fit of its corrected curve.
 _MIN_REGION_R2 = 0.9
+# A region this share inside every scan counts as whole (a voxel's worth of rounding at the field's edge).
+_WHOLE_IN_FOV = 0.999
 
 
 @dataclass(frozen=True, eq=False)
@@ -427,6 +429,7 @@ def _gtm_per_timepoint(
     model: str,
     tia: npt.NDArray[np.float64],
     fractions: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None,
+    in_fov: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, float], dict[str, TacFit | None], list[str]]:
     """GTM on every time point's region means, then one fit per corrected region curve.
 
@@ -440,6 +443,7 @@ def _gtm_per_timepoint(
     Returns:
         (factor per region, fit of the corrected curve per region, notes).
     """
+    in_fov = dict(in_fov or {})
     values = {n: v for n, v in regions.values.items() if regions.kinds[n] != "body"}
     first = max(regions.values.values(), default=0) + 1
     extended, blocks = background_blocks(regions.labels, body, spacing_zyx_mm, _GTM_BLOCK_MM, first)
@@ -496,6 +500,20 @@ def _gtm_per_timepoint(
         obs_curve = observed[i][order] * volume_ml
         true_curve = np.maximum(true[i][order], 0.0) * volume_ml
         if not (np.any(obs_curve > 0) and np.any(true_curve > 0)):
+            continue
+        if in_fov.get(name, 1.0) < _WHOLE_IN_FOV:
+            # Its mean at a scan that misses part of it is not the region's mean: no curve to correct point by point.
+            notes.append(
+                f"region {name}: partly outside the field of view at some time points (at worst "
+                f"{100 * in_fov[name]:.0f} % inside); its TIA-map mean is corrected instead"
+            )
+            continue
+        if np.any(true_curve <= 0):
+            # A region well below the resolution: its per-time-point GTM estimate is noise-dominated.
+            notes.append(
+                f"region {name}: the per-time-point GTM gives no activity at {int(np.sum(true_curve <= 0))} of "
+                f"{true_curve.size} time points (too small for the resolution); its TIA-map mean is corrected instead"
+            )
             continue
         try:
             fit_obs = fit_tac(t[order], obs_curve, model=model)
@@ -799,10 +817,11 @@ def compute_dosimetry(
     observed = {name: float(tia[regions.mask(name)].mean()) for name in regions.values}
     pvc_values = {n: v for n, v in regions.values.items() if regions.kinds[n] != "body"}
     kinetics: Mapping[str, TacFit | None] = fits
+    in_fov = _in_fov_fractions(data, aligned, grid, label_transform, regions)
     if pvc == "gtm":
         body = np.asarray(hu.array, dtype=np.float64) > _BODY_MIN_HU
         factors, kinetics, gtm_notes = _gtm_per_timepoint(
-            aligned, regions, body, grid.spacing_zyx_mm, ref_tp.fwhm_mm, curves, fits, model, tia, fractions
+            aligned, regions, body, grid.spacing_zyx_mm, ref_tp.fwhm_mm, curves, fits, model, tia, fractions, in_fov
         )
         kinetics = {**fits, **kinetics}
         notes += gtm_notes
@@ -813,7 +832,6 @@ def compute_dosimetry(
         corrected_dose = corrected_region_doses(
             tia, regions, factors, density, grid.spacing_zyx_mm, dose_method, kernel_cache_dir
         )
-    in_fov = _in_fov_fractions(data, aligned, grid, label_transform, regions)
     rows = region_table(
         dose,
         tia,

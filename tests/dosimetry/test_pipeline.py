@@ -147,6 +147,12 @@ def test_lesion_outside_the_field_of_view_at_one_time_point_is_not_scored(
     assert np.isnan(by_truth["lesion_b"]["mean_dose_gy"])
     assert by_truth["lesion_a"]["scored"] is True and by_truth["lesion_a"]["in_fov_fraction"] == 1.0
     assert result.whole_body_tumour_dose_gy == pytest.approx(by_truth["lesion_a"]["mean_dose_gy"])
+    # The per-time-point GTM cannot correct a curve with a missing point; it says so and corrects the TIA-map mean.
+    gtm = run_dosimetry(cohort, "P01", 1, tmp_path / "gtm", pvc="gtm", kernel_cache_dir=kernel_cache)
+    names_inv = {truth: name for name, truth in names.items()}
+    lesion_b = names_inv["lesion_b"]
+    assert any(note.startswith(f"region {lesion_b}: partly outside the field of view") for note in gtm.notes)
+    assert not any(note.startswith(f"region {names_inv['lesion_a']}: partly") for note in gtm.notes)
     # Liver voxels missing the 168 h scan are fitted to the four points that cover them: still exact on exact data.
     liver = float(true_dose[truth_mask(result, "liver")].mean())
     assert result.region("liver")["mean_dose_gy"] == pytest.approx(liver, rel=0.005)
