@@ -508,13 +508,6 @@ def _gtm_per_timepoint(
                 f"{100 * in_fov[name]:.0f} % inside); its TIA-map mean is corrected instead"
             )
             continue
-        if np.any(true_curve <= 0):
-            # A region well below the resolution: its per-time-point GTM estimate is noise-dominated.
-            notes.append(
-                f"region {name}: the per-time-point GTM gives no activity at {int(np.sum(true_curve <= 0))} of "
-                f"{true_curve.size} time points (too small for the resolution); its TIA-map mean is corrected instead"
-            )
-            continue
         try:
             fit_obs = fit_tac(t[order], obs_curve, model=model)
             fit_true = fit_tac(t[order], true_curve, model=model)
