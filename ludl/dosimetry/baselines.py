@@ -8,7 +8,7 @@ evaluation compares methods (DESIGN.md "Evaluation"):
 - ``madsen``: TIA = A(t)·e^{λt}/λ with λ = ln2/T_eff, T_eff the *training split's* median clearance T_eff of the
   region class (a mono-exponential through each multi-TP curve from its peak on: `clearance_t_eff_h`,
   `madsen_t_eff_h`);
-- ``prior``: the posterior-mean TIA of `ludl.physics.stp.PriorInformedEstimator` with one `RegionPrior` per region
+- ``prior``: the posterior-median TIA of `ludl.physics.stp.PriorInformedEstimator` with one `RegionPrior` per region
   class fitted *only* on the training split's multi-TP ``biexp_uptake`` region fits, with a patient factor shared
   by all regions of a patient (`fit_population_priors`).
 
@@ -456,7 +456,8 @@ def stp_region_table(
                 [str(r["region_class"]) for r, k in zip(rows, ok, strict=True) if k],
                 case.injected_mbq,
             )
-            tia[ok], sd[ok] = post.mean, post.sd
+            # The median, not the mean: errors are scored relative, and a late scan's posterior has a long upper tail.
+            tia[ok], sd[ok] = post.median, post.sd
     out: list[dict[str, Any]] = []
     for i, r in enumerate(rows):
         # Ratios to the uncorrected ground-truth TIA carry the partial-volume factor and dose-per-TIA over unchanged.

@@ -217,3 +217,40 @@ def test_prior_inputs_are_checked() -> None:
         RegionPrior.from_fits([fit_tac([4, 24, 48], [3, 2, 1], "mono")] * 3, INJ_MBQ)
     with pytest.raises(InputError, match="noise_cv"):
         RegionPrior.from_fits([{"a0": 1.0, "lambda1_per_h": 0.01, "lambda2_per_h": 0.5}] * 3, INJ_MBQ)
+
+
+def test_posterior_median_matches_the_conjugate_log_normal_case() -> None:
+    # Only the uptake fraction f is uncertain (log f ~ N(μ, s²)) and the noise is log-normal, so log f | y is normal
+    # with the precision-weighted mean m: the posterior median TIA is exp(m)·(1/λ − 1/λ_u)·injected, exactly.
+    s, cv = 0.5, 0.3
+    cov = np.diag([s**2, 1e-12, 1e-12])
+    prior = RegionPrior(MEAN, cov, noise_cv=cv)
+    est = PriorInformedEstimator({"k": prior}, n_samples=16384)
+    lam, lam_u = math.exp(MEAN[1]), math.exp(MEAN[2])
+    t = 96.0
+    shape = math.exp(-lam * t) - math.exp(-lam_u * t)
+    measured = INJ_MBQ * 0.02 * shape  # twice the population's uptake fraction
+    sigma2 = math.log1p(cv**2)
+    m = (MEAN[0] / s**2 + math.log(measured / (INJ_MBQ * shape)) / sigma2) / (1 / s**2 + 1 / sigma2)
+    expected = math.exp(m) * (1 / lam - 1 / lam_u) * INJ_MBQ
+    post = est.posterior([measured], t, "k", INJ_MBQ)
+    assert post.median[0] == pytest.approx(expected, rel=0.01)
+    # The log-normal posterior's mean lies above its median by exp(v/2), v the posterior variance of log f.
+    v = 1 / (1 / s**2 + 1 / sigma2)
+    assert post.mean[0] / post.median[0] == pytest.approx(math.exp(v / 2), rel=0.01)
+
+
+def test_posterior_median_of_a_late_scan_matches_importance_sampling_with_numpy_draws() -> None:
+    # A lesion-like prior (uptake log-SD 2, clearance log-SD 0.6) and one scan at 168 h: TIA = A(t)·e^{λt}/λ is
+    # convex in λ, so the posterior has a long upper tail and its median lies well below its mean.
+    cov = np.diag([2.0**2, 0.6**2, 0.3**2])
+    cv, t, measured = 0.1, 168.0, 5.0
+    post = PriorInformedEstimator({"k": RegionPrior(MEAN, cov, noise_cv=cv)}).posterior([measured], t, "k", INJ_MBQ)
+    activity, tia, _ = _draw(np.random.default_rng(7), MEAN, cov, 2_000_000)
+    log_w = -0.5 * (math.log(measured) - np.log(activity(t))) ** 2 / math.log1p(cv**2)
+    w = np.exp(log_w - log_w.max())
+    order = np.argsort(tia)
+    cum = np.cumsum(w[order]) / w.sum()
+    mc_median = float(tia[order][np.searchsorted(cum, 0.5)])
+    assert post.median[0] == pytest.approx(mc_median, rel=0.03)
+    assert post.median[0] < 0.8 * post.mean[0]
