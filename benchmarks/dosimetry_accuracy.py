@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from _accuracy import add_cohort_arguments, cohort_path, dosimetry_options, summarise, truth_rows, write_csv
 
 _BAR_ORGANS = ("kidneys", "liver", "spleen", "parotids")
 _CLASS_ORDER = (
@@ -55,11 +55,6 @@ def region_class(region: str, kind: str, true_volume_ml: float) -> str:
     if region.startswith(("submandibular", "lacrimal")):
         return region.split("_")[0]
     return region
-
-
-def _read_truth(cohort: Path) -> dict[tuple[str, int, str], dict[str, str]]:
-    with open(cohort / "truth" / "regions.csv", encoding="utf-8") as fh:
-        return {(r["patient_id"], int(r["cycle"]), r["region"]): r for r in csv.DictReader(fh)}
 
 
 def _patients(cohort: Path) -> list[str]:
@@ -104,24 +99,6 @@ def evaluate_patient(
             }
         )
     return out
-
-
-def summarise(errors: Sequence[float]) -> dict[str, float]:
-    """n, median and mean signed error, median and P90 |error|, share of |error| > 10 % and > 20 % (fractions)."""
-    e = np.asarray([x for x in errors if math.isfinite(x)], dtype=np.float64)
-    if e.size == 0:
-        return {"n": 0}
-    a = np.abs(e)
-    return {
-        "n": int(e.size),
-        "median": float(np.median(e)),
-        "mean": float(np.mean(e)),
-        "median_abs": float(np.median(a)),
-        "p90_abs": float(np.percentile(a, 90)),
-        "max_abs": float(a.max()),
-        "over10": float(np.mean(a > 0.10)),
-        "over20": float(np.mean(a > 0.20)),
-    }
 
 
 def _fmt(s: dict[str, float]) -> str:
@@ -177,38 +154,15 @@ def verdict(rows: Sequence[dict[str, Any]], key: str = "err") -> str:
 def main() -> None:
     """Generate or reuse a cohort, run the pipeline on every patient and print the accuracy tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohort", type=Path, default=None, help="reuse this cohort folder (default: generate one)")
-    parser.add_argument("--preset", default="demo")
-    parser.add_argument("--patients", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--pvc", default="gtm", choices=("none", "rc", "gtm"))
-    parser.add_argument("--tia-mode", default="voxel", choices=("voxel", "region"))
-    parser.add_argument("--model", default="auto")
-    parser.add_argument("--kernel-cache", type=Path, default=None)
-    parser.add_argument("--csv", type=Path, default=None, help="write every region's errors here")
+    add_cohort_arguments(parser)
     parser.add_argument("--detail", action="store_true", help="print every organ row")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        cohort = args.cohort
-        if cohort is None:
-            from ludl.synth.cohort import run_synth
-
-            cohort = Path(tmp) / "cohort"
-            start = time.perf_counter()
-            run_synth(args.preset, args.patients, args.seed, cohort, workers=1)
-            print(
-                f"generated {args.patients} {args.preset} patients (seed {args.seed}) "
-                f"in {time.perf_counter() - start:.0f} s"
-            )
-        truth = _read_truth(cohort)
+        cohort = cohort_path(args, tmp)
+        truth = truth_rows(cohort)
         rows: list[dict[str, Any]] = []
-        options = {
-            "pvc": args.pvc,
-            "tia_mode": args.tia_mode,
-            "model": args.model,
-            "kernel_cache_dir": args.kernel_cache,
-        }
+        options = dosimetry_options(args)
         start = time.perf_counter()
         for patient in _patients(cohort)[: args.patients]:
             rows += evaluate_patient(cohort, patient, truth, **options)
@@ -234,10 +188,7 @@ def main() -> None:
                     f"{r['t_eff_h']:>7.1f}{r['true_t_eff_h']:>7.1f}"
                 )
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from _accuracy import add_cohort_arguments, cohort_path, dosimetry_options, summarise, truth_rows, write_csv
 
 _CLASSES = ("kidneys", "liver", "spleen", "salivary", "red_marrow", "lesions")
 _MIN_LESION_ML = 4.0
@@ -49,10 +49,7 @@ def _num(value: Any) -> float:
 
 def true_volumes_ml(cohort: Path) -> dict[tuple[str, int, str], float]:
     """True volume (mL) per (patient, cycle, region) from ``truth/regions.csv``; empty without it."""
-    file = cohort / "truth" / "regions.csv"
-    if not file.is_file():
-        return {}
-    return {(r["patient_id"], int(r["cycle"]), r["region"]): _num(r["volume_ml"]) for r in _read_csv(file)}
+    return {key: _num(row["volume_ml"]) for key, row in truth_rows(cohort).items()}
 
 
 def single_scan_bound(cohort: Path) -> dict[tuple[str, float], tuple[float, float]]:
@@ -91,15 +88,6 @@ def with_errors(
     return out
 
 
-def summarise(errors: Sequence[float]) -> tuple[int, float, float, float]:
-    """n, median signed error, median |error|, P90 |error| (fractions) of the finite errors."""
-    e = np.asarray([x for x in errors if math.isfinite(x)], dtype=np.float64)
-    if e.size == 0:
-        return 0, math.nan, math.nan, math.nan
-    a = np.abs(e)
-    return int(e.size), float(np.median(e)), float(np.median(a)), float(np.percentile(a, 90))
-
-
 def _pct(fraction: float, signed: bool = False) -> str:
     """A percentage in 7 columns; beyond ±1000 % only the bound (Madsen at late scans reaches 10⁵ %)."""
     value = 100.0 * fraction
@@ -108,10 +96,10 @@ def _pct(fraction: float, signed: bool = False) -> str:
     return f"{value:>+7.1f}" if signed else f"{value:>7.1f}"
 
 
-def _stats(s: tuple[int, float, float, float]) -> str:
-    if not s[0]:
+def _stats(s: Mapping[str, float]) -> str:
+    if not s["n"]:
         return f"{'-':>7}{'-':>7}{'-':>7}"
-    return f"{_pct(s[1], signed=True)}{_pct(s[2])}{_pct(s[3])}"
+    return f"{_pct(s['median'], signed=True)}{_pct(s['median_abs'])}{_pct(s['p90_abs'])}"
 
 
 def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], tuple[float, float]], cls: str) -> str:
@@ -126,7 +114,7 @@ def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], t
         f"{'':<23} | {head} | {head} | {'|med|':>7}{'P90':>7}",
     ]
     gt = summarise([r["err_gt_truth"] for r in regions.values()])
-    lines.append(f"{'multi-TP':<11}{'all':>7}{gt[0]:>5} | {_stats(gt)} | {'':<21} |")
+    lines.append(f"{'multi-TP':<11}{'all':>7}{gt['n']:>5} | {_stats(gt)} | {'':<21} |")
     for t in sorted({float(r["timepoint_h"]) for r in sel}):
         for i, method in enumerate(_METHODS):
             part = [r for r in sel if float(r["timepoint_h"]) == t and r["method"] == method]
@@ -136,7 +124,7 @@ def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], t
             b = bound.get((cls, t))
             extra = f"{b[0]:>7.1f}{b[1]:>7.1f}" if b is not None and i == 0 else ""
             lines.append(
-                f"{method:<11}{t:>7g}{vs_truth[0]:>5} | {_stats(vs_truth)} | {_stats(vs_gt)} | {extra}".rstrip()
+                f"{method:<11}{t:>7g}{vs_truth['n']:>5} | {_stats(vs_truth)} | {_stats(vs_gt)} | {extra}".rstrip()
             )
     return "\n".join(lines)
 
@@ -152,9 +140,10 @@ def pattern(rows: Sequence[Mapping[str, Any]]) -> str:
                 if (r["method"], r["region_class"], float(r["timepoint_h"])) == ("haenscheid", cls, t)
             ]
         )
-        if s[0]:
+        if s["n"]:
             out.append(
-                f"Hänscheid {cls} at {t:g} h: median error {100 * s[1]:+.1f} %, median |error| {100 * s[2]:.1f} %"
+                f"Hänscheid {cls} at {t:g} h: median error {100 * s['median']:+.1f} %, "
+                f"median |error| {100 * s['median_abs']:.1f} %"
             )
     return "; ".join(out)
 
@@ -162,41 +151,17 @@ def pattern(rows: Sequence[Mapping[str, Any]]) -> str:
 def main() -> None:
     """Generate or reuse a cohort, run the STP baselines on it and print the per-class tables."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohort", type=Path, default=None, help="reuse this cohort folder (default: generate one)")
-    parser.add_argument("--preset", default="demo")
-    parser.add_argument("--patients", type=int, default=8, help="patients of a generated cohort")
-    parser.add_argument("--seed", type=int, default=0)
+    add_cohort_arguments(parser)
     parser.add_argument("--splits", type=Path, default=None, help="splits.json (default: 5 folds, seed 0)")
-    parser.add_argument("--pvc", default="gtm", choices=("none", "rc", "gtm"))
-    parser.add_argument("--tia-mode", default="voxel", choices=("voxel", "region"))
-    parser.add_argument("--model", default="auto")
-    parser.add_argument("--kernel-cache", type=Path, default=None)
-    parser.add_argument("--csv", type=Path, default=None, help="write every scored row with its errors here")
     args = parser.parse_args()
 
     from ludl.dosimetry.baselines import run_stp_baselines
 
     with tempfile.TemporaryDirectory() as tmp:
-        cohort = args.cohort
-        if cohort is None:
-            from ludl.synth.cohort import run_synth
-
-            cohort = Path(tmp) / "cohort"
-            start = time.perf_counter()
-            run_synth(args.preset, args.patients, args.seed, cohort, workers=1)
-            print(
-                f"generated {args.patients} {args.preset} patients (seed {args.seed}) "
-                f"in {time.perf_counter() - start:.0f} s"
-            )
-        options = {
-            "pvc": args.pvc,
-            "tia_mode": args.tia_mode,
-            "model": args.model,
-            "kernel_cache_dir": args.kernel_cache,
-        }
+        cohort = cohort_path(args, tmp)
         start = time.perf_counter()
         raw = run_stp_baselines(
-            cohort, None, args.splits, Path(tmp) / "stp", write_maps=False, dosimetry_options=options
+            cohort, None, args.splits, Path(tmp) / "stp", write_maps=False, dosimetry_options=dosimetry_options(args)
         )
         wall = time.perf_counter() - start
         rows = with_errors(raw, true_volumes_ml(cohort))
@@ -218,11 +183,8 @@ def main() -> None:
             f"{m} {n}" for m, n in missing.items() if n
         ))  # fmt: skip
     print("\npattern: " + pattern(rows))
-    if args.csv and rows:
-        with open(args.csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    if args.csv:
+        write_csv(rows, args.csv)
 
 
 if __name__ == "__main__":

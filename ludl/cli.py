@@ -113,7 +113,7 @@ def _prepare(cfg: Any) -> int:
         n_folds=int(cfg.n_folds),
         seed=int(cfg.seed),
         nifti=bool(cfg.nifti),
-        stp_baselines=bool(cfg.get("stp_baselines", True)),
+        stp_baselines=bool(cfg.stp_baselines),
         **_dosimetry_options(cfg),
     )
     print(summary.format())

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ludl.data.splits import Splits, load_outcomes, make_splits, read_splits
+from ludl.data.store import to_jsonable
 from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry, dose_map_gy, region_fits
 from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.registration import AlignedTimePoint, align_timepoints
@@ -154,21 +155,16 @@ class StpCase:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (NaN as None): the ``stp_case`` entry of a prepared case's sidecar."""
-        return {
+        document = {
             "patient_id": self.patient_id,
-            "cycle": int(self.cycle),
-            "injected_mbq": _json_number(self.injected_mbq),
-            "timepoints_h": [float(t) for t in self.timepoints_h],
-            "regions": [{str(k): _json_value(v) for k, v in row.items()} for row in self.regions],
-            "curves": {
-                name: {"time_h": [_json_number(t) for t in times], "activity_mbq": [_json_number(a) for a in act]}
-                for name, (times, act) in self.curves.items()
-            },
-            "truth": {
-                name: {"tia_mbq_h": _json_number(tia), "mean_dose_gy": _json_number(dose)}
-                for name, (tia, dose) in self.truth.items()
-            },
+            "cycle": self.cycle,
+            "injected_mbq": self.injected_mbq,
+            "timepoints_h": self.timepoints_h,
+            "regions": self.regions,
+            "curves": {name: {"time_h": t, "activity_mbq": a} for name, (t, a) in self.curves.items()},
+            "truth": {name: {"tia_mbq_h": tia, "mean_dose_gy": dose} for name, (tia, dose) in self.truth.items()},
         }
+        return dict(to_jsonable(document))
 
     @classmethod
     def from_dict(cls, document: Mapping[str, Any]) -> StpCase:
@@ -208,19 +204,6 @@ class StpCase:
             raise InputError(
                 f"not an stp_case document ({type(err).__name__}: {err}); rerun `ludl prepare … overwrite=true`"
             ) from err
-
-
-def _json_number(value: Any) -> float | None:
-    number = float(value)
-    return number if math.isfinite(number) else None
-
-
-def _json_value(value: Any) -> Any:
-    if value is None or isinstance(value, (str, bool, np.bool_)):
-        return bool(value) if isinstance(value, np.bool_) else value
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    return _json_number(value)
 
 
 def _number(value: Any) -> float:
@@ -541,12 +524,12 @@ def stp_dose_map(
 # ------------------------------------------------------------------------------------------------ cohort
 
 
-def read_truth(cohort_dir: str | Path) -> dict[tuple[str, int, str], tuple[float, float]]:
-    """A synthetic cohort's true (TIA MBq·h, mean dose Gy) per (patient, cycle, region); empty without truth."""
+def read_truth(cohort_dir: str | Path) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
+    """A synthetic cohort's truth per (patient, cycle): region → (true TIA MBq·h, true mean dose Gy); {} without."""
     file = Path(cohort_dir) / "truth" / "regions.csv"
     if not file.is_file():
         return {}
-    out: dict[tuple[str, int, str], tuple[float, float]] = {}
+    out: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
     try:
         with file.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
@@ -563,8 +546,8 @@ def read_truth(cohort_dir: str | Path) -> dict[tuple[str, int, str], tuple[float
                     return float(value) if value.strip() else _NAN
 
                 try:
-                    key = (row["patient_id"], int(row["cycle"]), row["region"])
-                    out[key] = (num("tia_mbq_h"), num("mean_dose_gy"))
+                    case = out.setdefault((row["patient_id"], int(row["cycle"])), {})
+                    case[row["region"]] = (num("tia_mbq_h"), num("mean_dose_gy"))
                 except ValueError as err:
                     raise InputError(f"{file} line {line}: {err}; cycle and the values must be numbers") from err
     except (OSError, UnicodeDecodeError) as err:
@@ -704,8 +687,7 @@ def run_stp_baselines(
     for key in keys:
         data = load_cycle(cohort, *key)
         result = given.get(key) or compute_dosimetry(data, **options)
-        case_truth = {r: v for (p, c, r), v in truth.items() if (p, c) == key}
-        cases[key] = stp_case(data, result, case_truth)
+        cases[key] = stp_case(data, result, truth.get(key, {}))
         if write_maps:
             results[key] = result
 

@@ -392,8 +392,11 @@ def _region_fractions(
     """Fraction triples in `expand_regions` values; labels without one region (a pooled lesion class) are dropped,
     so their share counts as unlabelled."""
     voxel, value, fraction = fractions
-    table = {int(label_values[name]): int(v) for name, v in region_values.items() if name in label_values}
-    mapped = np.array([table.get(int(v), 0) for v in value], dtype=np.int64)
+    table = np.zeros(int(max([*label_values.values(), *value.tolist(), 0])) + 1, dtype=np.int64)
+    for name, v in region_values.items():
+        if name in label_values:
+            table[label_values[name]] = v
+    mapped = table[value]
     keep = mapped > 0
     return voxel[keep], mapped[keep], fraction[keep]
 
@@ -452,7 +455,7 @@ def _gtm_per_timepoint(
     present = set(np.unique(extended).tolist())
     names = [name for name, v in all_values.items() if v in present] + ["_rest"]
     n = len(names)
-    index, mixed = _gtm_partition(extended, names, all_values, regions.labels, body, fractions, blocks, parts)
+    index, mixed = _gtm_partition(extended, names, all_values, body, fractions, blocks, parts)
     w, counts = gtm_matrix_fractional(index, n, mixed, spacing_zyx_mm, fwhm_mm)
     # Observed means of a split organ are the count-weighted means of its parts; its true mean is that of its rim
     # and core, but leaves out the part next to hot lesions (assumed like the rest of the organ: see _split_organs).
@@ -483,14 +486,16 @@ def _gtm_per_timepoint(
     counts = (merge_obs @ counts)[keep]
     names = [names[i] for i in keep]
     voxel_ml = float(np.prod(spacing_zyx_mm)) / 1000.0
+    # Factors scale a region's TIA on its whole-voxel mask; the corrected TIA is mean × fine-grid volume.
+    sums = np.atleast_1d(np.asarray(ndimage.sum(tia, labels=regions.labels, index=list(values.values()))))
+    mask_tia = dict(zip(values, sums * voxel_ml, strict=True))
     factors: dict[str, float] = {}
     corrected_fits: dict[str, TacFit | None] = {}
     notes: list[str] = []
     for i, name in enumerate(names[:-1]):
         if name not in values:
             continue
-        # Factors scale the region's TIA on its whole-voxel mask; the corrected TIA is mean × fine-grid volume.
-        voxel_tia = float(tia[regions.labels == values[name]].sum()) * voxel_ml
+        voxel_tia = float(mask_tia[name])
         volume_ml = counts[i] * voxel_ml
         static = float(tia_true[name]) * volume_ml / voxel_tia if voxel_tia > 0 else float("nan")
         factors[name] = max(static, 0.0) if math.isfinite(static) else static
@@ -533,7 +538,6 @@ def _gtm_partition(
     extended: npt.NDArray[np.int32],
     names: Sequence[str],
     all_values: Mapping[str, int],
-    labels: npt.NDArray[Any],
     body: npt.NDArray[np.bool_],
     fractions: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None,
     blocks: Mapping[str, int],
@@ -549,21 +553,19 @@ def _gtm_partition(
     lookup = np.full(int(max(all_values.values(), default=0)) + 2, n - 1, dtype=np.int64)
     for i, name in enumerate(names[:-1]):
         lookup[int(all_values[name])] = i
-    index = lookup[np.clip(extended, 0, lookup.size - 1)]
-    index[extended < 0] = n - 1
+    index = lookup[extended]
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64))
     if fractions is None or fractions[0].size == 0:
         return index, empty
     voxel, value, fraction = fractions
     flat_ext = extended.ravel()
-    region = lookup[np.clip(value, 0, lookup.size - 1)]
+    region = lookup[value]
     # The label's part at this voxel, when the voxel's own (majority) region is a part of that label's organ.
-    part_of = {int(v): int(all_values[name.partition(":")[0]]) for name, v in parts.items()}
+    parent = np.full(lookup.size, -1, dtype=np.int64)
+    for name, v in parts.items():
+        parent[v] = all_values[name.partition(":")[0]]
     own = flat_ext[voxel]
-    is_part = np.isin(own, list(part_of)) if part_of else np.zeros(own.size, dtype=bool)
-    parent = np.array([part_of.get(int(o), -1) for o in own[is_part]], dtype=np.int64)
-    same = parent == value[is_part]
-    sel = np.nonzero(is_part)[0][same]
+    sel = parent[own] == value
     region[sel] = lookup[own[sel]]
     labelled = np.bincount(voxel, weights=fraction, minlength=flat_ext.size)
     shared = np.unique(voxel)
@@ -578,7 +580,7 @@ def _gtm_partition(
         block_of = np.zeros(flat_ext.size, dtype=np.int64)
     rv = shared[has_rest]
     inside = body.ravel()[rv] & (block_values.size > 0)
-    rest_region = np.where(inside, lookup[np.clip(block_of[rv], 0, lookup.size - 1)], n - 1)
+    rest_region = np.where(inside, lookup[block_of[rv]], n - 1)
     mixed_voxel = np.concatenate([voxel, rv])
     mixed_region = np.concatenate([region, rest_region])
     mixed_fraction = np.concatenate([fraction, rest_share[has_rest]])

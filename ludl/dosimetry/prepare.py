@@ -435,16 +435,6 @@ def _sidecar(
     }
 
 
-def _truth_by_case(
-    truth: Mapping[tuple[str, int, str], tuple[float, float]],
-) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
-    """`read_truth`'s table grouped per (patient, cycle): region → (true TIA MBq·h, true mean dose Gy)."""
-    out: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
-    for (p, c, region), values in truth.items():
-        out.setdefault((p, c), {})[region] = values
-    return out
-
-
 def prepare_case(
     cohort_dir: str | Path,
     patient_id: str,
@@ -479,7 +469,7 @@ def prepare_case(
     data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
     result = compute_dosimetry(data, **dosimetry_options)
     if truth is None:
-        truth = _truth_by_case(read_truth(cohort_dir)).get((patient_id, int(cycle)), {})
+        truth = read_truth(cohort_dir).get((patient_id, int(cycle)), {})
     # From the ground truth just computed: the STP baselines never run the multi-time-point pipeline a second time.
     stp = stp_case(data, result, truth)
     notes: list[str] = []
@@ -701,7 +691,7 @@ def run_prepare(
     cases = _cohort_cases(manifest)
     if not cases:
         raise InputError(f"{manifest.file} lists no SPECT rows: nothing to prepare")
-    truth = _truth_by_case(read_truth(cohort))  # read once, here: a broken truth table stops the run before any case
+    truth = read_truth(cohort)  # read once, here: a broken truth table stops the run before any case
     notes: list[str] = []
 
     patients = sorted({p for p, _ in cases})

@@ -98,38 +98,13 @@ def gtm_matrix(
         (names, W) with W[i, j] = mean over region j of PSF ⊛ 1_i, so that observed mean_j = Σ_i W[i, j] · true_i.
     """
     lab = np.asarray(labels)
-    sigma = _sigma_voxels(fwhm_mm, spacing_zyx_mm)
     present = [n for n, v in values.items() if np.any(lab == v)]
-    n = len(present) + 1
-    # Compact index per voxel: 0..n-2 the regions, n-1 the rest; every W row is then one bincount.
-    lookup = {int(values[name]): i for i, name in enumerate(present)}
-    index = np.full(lab.shape, n - 1, dtype=np.int64)
-    for value, i in lookup.items():
-        index[lab == value] = i
-    counts = np.bincount(index.ravel(), minlength=n).astype(np.float64)
-    # PSF ⊛ 1_rest = PSF ⊛ 1 − Σ PSF ⊛ 1_i (linearity): the large remainder is never blurred itself.
-    whole = np.asarray(ndimage.gaussian_filter(np.ones(lab.shape), sigma, mode="constant", truncate=_TRUNCATE_SIGMA))
-    rest_blur = whole.copy()
-    w = np.zeros((n, n))
-    boxes = ndimage.find_objects(np.where(index < n - 1, index + 1, 0))
-    margin = np.ceil(_TRUNCATE_SIGMA * sigma).astype(int) + 1
-    for i, found in enumerate(boxes):  # a loop over regions; each blur is vectorised over its box
-        if found is None:
-            continue
-        box = tuple(
-            slice(max(0, s.start - m), min(size, s.stop + m))
-            for s, m, size in zip(found, margin, lab.shape, strict=True)
-        )
-        inside = index[box]
-        # mode="constant": outside the grid is not this region (no activity there to spill back in).
-        blurred = ndimage.gaussian_filter(
-            (inside == i).astype(np.float64), sigma, mode="constant", truncate=_TRUNCATE_SIGMA
-        )
-        rest_blur[box] -= blurred
-        w[i] = np.bincount(inside.ravel(), weights=blurred.ravel(), minlength=n)
-    w[n - 1] = np.bincount(index.ravel(), weights=rest_blur.ravel(), minlength=n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        w = np.where(counts > 0, w / np.maximum(counts, 1.0), 0.0)
+    # Compact index per voxel: 0..n-2 the regions, n-1 the rest; no voxel is shared.
+    index = np.full(lab.shape, len(present), dtype=np.int64)
+    for i, name in enumerate(present):
+        index[lab == values[name]] = i
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    w, _ = gtm_matrix_fractional(index, len(present) + 1, none, spacing_zyx_mm, fwhm_mm)
     return [*present, "_rest"], w
 
 

@@ -480,7 +480,7 @@ def test_sidecar_stp_case_and_table_match_a_direct_run(
     assert stored.to_dict() == entry  # round trip through the sidecar's JSON
     data = load_cycle(sub, "P01", 1)
     result = compute_dosimetry(data, kernel_cache_dir=kernels, pvc="none")
-    direct = stp_case(data, result, {r: v for (p, _, r), v in read_truth(sub).items() if p == "P01"})
+    direct = stp_case(data, result, read_truth(sub)[("P01", 1)])
     assert (stored.patient_id, stored.cycle, stored.timepoints_h) == (
         direct.patient_id,
         direct.cycle,

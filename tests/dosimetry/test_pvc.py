@@ -183,14 +183,25 @@ def test_fractional_gtm_recovers_the_fine_mean_that_whole_voxels_dilute() -> Non
     assert gtm_solve(w_whole, obs_whole)[0] < 0.95 * 10.0
 
 
-def test_fractional_gtm_without_shared_voxels_is_the_whole_voxel_gtm() -> None:
+def test_fractional_gtm_matches_whole_volume_blurs_and_treats_listed_whole_voxels_alike() -> None:
     labels = np.zeros((24, 30, 30), dtype=np.int16)
     labels[6:14, 8:20, 5:15] = 1
     labels[10:20, 12:22, 15:25] = 2
-    names, w = gtm_matrix(labels, {"a": 1, "b": 2}, (4.0, 4.0, 4.0), 10.0)
+    spacing, fwhm = (4.0, 4.0, 4.0), 10.0
     index = np.where(labels == 1, 0, np.where(labels == 2, 1, 2)).astype(np.int64)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
-    w_frac, weights = gtm_matrix_fractional(index, 3, empty, (4.0, 4.0, 4.0), 10.0)
-    assert names == ["a", "b", "_rest"]
-    np.testing.assert_allclose(w_frac, w, atol=1e-12)
+    w, weights = gtm_matrix_fractional(index, 3, empty, spacing, fwhm)
     assert weights.tolist() == [float((labels == v).sum()) for v in (1, 2, 0)]
+    # Brute force: blur each whole indicator over the whole grid (no boxes, no linearity shortcut for the rest).
+    sigma = fwhm * FWHM_TO_SIGMA / 4.0
+    blurred = [ndimage.gaussian_filter((labels == v).astype(float), sigma, mode="constant") for v in (1, 2, 0)]
+    brute = np.array([[b[labels == v].mean() for v in (1, 2, 0)] for b in blurred])
+    np.testing.assert_allclose(w, brute, atol=1e-6)
+    # The same voxels listed as shared with fraction 1 take the shared-voxel road and give the same matrix.
+    listed = np.flatnonzero(labels == 2)
+    shared = index.copy()
+    shared.ravel()[listed] = -1
+    triples = (listed, np.ones(listed.size, np.int64), np.ones(listed.size))
+    w_shared, weights_shared = gtm_matrix_fractional(shared, 3, triples, spacing, fwhm)
+    np.testing.assert_allclose(w_shared, w, atol=1e-12)
+    np.testing.assert_allclose(weights_shared, weights)
