@@ -39,9 +39,11 @@ def cohort_path(args: argparse.Namespace, tmp: str | Path) -> Path:
     return cohort
 
 
-def dosimetry_options(args: argparse.Namespace) -> dict[str, Any]:
-    """`compute_dosimetry` keyword arguments from the command line."""
-    return {"pvc": args.pvc, "tia_mode": args.tia_mode, "model": args.model, "kernel_cache_dir": args.kernel_cache}
+def dosimetry_options(args: argparse.Namespace) -> Any:
+    """The `DosimetryOptions` of the command line."""
+    from ludl.dosimetry.options import DosimetryOptions
+
+    return DosimetryOptions(pvc=args.pvc, tia_mode=args.tia_mode, model=args.model, kernel_cache_dir=args.kernel_cache)
 
 
 def truth_rows(cohort: Path) -> dict[tuple[str, int, str], dict[str, str]]:

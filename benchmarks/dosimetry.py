@@ -27,10 +27,12 @@ TARGET_GB = 6.0
 
 
 def _child(cohort: str, patient: str, out: str, pvc: str, tia_mode: str, kernel_cache: str) -> dict[str, object]:
+    from ludl.dosimetry.options import DosimetryOptions
     from ludl.dosimetry.pipeline import run_dosimetry
 
     start = time.perf_counter()
-    result = run_dosimetry(cohort, patient, 1, out, pvc=pvc, tia_mode=tia_mode, kernel_cache_dir=kernel_cache)
+    options = DosimetryOptions(pvc=pvc, tia_mode=tia_mode, kernel_cache_dir=Path(kernel_cache))
+    result = run_dosimetry(cohort, patient, 1, out, options)
     wall = time.perf_counter() - start
     return {
         "wall_s": wall,

@@ -69,16 +69,18 @@ def _synth(cfg: Any) -> int:
     return 0
 
 
-def _dosimetry_options(cfg: Any) -> dict[str, Any]:
-    """The ground-truth dosimetry options shared by `dosimetry` and `prepare` (configs/dosimetry.yaml)."""
-    return {
-        "tia_mode": str(cfg.tia_mode),
-        "model": str(cfg.model),
-        "dose_method": str(cfg.dose_method),
-        "pvc": str(cfg.pvc),
-        "reference_timepoint": None if cfg.reference_timepoint is None else float(cfg.reference_timepoint),
-        "kernel_cache_dir": Path(str(cfg.kernel_cache_dir)) if cfg.kernel_cache_dir else None,
-    }
+def _dosimetry_options(cfg: Any) -> Any:
+    """The ground-truth `DosimetryOptions` shared by `dosimetry` and `prepare` (configs/dosimetry.yaml)."""
+    from ludl.dosimetry.options import DosimetryOptions
+
+    return DosimetryOptions(
+        tia_mode=str(cfg.tia_mode),
+        model=str(cfg.model),
+        dose_method=str(cfg.dose_method),
+        pvc=str(cfg.pvc),
+        reference_timepoint=cfg.reference_timepoint,
+        kernel_cache_dir=Path(str(cfg.kernel_cache_dir)) if cfg.kernel_cache_dir else None,
+    )
 
 
 def _dosimetry(cfg: Any) -> int:
@@ -92,7 +94,7 @@ def _dosimetry(cfg: Any) -> int:
         str(cfg.patient),
         int(cfg.cycle),
         Path(str(cfg.out)),
-        **_dosimetry_options(cfg),
+        _dosimetry_options(cfg),
     )
     print(result.format())
     return 0
@@ -114,7 +116,7 @@ def _prepare(cfg: Any) -> int:
         seed=int(cfg.seed),
         nifti=bool(cfg.nifti),
         stp_baselines=bool(cfg.stp_baselines),
-        **_dosimetry_options(cfg),
+        options=_dosimetry_options(cfg),
     )
     print(summary.format())
     return 0 if summary.ok else 1

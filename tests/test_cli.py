@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ludl.cli import main
+from ludl.dosimetry.options import DosimetryOptions
 from tests.io.test_manifest import _make_cohort
 
 
@@ -111,7 +112,9 @@ def test_dosimetry_job_runs_the_pipeline_with_the_given_options(
     )
     assert code == 0
     cli_rows = {row["region"]: row for row in csv.DictReader((out_dir / "regions.csv").open())}
-    api = run_dosimetry(cohort, "P01", 1, tmp_path / "api", tia_mode="region", pvc="none", kernel_cache_dir=kernels)
+    api = run_dosimetry(
+        cohort, "P01", 1, tmp_path / "api", DosimetryOptions(tia_mode="region", pvc="none", kernel_cache_dir=kernels)
+    )
     for name in ("kidney_left", "liver", "lesion_001"):
         api_gy = api.region(name)["mean_dose_gy"]
         assert float(cli_rows[name]["mean_dose_gy"]) == pytest.approx(api_gy, rel=1e-5)  # the CSV keeps 6 digits

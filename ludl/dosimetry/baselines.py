@@ -43,6 +43,7 @@ import numpy.typing as npt
 
 from ludl.data.splits import Splits, load_outcomes, make_splits, read_splits
 from ludl.data.store import to_jsonable
+from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry, dose_map_gy, region_fits
 from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.registration import AlignedTimePoint, align_timepoints
@@ -652,20 +653,20 @@ def run_stp_baselines(
     *,
     timepoints_h: Sequence[float] = STP_TIMEPOINTS_H,
     write_maps: bool = True,
-    dosimetry_options: Mapping[str, Any] | None = None,
+    options: DosimetryOptions | None = None,
 ) -> list[dict[str, Any]]:
     """STP baselines for every patient-cycle of a cohort, written to ``out_dir/stp_regions.csv`` (and maps).
 
     Args:
         cohort_dir: the cohort (manifest, images; ``truth/regions.csv`` when synthetic adds the true values).
         ground_truth: (patient_id, cycle) → the multi-TP `DosimetryResult`; cases not in it (or all, for None) are
-            computed here with `compute_dosimetry(**dosimetry_options)`.
+            computed here with `compute_dosimetry(data, options)`.
         splits: `Splits`, a ``splits.json`` path (or its folder), or None to make 5 patient folds (seed 0) here.
         out_dir: output folder: ``stp_regions.csv`` (`STP_COLUMNS`) and, with `write_maps`, Hänscheid and Madsen
             dose maps ``maps/<patient>_c<cycle>/<method>_<t>h_dose_gy.nii.gz`` on the ground truth's grid.
         timepoints_h: nominal scan times to evaluate, where the case has them.
         write_maps: also compute and write the voxel dose maps (two kernel convolutions per case and time point).
-        dosimetry_options: keyword arguments of `compute_dosimetry` for cases computed here.
+        options: dosimetry settings for cases computed here and for the maps (default `DosimetryOptions()`).
 
     Returns:
         The table's rows (`stp_cohort_table`).
@@ -680,13 +681,13 @@ def run_stp_baselines(
     out.mkdir(parents=True, exist_ok=True)
     truth = read_truth(cohort)
     given = dict(ground_truth or {})
-    options = dict(dosimetry_options or {})
+    options = DosimetryOptions() if options is None else options
 
     cases: dict[tuple[str, int], StpCase] = {}
     results: dict[tuple[str, int], DosimetryResult] = {}
     for key in keys:
         data = load_cycle(cohort, *key)
-        result = given.get(key) or compute_dosimetry(data, **options)
+        result = given.get(key) or compute_dosimetry(data, options)
         cases[key] = stp_case(data, result, truth.get(key, {}))
         if write_maps:
             results[key] = result
@@ -712,7 +713,7 @@ def _write_case_maps(
     timepoints_h: Sequence[float],
     t_eff_h: Mapping[str, float],
     out: Path,
-    options: Mapping[str, Any],
+    options: DosimetryOptions,
 ) -> dict[tuple[str, float], dict[str, float]]:
     """Write the Hänscheid and Madsen dose maps of one case; return their uncorrected region means (Gy)."""
     from ludl.io.nifti import write_nifti
@@ -736,8 +737,8 @@ def _write_case_maps(
                 grid.spacing_zyx_mm,
                 method,
                 t_eff_h=t_eff_h,
-                dose_method=str(options.get("dose_method", "dvk")),
-                kernel_cache_dir=options.get("kernel_cache_dir"),
+                dose_method=options.dose_method,
+                kernel_cache_dir=options.kernel_cache_dir,
             )
             volume = Volume(dose.astype(np.float32), grid.spacing_zyx_mm, grid.origin_xyz_mm, grid.direction, unit="Gy")
             write_nifti(volume, folder / f"{method}_{t:g}h_dose_gy.nii.gz")

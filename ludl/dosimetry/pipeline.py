@@ -39,8 +39,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pvc import (
-    PVC_METHODS,
     background_blocks,
     fractional_means,
     gtm_matrix_fractional,
@@ -68,8 +68,6 @@ from ludl.io.atomic import atomic_write_text
 from ludl.physics.kinetics import MODELS, TacFit, fit_tac, fit_voxels, min_points
 
 __all__ = [
-    "DOSE_METHODS",
-    "TIA_MODES",
     "DosimetryResult",
     "compute_dosimetry",
     "corrected_region_doses",
@@ -82,8 +80,6 @@ __all__ = [
     "voxel_tia_map",
 ]
 
-TIA_MODES = ("voxel", "region")
-DOSE_METHODS = ("dvk", "ldm")
 # Voxel-wise "auto" compares only the models a single noisy voxel curve can support; region curves (summed over many
 # voxels) are compared over every model the number of time points allows.
 VOXEL_AUTO_CANDIDATES = ("mono", "biexp_uptake")
@@ -186,17 +182,6 @@ class DosimetryResult:
 
 
 # ------------------------------------------------------------------------------------------------------ TIA
-
-
-def _check_options(tia_mode: str, model: str, dose_method: str, pvc: str) -> None:
-    for name, value, choices in (
-        ("tia_mode", tia_mode, TIA_MODES),
-        ("model", model, (*MODELS, "auto")),
-        ("dose_method", dose_method, DOSE_METHODS),
-        ("pvc", pvc, PVC_METHODS),
-    ):
-        if value not in choices:
-            raise InputError(f"{name}={value!r} is not known; use one of {', '.join(choices)}")
 
 
 def _check_points(data: CycleData, model: str) -> None:
@@ -743,20 +728,13 @@ def _reference_index(data: CycleData, reference_timepoint: float | None) -> int:
     )
 
 
-def compute_dosimetry(
-    data: CycleData,
-    *,
-    tia_mode: str = "voxel",
-    model: str = "auto",
-    dose_method: str = "dvk",
-    pvc: str = "gtm",
-    reference_timepoint: float | None = None,
-    kernel_cache_dir: str | Path | None = None,
-) -> DosimetryResult:
+def compute_dosimetry(data: CycleData, options: DosimetryOptions | None = None) -> DosimetryResult:
     """Register, integrate, convolve and tabulate one loaded patient-cycle; writes nothing (see `run_dosimetry`)."""
     from ludl.physics.dose import density_from_hu
 
-    _check_options(tia_mode, model, dose_method, pvc)
+    o = DosimetryOptions() if options is None else options
+    tia_mode, model, dose_method, pvc = o.tia_mode, o.model, o.dose_method, o.pvc
+    reference_timepoint, kernel_cache_dir = o.reference_timepoint, o.kernel_cache_dir
     _check_points(data, model)
     seconds: dict[str, float] = {}
     notes: list[str] = []
@@ -922,13 +900,7 @@ def run_dosimetry(
     patient_id: str,
     cycle: int,
     out_dir: str | Path,
-    *,
-    tia_mode: str = "voxel",
-    model: str = "auto",
-    dose_method: str = "dvk",
-    pvc: str = "gtm",
-    reference_timepoint: float | None = None,
-    kernel_cache_dir: str | Path | None = None,
+    options: DosimetryOptions | None = None,
 ) -> DosimetryResult:
     """Multi-time-point dosimetry of one patient-cycle of a cohort, written to `out_dir`.
 
@@ -938,32 +910,19 @@ def run_dosimetry(
         out_dir: output folder: ``dose_gy.nii.gz``, ``dose_rtdose.dcm``, ``tia_mbq_h_per_ml.nii.gz``,
             ``regions.csv``, ``registration.csv``, ``dvh.png``, ``summary.html`` (written atomically; no patient
             identifiers in them).
-        tia_mode: ``"voxel"`` (voxel-wise fits) or ``"region"`` (region kinetics × voxel activity).
-        model: TAC model (``auto``, ``mono``, ``biexp_uptake``, ``biexp``, ``triexp``, ``trapezoid``).
-        dose_method: ``"dvk"`` (voxel S kernel convolution with density correction) or ``"ldm"``.
-        pvc: partial-volume correction of region means: ``"none"``, ``"rc"`` or ``"gtm"``.
-        reference_timepoint: nominal time point (h) whose pose and grid the results use; default: the label map's.
-        kernel_cache_dir: folder caching generated kernels.
+        options: the dosimetry settings (`DosimetryOptions`; default: voxel fits, auto model, DVK, GTM).
 
     Raises:
         LudlError: bad input — unknown patient or cycle, a SPECT without calibration, a CT that cannot be registered,
             fewer time points than the model needs — with the file and manifest line.
     """
-    _check_options(tia_mode, model, dose_method, pvc)
+    options = DosimetryOptions() if options is None else options
     start = time.perf_counter()
     data = load_cycle(cohort_dir, patient_id, int(cycle))
     load_s = time.perf_counter() - start
-    result = compute_dosimetry(
-        data,
-        tia_mode=tia_mode,
-        model=model,
-        dose_method=dose_method,
-        pvc=pvc,
-        reference_timepoint=reference_timepoint,
-        kernel_cache_dir=kernel_cache_dir,
-    )
+    result = compute_dosimetry(data, options)
     start = time.perf_counter()
-    files = _write_outputs(result, data, _reference_index(data, reference_timepoint), Path(out_dir))
+    files = _write_outputs(result, data, _reference_index(data, options.reference_timepoint), Path(out_dir))
     seconds = {"load": load_s, **result.seconds, "write": time.perf_counter() - start}
     return DosimetryResult(
         regions=result.regions,

@@ -46,8 +46,8 @@ import numpy as np
 from ludl.data.splits import SPLITS_FILE, Splits, load_outcomes, make_splits, write_splits
 from ludl.data.store import SIDECAR, CaseTimepoint, case_is_complete, clean_stale, read_case, to_jsonable, write_case
 from ludl.dosimetry.baselines import STP_FILE, StpCase, read_truth, stp_case, stp_cohort_table, write_stp_table
-from ludl.dosimetry.pipeline import DOSE_METHODS, TIA_MODES, DosimetryResult, compute_dosimetry
-from ludl.dosimetry.pvc import PVC_METHODS
+from ludl.dosimetry.options import DosimetryOptions
+from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry
 from ludl.dosimetry.registration import require_registered
 from ludl.dosimetry.timepoints import CycleData, load_cycle
 from ludl.errors import GeometryError, InputError, LudlError, UnitsError
@@ -56,11 +56,9 @@ from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write_text
 from ludl.io.cohort import CohortConfig, load_cohort_config
 from ludl.io.manifest import Manifest, ManifestRow, load_manifest
-from ludl.physics.kinetics import MODELS
 
 __all__ = [
     "CASES_FOLDER",
-    "DOSIMETRY_OPTIONS",
     "SUMMARY_FILE",
     "CaseOutcome",
     "PrepareSummary",
@@ -73,7 +71,6 @@ __all__ = [
 
 CASES_FOLDER = "cases"
 SUMMARY_FILE = "prepare_summary.json"
-DOSIMETRY_OPTIONS = ("tia_mode", "model", "dose_method", "pvc", "reference_timepoint", "kernel_cache_dir")
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -446,7 +443,7 @@ def prepare_case(
     manifest: Manifest | None = None,
     config: CohortConfig | None = None,
     truth: Mapping[str, tuple[float, float]] | None = None,
-    **dosimetry_options: Any,
+    options: DosimetryOptions | None = None,
 ) -> Path:
     """Prepare one patient-cycle into ``cases_dir/<case_id>`` (atomic); returns the case folder.
 
@@ -459,7 +456,7 @@ def prepare_case(
         manifest, config: already-loaded cohort files (skip re-reading them).
         truth: region → (true TIA MBq·h, true mean dose Gy) of this case, stored with its ``stp_case`` entry; None:
             read from the cohort's ``truth/regions.csv`` (none without it).
-        dosimetry_options: `compute_dosimetry` options (`DOSIMETRY_OPTIONS`).
+        options: the ground-truth dosimetry settings (default `DosimetryOptions()`).
 
     Raises:
         LudlError: bad input (with file and manifest line), as `load_cycle` and `compute_dosimetry` raise it.
@@ -467,7 +464,7 @@ def prepare_case(
     config = config or load_cohort_config(cohort_dir)
     manifest = manifest or load_manifest(cohort_dir, config)
     data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
-    result = compute_dosimetry(data, **dosimetry_options)
+    result = compute_dosimetry(data, options)
     if truth is None:
         truth = read_truth(cohort_dir).get((patient_id, int(cycle)), {})
     # From the ground truth just computed: the STP baselines never run the multi-time-point pipeline a second time.
@@ -490,24 +487,6 @@ def prepare_case(
 # ------------------------------------------------------------------------------------------------ cohort
 
 
-def _check_dosimetry_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(DOSIMETRY_OPTIONS))
-    if unknown:
-        raise InputError(f"unknown dosimetry option(s) {', '.join(unknown)}; options: {', '.join(DOSIMETRY_OPTIONS)}")
-    for name, choices in (
-        ("tia_mode", TIA_MODES),
-        ("model", (*MODELS, "auto")),
-        ("dose_method", DOSE_METHODS),
-        ("pvc", PVC_METHODS),
-    ):
-        if name in options and options[name] not in choices:
-            raise InputError(f"{name}={options[name]!r} is not known; use one of {', '.join(choices)}")
-    out = dict(options)
-    if out.get("reference_timepoint") is not None:
-        out["reference_timepoint"] = float(out["reference_timepoint"])
-    return out
-
-
 def _prepare_one(
     cohort_dir: Path,
     patient_id: str,
@@ -518,7 +497,7 @@ def _prepare_one(
     nifti: bool,
     overwrite: bool,
     truth: Mapping[str, tuple[float, float]],
-    options: Mapping[str, Any],
+    options: DosimetryOptions,
 ) -> CaseOutcome:
     """One case, never raising for bad input: the outcome carries the reason."""
     cid = case_id(patient_id, cycle)
@@ -536,7 +515,7 @@ def _prepare_one(
             manifest=manifest,
             config=config,
             truth=truth,
-            **options,
+            options=options,
         )
     except LudlError as err:
         return CaseOutcome(cid, patient_id, cycle, "failed", str(err), type(err).__name__, time.perf_counter() - start)
@@ -653,7 +632,7 @@ def run_prepare(
     seed: int = 0,
     nifti: bool = False,
     stp_baselines: bool = True,
-    **dosimetry_options: Any,
+    options: DosimetryOptions | None = None,
 ) -> PrepareSummary:
     """Prepare every patient-cycle of a cohort (one shard of it) as prepared cases, with ``splits.json``.
 
@@ -668,8 +647,7 @@ def run_prepare(
         nifti: also write NIfTI copies of every array, for viewing.
         stp_baselines: when every case of the cohort is prepared (or failed), write ``stp_regions.csv``: the STP
             baselines of every case from the sidecars and ``splits.json`` (`ludl.dosimetry.baselines`).
-        dosimetry_options: ground-truth pipeline options (`DOSIMETRY_OPTIONS`: tia_mode, model, dose_method, pvc,
-            reference_timepoint, kernel_cache_dir), as for ``ludl dosimetry``.
+        options: the ground-truth dosimetry settings (`DosimetryOptions`), as for ``ludl dosimetry``.
 
     Returns:
         The summary (also written as JSON); failed cases are listed with their reasons, never raised.
@@ -679,7 +657,7 @@ def run_prepare(
     """
     start = time.perf_counter()
     index, count = parse_shard(shard)
-    options = _check_dosimetry_options(dosimetry_options)
+    options = DosimetryOptions() if options is None else options
     if workers is not None and int(workers) < 1:
         raise InputError(f"workers must be ≥ 1 or None (all cores), got {workers}")
     if int(n_folds) < 1:

@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from ludl.dosimetry.options import PVC_METHODS
 from ludl.errors import InputError
 
 __all__ = [
-    "PVC_METHODS",
     "background_blocks",
     "fractional_means",
     "gtm_matrix",
@@ -39,7 +39,6 @@ __all__ = [
     "recovery_coefficients",
 ]
 
-PVC_METHODS = ("none", "rc", "gtm")
 # FWHM = 2 √(2 ln 2) σ for a Gaussian.
 _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 _TRUNCATE_SIGMA = 4.0

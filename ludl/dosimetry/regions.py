@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from ludl.errors import InputError
 from ludl.io.atomic import atomic_write_text
-from ludl.io.cohort import LESION_CLASS, lesion_name, region_kind
+from ludl.io.regions import LESION_CLASS, lesion_name, region_kind
 from ludl.physics.kinetics import TacFit
 from ludl.physics.radiobiology import (
     KIDNEY_ALPHA_BETA_GY,

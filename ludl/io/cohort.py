@@ -1,8 +1,7 @@
 """The `cohort.yaml` schema: name, nuclide, units per role, calibration defaults and the label map's classes.
 
 A cohort folder (DESIGN.md "Data formats") holds `cohort.yaml`, `manifest.csv` and optionally `outcomes.csv`.
-This module owns the YAML half and the names every layer shares: the manifest roles and the canonical region
-names with their `kind`. Example::
+This module owns the YAML half and the manifest roles; region names and kinds live in `ludl.io.regions`. Example::
 
     name: demo
     nuclide: Lu-177
@@ -21,7 +20,6 @@ individual lesions may instead be labelled ``lesion_001``, ``lesion_002``, ….
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,58 +28,26 @@ from typing import Any
 
 import yaml
 
-from ludl.errors import InputError, LudlError, ManifestError
+from ludl.errors import LudlError, ManifestError
 from ludl.io.atomic import atomic_write_text
+from ludl.io.regions import LESION_CLASS, REGION_NAMES, is_lesion_name, is_region_name, region_kind
 from ludl.physics.nuclides import get_nuclide
 
 __all__ = [
     "COHORT_KEYS",
     "DEFAULTS_KEYS",
     "DEFAULT_UNITS",
-    "KINDS",
-    "LESION_CLASS",
-    "ORGAN_REGIONS",
-    "REGION_KINDS",
-    "REGION_NAMES",
     "ROLES",
     "ROLE_UNITS",
     "CohortConfig",
     "check_cohort_config",
-    "is_region_name",
-    "lesion_name",
     "load_cohort_config",
     "parse_cohort_config",
-    "region_kind",
     "write_cohort_config",
 ]
 
 # Manifest roles (DESIGN.md "Data formats"): one image per manifest row.
 ROLES: tuple[str, ...] = ("spect", "ct", "pet", "pet_ct", "mask")
-
-KINDS: tuple[str, ...] = ("organ", "lesion", "marrow", "body")
-
-# Canonical region names (DESIGN.md "Public names"), shared by label maps, truth and ground truth.
-ORGAN_REGIONS: tuple[str, ...] = (
-    "kidney_left",
-    "kidney_right",
-    "parotid_left",
-    "parotid_right",
-    "submandibular_left",
-    "submandibular_right",
-    "lacrimal_left",
-    "lacrimal_right",
-    "liver",
-    "spleen",
-    "bladder",
-)
-# red_marrow is the lesion-free L2–L4 vertebral bodies, in truth and pipeline alike.
-REGION_NAMES: tuple[str, ...] = (*ORGAN_REGIONS, "red_marrow", "body")
-REGION_KINDS: Mapping[str, str] = MappingProxyType(
-    {**{name: "organ" for name in ORGAN_REGIONS}, "red_marrow": "marrow", "body": "body"}
-)
-# One label value for all lesions of a label map; connected components become lesion_001, lesion_002, …
-LESION_CLASS = "lesion"
-_LESION_RE = re.compile(r"^lesion_(\d{3,})$")
 
 # Units an image of each role may carry when the file itself does not say (NIfTI); DICOM carries its own.
 ROLE_UNITS: Mapping[str, frozenset[str]] = MappingProxyType(
@@ -99,35 +65,6 @@ DEFAULT_UNITS: Mapping[str, str] = MappingProxyType(
 
 COHORT_KEYS: tuple[str, ...] = ("name", "nuclide", "description", "units", "defaults", "labels", "unlabeled")
 DEFAULTS_KEYS: tuple[str, ...] = ("sensitivity_cps_per_mbq", "fwhm_mm")
-
-
-def lesion_name(index: int) -> str:
-    """Canonical name of lesion number `index` (1-based): ``lesion_001``; order carries no meaning."""
-    if isinstance(index, bool) or not isinstance(index, int) or index < 1:
-        raise InputError(f"lesion index must be an integer ≥ 1, got {index!r}")
-    return f"lesion_{index:03d}"
-
-
-def _is_lesion_name(name: str) -> bool:
-    match = _LESION_RE.match(name)
-    return match is not None and int(match.group(1)) >= 1 and lesion_name(int(match.group(1))) == name
-
-
-def is_region_name(name: str) -> bool:
-    """True for a canonical region name (``kidney_left`` … ``body``, ``lesion_001`` …) or the class ``lesion``."""
-    return name in REGION_KINDS or name == LESION_CLASS or _is_lesion_name(name)
-
-
-def region_kind(name: str) -> str:
-    """The kind of a region name: ``organ``, ``lesion``, ``marrow`` or ``body``."""
-    if name in REGION_KINDS:
-        return REGION_KINDS[name]
-    if name == LESION_CLASS or _is_lesion_name(name):
-        return "lesion"
-    raise ManifestError(
-        f"unknown region name {name!r}; use one of {', '.join(REGION_NAMES)}, "
-        f"'{LESION_CLASS}' or lesion_001, lesion_002, …"
-    )
 
 
 def _is_number(value: object) -> bool:
@@ -174,7 +111,7 @@ def _semantic_problems(
             problems.append(f"'labels.{region}' and 'labels.{seen_values[value]}' share the value {value}")
         else:
             seen_values[value] = region
-    if LESION_CLASS in labels and any(_is_lesion_name(r) for r in labels):
+    if LESION_CLASS in labels and any(is_lesion_name(r) for r in labels):
         problems.append(f"'labels' mixes '{LESION_CLASS}' (all lesions) with individual lesion_NNN labels; use one")
     seen_unlabeled: set[str] = set()
     for region in unlabeled:

@@ -37,8 +37,9 @@ import numpy.typing as npt
 
 from ludl.errors import InputError
 from ludl.io.atomic import atomic_write_text
-from ludl.io.cohort import ORGAN_REGIONS, CohortConfig, write_cohort_config
+from ludl.io.cohort import CohortConfig, write_cohort_config
 from ludl.io.manifest import OUTCOME_COLUMNS, ManifestRow, write_manifest
+from ludl.io.regions import ORGAN_REGIONS
 from ludl.synth.activity import build_activity_model, injection_site_index
 from ludl.synth.bound import (
     BOUND_COLUMNS,

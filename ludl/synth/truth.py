@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ludl.imaging.volume import Volume
-from ludl.io.cohort import REGION_KINDS
+from ludl.io.regions import REGION_KINDS
 from ludl.physics.dose import dose_from_tia, voxel_tia_mbq_h
 from ludl.physics.kernels import voxel_s_kernel
 from ludl.synth.activity import ActivityModel

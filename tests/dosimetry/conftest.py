@@ -9,6 +9,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pipeline import DosimetryResult, run_dosimetry
 from ludl.physics.dose import density_from_hu, dose_from_tia, voxel_tia_mbq_h
 from ludl.physics.kernels import MEDIA, voxel_s_kernel
@@ -42,7 +43,13 @@ def run_cached(tmp_path_factory: pytest.TempPathFactory, kernel_cache: Path) -> 
         key = (str(cohort), *sorted(options.items()))
         if key not in cache:
             out = tmp_path_factory.mktemp("out")
-            cache[key] = run_dosimetry(cohort, "P01", 1, out, kernel_cache_dir=kernel_cache, **options)  # type: ignore[arg-type]
+            cache[key] = run_dosimetry(
+                cohort,
+                "P01",
+                1,
+                out,
+                DosimetryOptions(kernel_cache_dir=kernel_cache, **options),  # type: ignore[arg-type]
+            )
         return cache[key]
 
     return run

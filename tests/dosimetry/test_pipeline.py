@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pipeline import DosimetryResult, run_dosimetry
 from ludl.errors import FitError, InputError, LudlError, ManifestError
 from ludl.io.nifti import read_nifti
@@ -109,7 +110,7 @@ def test_outputs_are_written_and_consistent(exact_cohort: Path, run_cached: Run)
 def test_fewer_time_points_than_the_model_needs(tmp_path: Path) -> None:
     cohort = cf.write_cohort(tmp_path / "c", cf.CohortSpec(timepoint_indices=(1, 2, 4)))
     with pytest.raises(FitError, match=r"3 SPECT time point.*'biexp_uptake' needs at least 4") as info:
-        run_dosimetry(cohort, "P01", 1, tmp_path / "out", model="biexp_uptake")
+        run_dosimetry(cohort, "P01", 1, tmp_path / "out", DosimetryOptions(model="biexp_uptake"))
     assert "manifest.csv" in str(info.value)
     assert not (tmp_path / "out").exists()
 
@@ -123,16 +124,16 @@ def test_unknown_patient_and_cycle_name_what_exists(exact_cohort: Path, tmp_path
 
 def test_bad_options_are_refused_before_any_work(exact_cohort: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="pvc='psf'"):
-        run_dosimetry(exact_cohort, "P01", 1, tmp_path, pvc="psf")
+        run_dosimetry(exact_cohort, "P01", 1, tmp_path, DosimetryOptions(pvc="psf"))
     with pytest.raises(InputError, match="reference_timepoint=12"):
-        run_dosimetry(exact_cohort, "P01", 1, tmp_path, reference_timepoint=12.0)
+        run_dosimetry(exact_cohort, "P01", 1, tmp_path, DosimetryOptions(reference_timepoint=12.0))
 
 
 @pytest.mark.parametrize("bad", ["noise", "empty"])
 def test_a_ct_that_cannot_be_registered_names_its_file_and_line(tmp_path: Path, bad: str) -> None:
     cohort = cf.write_cohort(tmp_path / "c", cf.CohortSpec(timepoint_indices=(0, 1, 2), bad_ct_at=0, bad_ct=bad))
     with pytest.raises(LudlError, match=r"ct 'images/ct_4h.nii.gz' \(manifest.csv line 3\) cannot be registered"):
-        run_dosimetry(cohort, "P01", 1, tmp_path / "out", model="mono")
+        run_dosimetry(cohort, "P01", 1, tmp_path / "out", DosimetryOptions(model="mono"))
 
 
 def test_lesion_outside_the_field_of_view_at_one_time_point_is_not_scored(
@@ -140,7 +141,9 @@ def test_lesion_outside_the_field_of_view_at_one_time_point_is_not_scored(
 ) -> None:
     # At 168 h the SPECT covers only x ≥ −7 mm: lesion_b (x ≤ −10 mm) leaves the field of view, lesion_a stays.
     cohort = cf.write_cohort(tmp_path / "c", cf.CohortSpec(crop_x_from=(4, 28)))
-    result = run_dosimetry(cohort, "P01", 1, tmp_path / "out", pvc="none", kernel_cache_dir=kernel_cache)
+    result = run_dosimetry(
+        cohort, "P01", 1, tmp_path / "out", DosimetryOptions(pvc="none", kernel_cache_dir=kernel_cache)
+    )
     names = cf.lesion_names_by_truth(result.regions_map.labels, result.regions_map.values)
     by_truth = {truth: result.region(name) for name, truth in names.items()}
     assert by_truth["lesion_b"]["scored"] is False and by_truth["lesion_b"]["in_fov_fraction"] < 0.95
@@ -148,7 +151,7 @@ def test_lesion_outside_the_field_of_view_at_one_time_point_is_not_scored(
     assert by_truth["lesion_a"]["scored"] is True and by_truth["lesion_a"]["in_fov_fraction"] == 1.0
     assert result.whole_body_tumour_dose_gy == pytest.approx(by_truth["lesion_a"]["mean_dose_gy"])
     # The per-time-point GTM cannot correct a curve with a missing point; it says so and corrects the TIA-map mean.
-    gtm = run_dosimetry(cohort, "P01", 1, tmp_path / "gtm", pvc="gtm", kernel_cache_dir=kernel_cache)
+    gtm = run_dosimetry(cohort, "P01", 1, tmp_path / "gtm", DosimetryOptions(pvc="gtm", kernel_cache_dir=kernel_cache))
     names_inv = {truth: name for name, truth in names.items()}
     lesion_b = names_inv["lesion_b"]
     assert any(note.startswith(f"region {lesion_b}: partly outside the field of view") for note in gtm.notes)

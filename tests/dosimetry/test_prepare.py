@@ -34,6 +34,7 @@ from ludl.dosimetry.baselines import (
     run_stp_baselines,
     stp_case,
 )
+from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pipeline import compute_dosimetry
 from ludl.dosimetry.prepare import (
     CASES_FOLDER,
@@ -180,7 +181,7 @@ def kernels(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def prepared(cohort: Path, kernels: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, PrepareSummary]:
     out = tmp_path_factory.mktemp("prepared")
-    return out, run_prepare(cohort, out, workers=1, kernel_cache_dir=kernels, pvc="none")
+    return out, run_prepare(cohort, out, workers=1, options=DosimetryOptions(kernel_cache_dir=kernels, pvc="none"))
 
 
 Prepare = Callable[..., PrepareSummary]
@@ -189,7 +190,8 @@ Prepare = Callable[..., PrepareSummary]
 @pytest.fixture
 def prepare(cohort: Path, kernels: Path) -> Prepare:
     def run(out: Path, **kwargs: Any) -> PrepareSummary:
-        return run_prepare(cohort, out, workers=1, kernel_cache_dir=kernels, pvc="none", **kwargs)
+        options = DosimetryOptions(kernel_cache_dir=kernels, pvc="none")
+        return run_prepare(cohort, out, workers=1, options=options, **kwargs)
 
     return run
 
@@ -376,7 +378,9 @@ def test_a_shard_prepares_only_its_cases(tmp_path: Path, prepare: Prepare) -> No
 def test_parallel_workers_give_the_same_cases(
     tmp_path: Path, cohort: Path, kernels: Path, prepared: tuple[Path, PrepareSummary]
 ) -> None:
-    summary = run_prepare(cohort, tmp_path, workers=2, kernel_cache_dir=kernels, pvc="none", shard="0/2")
+    summary = run_prepare(
+        cohort, tmp_path, workers=2, options=DosimetryOptions(kernel_cache_dir=kernels, pvc="none"), shard="0/2"
+    )
     assert [c.status for c in summary.cases] == ["done", "failed"]  # P01, P03 in case order
     a = read_case(tmp_path / CASES_FOLDER / "P01_c1").timepoint(96.0).array("dose")
     b = read_case(prepared[0] / CASES_FOLDER / "P01_c1").timepoint(96.0).array("dose")
@@ -479,7 +483,7 @@ def test_sidecar_stp_case_and_table_match_a_direct_run(
     stored = StpCase.from_dict(entry)
     assert stored.to_dict() == entry  # round trip through the sidecar's JSON
     data = load_cycle(sub, "P01", 1)
-    result = compute_dosimetry(data, kernel_cache_dir=kernels, pvc="none")
+    result = compute_dosimetry(data, DosimetryOptions(kernel_cache_dir=kernels, pvc="none"))
     direct = stp_case(data, result, read_truth(sub)[("P01", 1)])
     assert (stored.patient_id, stored.cycle, stored.timepoints_h) == (
         direct.patient_id,
@@ -508,7 +512,7 @@ def test_sidecar_stp_case_and_table_match_a_direct_run(
         out / "splits.json",
         tmp_path / "stp",
         write_maps=False,
-        dosimetry_options={"kernel_cache_dir": kernels, "pvc": "none"},
+        options=DosimetryOptions(kernel_cache_dir=kernels, pvc="none"),
     )
     ours = _read_csv(out / STP_FILE)
     theirs = _read_csv(tmp_path / "stp" / STP_FILE)
@@ -552,9 +556,9 @@ def test_shard_and_option_errors(tmp_path: Path, prepare: Prepare) -> None:
         with pytest.raises(InputError, match="shard"):
             parse_shard(bad)
     with pytest.raises(InputError, match="tia_mode"):
-        prepare(tmp_path, tia_mode="magic")
+        DosimetryOptions(tia_mode="magic")
     with pytest.raises(InputError, match="unknown dosimetry option"):
-        prepare(tmp_path, kernel="x")
+        DosimetryOptions.from_mapping({"kernel": "x"})
     assert not (tmp_path / CASES_FOLDER).exists()  # refused before any work
 
 

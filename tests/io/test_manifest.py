@@ -14,14 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from ludl.errors import ManifestError
-from ludl.io.cohort import (
-    CohortConfig,
-    is_region_name,
-    lesion_name,
-    load_cohort_config,
-    region_kind,
-    write_cohort_config,
-)
+from ludl.io.cohort import CohortConfig, load_cohort_config, write_cohort_config
 from ludl.io.manifest import (
     Manifest,
     ManifestRow,
@@ -32,6 +25,7 @@ from ludl.io.manifest import (
     validate_cohort,
     write_manifest,
 )
+from ludl.io.regions import is_region_name, lesion_name, region_kind
 
 # The columns as DESIGN.md "Data formats" lists them (the contract, typed out here on purpose).
 COLUMNS = [
