@@ -35,7 +35,15 @@ from ludl.synth.kinetics import (
 )
 from ludl.synth.priors import CohortPriors
 
-__all__ = ["PatientResponse", "simulate_response"]
+__all__ = [
+    "CycleOneState",
+    "FutureDraw",
+    "PatientResponse",
+    "draw_cycle_one",
+    "draw_future",
+    "non_response_probability",
+    "simulate_response",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -86,7 +94,7 @@ def _lesion_washout_t_eff_h(release_per_h: FloatArray, leak_per_h: FloatArray, l
 
 
 @dataclass(frozen=True, eq=False)
-class _CycleOne:
+class CycleOneState:
     """What is fixed after cycle 1 (the generator's truth, not what a method sees)."""
 
     rows: npt.NDArray[np.intp]
@@ -106,7 +114,9 @@ class _CycleOne:
 
 
 @dataclass(frozen=True, eq=False)
-class _Future:
+class FutureDraw:
+    """One draw of what happens after cycle 1: cycle-2 kinetics, doses, living tumour at weeks 6 and 12."""
+
     cycle2: PatientKinetics
     dose2: FloatArray
     bed2: FloatArray
@@ -115,7 +125,8 @@ class _Future:
     noise12: float
 
 
-def _cycle_one(rng: np.random.Generator, kinetics: PatientKinetics, priors: CohortPriors) -> _CycleOne:
+def draw_cycle_one(rng: np.random.Generator, kinetics: PatientKinetics, priors: CohortPriors) -> CycleOneState:
+    """Draw the patient's tumour biology and compute the state after cycle 1 (doses, BED, surviving fraction)."""
     rp, tp = priors.response, priors.treatment
     if not (rp.psa_noise_sigma_log > 0 and rp.n_draws >= 1):
         raise InputError("response priors need psa_noise_sigma_log > 0 and n_draws ≥ 1")
@@ -138,7 +149,7 @@ def _cycle_one(rng: np.random.Generator, kinetics: PatientKinetics, priors: Coho
     r = kinetics.rates
     t1 = _lesion_washout_t_eff_h(r.release_per_h[peripheral], r.leak_per_h[peripheral], kinetics.decay_constant_per_h)
     bed1 = bed_gy(dose1, t1, rp.alpha_beta_gy, rp.t_repair_h)
-    return _CycleOne(
+    return CycleOneState(
         rows=rows,
         peripheral=peripheral,
         volume_ml=kinetics.volumes_ml[rows],
@@ -156,8 +167,10 @@ def _cycle_one(rng: np.random.Generator, kinetics: PatientKinetics, priors: Coho
     )
 
 
-def _realise(rng: np.random.Generator, kinetics: PatientKinetics, priors: CohortPriors, c1: _CycleOne) -> _Future:
-    """One draw of the unknown-at-cycle-1 process (the law `_probability` integrates over)."""
+def draw_future(
+    rng: np.random.Generator, kinetics: PatientKinetics, priors: CohortPriors, c1: CycleOneState
+) -> FutureDraw:
+    """One draw of the unknown-at-cycle-1 process (the law `non_response_probability` integrates over)."""
     rp = priors.response
     cycle2 = sample_next_cycle_kinetics(rng, kinetics, priors)
     growth_change = math.exp(rp.growth_change_sigma_log * rng.standard_normal())
@@ -169,11 +182,13 @@ def _realise(rng: np.random.Generator, kinetics: PatientKinetics, priors: Cohort
     bed2 = bed_gy(dose2, t2, rp.alpha_beta_gy, rp.t_repair_h)
     living6 = c1.volume_ml * c1.survive1 * np.exp(c1.growth * c1.weeks1)
     living12 = living6 * np.exp(-c1.alpha * alpha_change * bed2) * np.exp(c1.growth * growth_change * c1.weeks2)
-    return _Future(cycle2=cycle2, dose2=dose2, bed2=bed2, living6=living6, living12=living12, noise12=noise12)
+    return FutureDraw(cycle2=cycle2, dose2=dose2, bed2=bed2, living6=living6, living12=living12, noise12=noise12)
 
 
-def _probability(rng: np.random.Generator, kinetics: PatientKinetics, priors: CohortPriors, c1: _CycleOne) -> float:
-    """P(non-response | state after cycle 1), Monte Carlo over the same unknowns as `_realise`."""
+def non_response_probability(
+    rng: np.random.Generator, kinetics: PatientKinetics, priors: CohortPriors, c1: CycleOneState
+) -> float:
+    """P(non-response | state after cycle 1), Monte Carlo over the same unknowns as `draw_future`."""
     rp, tp = priors.response, priors.treatment
     m = rp.n_draws
     lam = kinetics.decay_constant_per_h
@@ -208,10 +223,10 @@ def simulate_response(rng: np.random.Generator, kinetics: PatientKinetics, prior
         kinetics: the patient's cycle-1 kinetics (at least one lesion).
         priors: population priors (`response`, `structure`, `treatment`).
     """
-    c1 = _cycle_one(rng, kinetics, priors)
-    future = _realise(rng, kinetics, priors, c1)
+    c1 = draw_cycle_one(rng, kinetics, priors)
+    future = draw_future(rng, kinetics, priors, c1)
     # The probability's Monte Carlo has a stream of its own, seeded from the patient's.
-    p = _probability(np.random.default_rng(rng.integers(0, 2**63)), kinetics, priors, c1)
+    p = non_response_probability(np.random.default_rng(rng.integers(0, 2**63)), kinetics, priors, c1)
     psa0 = float(np.sum(c1.secretion * c1.volume_ml))
     psa12 = float(np.sum(c1.secretion * future.living12))
     measured0 = psa0 * math.exp(c1.noise0)

@@ -293,12 +293,12 @@ def test_tiny_cohort_is_byte_identical(tiny_cohort: Path, tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_true_activity_map_conserves_activity_with_the_anatomy() -> None:
-    from ludl.synth.cohort import _make_patient_anatomy
+    from ludl.synth.patient import make_patient_anatomy
 
     config = make_config("tiny", 1, 3, images=True)
     rng = patient_rng(3, 0)
     lesions = sample_lesions(rng, config.priors)
-    patient, placed = _make_patient_anatomy(config, np.random.default_rng(1), lesions)
+    patient, placed = make_patient_anatomy(config, np.random.default_rng(1), lesions)
     kin = sample_patient_kinetics(
         rng, config.priors, placed.n, placed.volumes_ml, placed.sites, organ_volumes_ml=patient.organ_volumes_ml
     )

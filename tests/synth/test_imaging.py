@@ -15,17 +15,16 @@ import pytest
 
 from ludl.errors import InputError
 from ludl.imaging.volume import Volume
+from ludl.physics.units import bq_per_ml_from_suv, suv_bw
 from ludl.synth.imaging import (
     PetSpec,
     SpectSpec,
     SpectSystem,
-    bq_per_ml_to_suv,
     ct_grid,
     plan_beds,
     simulate_ct,
     simulate_pet,
     simulate_spect,
-    suv_to_bq_per_ml,
 )
 from ludl.synth.pose import Pose, PoseSpec, apply_pose, random_pose
 
@@ -308,10 +307,11 @@ def test_apply_pose_nearest_keeps_labels() -> None:
 # --------------------------------------------------------------------------------------------------------------
 def test_suv_definition() -> None:
     # SUVbw = C · weight / injected: 5000 Bq/mL · 80 000 g / 200 MBq = 2.0 g/mL.
-    assert float(bq_per_ml_to_suv(5000.0, 80.0, 200.0)) == pytest.approx(2.0)
-    assert float(suv_to_bq_per_ml(2.0, 80.0, 200.0)) == pytest.approx(5000.0)
+    # The synthetic cohort converts through ludl.physics.units (one SUV formula for every layer).
+    assert float(suv_bw(5000.0, 80.0, 200.0)) == pytest.approx(2.0)
+    assert float(bq_per_ml_from_suv(2.0, 80.0, 200.0)) == pytest.approx(5000.0)
     with pytest.raises(InputError):
-        suv_to_bq_per_ml(1.0, 0.0, 200.0)
+        bq_per_ml_from_suv(1.0, 0.0, 200.0)
 
 
 def test_pet_liver_noise_and_suv_scale() -> None:

@@ -14,7 +14,13 @@ from sklearn.metrics import roc_auc_score
 from ludl.errors import InputError
 from ludl.synth.kinetics import PatientKinetics, patient_rng, sample_lesions, sample_patient_kinetics
 from ludl.synth.priors import CohortPriors, default_priors
-from ludl.synth.response import PatientResponse, _cycle_one, _probability, _realise, simulate_response
+from ludl.synth.response import (
+    PatientResponse,
+    draw_cycle_one,
+    draw_future,
+    non_response_probability,
+    simulate_response,
+)
 
 N_COHORT = 300
 SEED = 4242
@@ -81,14 +87,14 @@ def test_label_frequency_of_one_patient_matches_its_probability() -> None:
         rng = patient_rng(17, i)
         les = sample_lesions(rng, priors)
         kin = sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites)
-        c1 = _cycle_one(rng, kin, priors)
-        p = _probability(np.random.default_rng(1), kin, priors, c1)
+        c1 = draw_cycle_one(rng, kin, priors)
+        p = non_response_probability(np.random.default_rng(1), kin, priors, c1)
         if not 0.2 < p < 0.8:
             continue
         n = 400
         fails = 0
         for j in range(n):
-            f = _realise(np.random.default_rng(1000 + j), kin, priors, c1)
+            f = draw_future(np.random.default_rng(1000 + j), kin, priors, c1)
             ratio = np.sum(c1.secretion * f.living12) * math.exp(f.noise12)
             fails += int(ratio / (np.sum(c1.secretion * c1.volume_ml) * math.exp(c1.noise0)) > 0.5)
         # Binomial SE of the frequency plus Monte Carlo SE of p (400 draws).
