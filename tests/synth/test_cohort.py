@@ -23,10 +23,10 @@ from ludl.synth.kinetics import PatientKinetics, patient_rng, sample_lesions, sa
 from ludl.synth.presets import get_preset
 from ludl.synth.priors import default_priors
 from ludl.synth.truth import tia_map_mbq_h_per_ml
+from tests.synth.populations import CLINICAL_N
 
 # 177Lu half-life 159.528 h (PHYSICS.md §1, ICRP 107).
 LAMBDA_PER_H = math.log(2.0) / 159.528
-N_STATS = 300
 
 # COHORT.md organ table: median dose per GBq, published range (read as 5–95 %), median T_eff (h).
 ORGANS = {
@@ -45,17 +45,8 @@ def _read(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def stats_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSummary]:
-    out = tmp_path_factory.mktemp("stats")
-    # The single-scan bound has tests of its own (test_bound.py); skipping it here halves the time.
-    overrides = {"protocol": {"single_scan_bound": False}}
-    summary = run_synth("clinical", N_STATS, 2026, out, images=False, workers=2, overrides=overrides)
-    return out, summary
-
-
-@pytest.fixture(scope="module")
-def region_table(stats_cohort: tuple[Path, SynthSummary]) -> dict[str, dict[str, list[float]]]:
-    out, _ = stats_cohort
+def region_table(clinical_cohort: tuple[Path, SynthSummary]) -> dict[str, dict[str, list[float]]]:
+    out, _ = clinical_cohort
     systemic = {r["patient_id"]: float(r["systemic_mbq"]) for r in _read(out / "truth" / "patients.csv")}
     table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in _read(out / "truth" / "regions.csv"):
@@ -99,15 +90,15 @@ def test_t_eff_medians_within_20_percent(region_table: dict, cls: str, t_eff_h: 
     assert abs(np.median(region_table[cls]["t_eff_h"]) / t_eff_h - 1.0) < 0.2
 
 
-def test_pet_lesion_uptake_correlation(stats_cohort: tuple[Path, SynthSummary]) -> None:
-    rows = _read(stats_cohort[0] / "truth" / "lesion_pet.csv")
+def test_pet_lesion_uptake_correlation(clinical_cohort: tuple[Path, SynthSummary]) -> None:
+    rows = _read(clinical_cohort[0] / "truth" / "lesion_pet.csv")
     pet = np.array([float(r["log_pet_factor"]) for r in rows])
     lu = np.array([float(r["log_uptake_24h_mbq_per_ml"]) for r in rows])
     assert abs(np.corrcoef(pet, lu)[0, 1] - 0.74) < 0.1  # COHORT.md PET table: r ≈ 0.74
 
 
-def test_non_response_rate_and_achievable_auc(stats_cohort: tuple[Path, SynthSummary]) -> None:
-    out, summary = stats_cohort
+def test_non_response_rate_and_achievable_auc(clinical_cohort: tuple[Path, SynthSummary]) -> None:
+    out, summary = clinical_cohort
     labels = np.array([r["non_response"] == "1" for r in _read(out / "outcomes.csv")])
     p = np.array([float(r["p_non_response"]) for r in _read(out / "truth" / "response.csv")])
     assert 0.35 <= labels.mean() <= 0.55  # issue 4: non-response rate 35–55 %
@@ -117,17 +108,17 @@ def test_non_response_rate_and_achievable_auc(stats_cohort: tuple[Path, SynthSum
     assert summary.achievable_auc == pytest.approx(auc)
 
 
-def test_outcomes_follow_psa50(stats_cohort: tuple[Path, SynthSummary]) -> None:
-    for r in _read(stats_cohort[0] / "outcomes.csv"):
+def test_outcomes_follow_psa50(clinical_cohort: tuple[Path, SynthSummary]) -> None:
+    for r in _read(clinical_cohort[0] / "outcomes.csv"):
         ratio = float(r["psa_week12"]) / float(r["psa_baseline"])
         assert (r["non_response"] == "1") == (ratio > 0.5)  # PCWG3 PSA50
 
 
-def test_cycle_two_keeps_the_lesions(stats_cohort: tuple[Path, SynthSummary]) -> None:
+def test_cycle_two_keeps_the_lesions(clinical_cohort: tuple[Path, SynthSummary]) -> None:
     regions: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for r in _read(stats_cohort[0] / "truth" / "regions.csv"):
+    for r in _read(clinical_cohort[0] / "truth" / "regions.csv"):
         regions[(r["patient_id"], r["cycle"])].add(r["region"])
-    for i in range(1, N_STATS + 1):
+    for i in range(1, CLINICAL_N + 1):
         pid = f"SYN{i:04d}"
         assert regions[(pid, "1")] == regions[(pid, "2")]
 

@@ -22,21 +22,13 @@ from ludl.synth.kinetics import (
     sample_patient_kinetics,
     sample_pet_lesion_factor,
 )
-from ludl.synth.priors import CohortPriors, default_priors, replace_priors
+from ludl.synth.priors import default_priors, replace_priors
+from tests.synth.populations import KineticsPopulation, draw_patient
 
 # PHYSICS.md §1 (ICRP 107): 177Lu half-life 159.528 h; electron energy per TIA 0.08532 Gy·g/(MBq·h).
 T_HALF_H = 159.528
 LAMBDA_PER_H = math.log(2.0) / T_HALF_H
 E_ELECTRON_GY_G_PER_MBQ_H = 0.08532
-
-N_COHORT = 300
-SEED = 20260
-
-
-def _patient(priors: CohortPriors, seed: int, i: int) -> PatientKinetics:
-    rng = patient_rng(seed, i)
-    les = sample_lesions(rng, priors)
-    return sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites)
 
 
 @dataclass
@@ -50,9 +42,8 @@ class Cohort:
 
 
 @pytest.fixture(scope="module")
-def cohort() -> Cohort:
-    priors = default_priors()
-    kin = [_patient(priors, SEED, i) for i in range(N_COHORT)]
+def cohort(kinetics_population: KineticsPopulation) -> Cohort:
+    kin = kinetics_population.kin
     regions = ["kidney_left", "parotid_left", "submandibular_left", "liver", "spleen", "red_marrow"]
     return Cohort(
         kin=kin,
@@ -262,7 +253,7 @@ def test_shared_variance_fraction_couples_regions_of_a_patient() -> None:
         priors = replace_priors(default_priors(), {"structure": {"shared_variance_fraction": shared}})
         kidney, lesion = [], []
         for i in range(120):
-            k = _patient(priors, 5, i)
+            k = draw_patient(priors, 5, i)
             kidney.append(math.log(k.t_eff_h("kidney_left")))
             lesion.append(float(np.mean(np.log(k.t_eff_h()[k.lesion_rows]))))
         return float(np.corrcoef(kidney, lesion)[0, 1])
@@ -279,7 +270,7 @@ def test_shared_variance_fraction_couples_regions_of_a_patient() -> None:
 
 def test_same_seed_same_patient_and_different_seed_differs() -> None:
     priors = default_priors()
-    a, b, c = _patient(priors, 11, 4), _patient(priors, 11, 4), _patient(priors, 12, 4)
+    a, b, c = draw_patient(priors, 11, 4), draw_patient(priors, 11, 4), draw_patient(priors, 12, 4)
     t = np.array([1.0, 24.0, 168.0])
     np.testing.assert_array_equal(a.activity_mbq(t), b.activity_mbq(t))
     np.testing.assert_array_equal(a.mean_dose_gy(), b.mean_dose_gy())
@@ -292,8 +283,8 @@ def test_patient_draws_do_not_depend_on_cohort_size() -> None:
         child = np.random.SeedSequence(31).spawn(n)[3]
         np.testing.assert_array_equal(np.random.default_rng(child).random(4), patient_rng(31, 3).random(4))
     priors = default_priors()
-    small = [_patient(priors, 31, i) for i in range(5)]
-    large = [_patient(priors, 31, i) for i in range(12)]
+    small = [draw_patient(priors, 31, i) for i in range(5)]
+    large = [draw_patient(priors, 31, i) for i in range(12)]
     np.testing.assert_array_equal(small[3].mean_dose_gy(), large[3].mean_dose_gy())
 
 

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from ludl.errors import InputError
 from ludl.synth.kinetics import PatientKinetics, patient_rng, sample_lesions, sample_patient_kinetics
-from ludl.synth.priors import CohortPriors, default_priors
+from ludl.synth.priors import default_priors
 from ludl.synth.response import (
     PatientResponse,
     draw_cycle_one,
@@ -21,23 +21,9 @@ from ludl.synth.response import (
     non_response_probability,
     simulate_response,
 )
+from tests.synth.populations import POPULATION_N, KineticsPopulation, draw_patient, draw_patient_with_response
 
-N_COHORT = 300
-SEED = 4242
 T_HALF_H = 159.528  # PHYSICS.md §1
-
-
-def _patient(priors: CohortPriors, seed: int, i: int, injected_mbq: float | None = None) -> PatientKinetics:
-    rng = patient_rng(seed, i)
-    les = sample_lesions(rng, priors)
-    return sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites, injected_mbq=injected_mbq)
-
-
-def _patient_with_response(priors: CohortPriors, seed: int, i: int) -> tuple[PatientKinetics, PatientResponse]:
-    rng = patient_rng(seed, i)
-    les = sample_lesions(rng, priors)
-    kin = sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites)
-    return kin, simulate_response(rng, kin, priors)
 
 
 @dataclass
@@ -49,12 +35,10 @@ class Cohort:
 
 
 @pytest.fixture(scope="module")
-def cohort() -> Cohort:
-    priors = default_priors()
-    pairs = [_patient_with_response(priors, SEED, i) for i in range(N_COHORT)]
-    resp = [r for _, r in pairs]
+def cohort(kinetics_population: KineticsPopulation) -> Cohort:
+    resp = kinetics_population.resp
     return Cohort(
-        kin=[k for k, _ in pairs],
+        kin=kinetics_population.kin,
         resp=resp,
         label=np.array([r.non_response for r in resp]),
         p=np.array([r.p_non_response for r in resp]),
@@ -72,7 +56,7 @@ def test_achievable_auc_in_range(cohort: Cohort) -> None:
 
 
 def test_true_probability_is_calibrated_on_the_cohort(cohort: Cohort) -> None:
-    se = math.sqrt(float(np.sum(cohort.p * (1 - cohort.p)))) / N_COHORT
+    se = math.sqrt(float(np.sum(cohort.p * (1 - cohort.p)))) / POPULATION_N
     assert abs(cohort.label.mean() - cohort.p.mean()) < 3.5 * se + 0.01
     assert 0.0 <= cohort.p.min() and cohort.p.max() <= 1.0
     # Neither trivial nor hopeless: a spread of probabilities, not all near 0/1.
@@ -143,7 +127,7 @@ def test_more_activity_lowers_the_probability_of_non_response() -> None:
     for i in range(6):
         p = []
         for activity in (5000.0, 10000.0):
-            kin = _patient(priors, 8, i, injected_mbq=activity)
+            kin = draw_patient(priors, 8, i, injected_mbq=activity)
             p.append(simulate_response(patient_rng(900, i), kin, priors).p_non_response)
         lower.append(p[1] <= p[0])
     assert all(lower)
@@ -160,9 +144,9 @@ def test_cycle_two_keeps_lesion_identities(cohort: Cohort) -> None:
 
 def test_reproducible_and_seed_dependent() -> None:
     priors = default_priors()
-    _, a = _patient_with_response(priors, 3, 2)
-    _, b = _patient_with_response(priors, 3, 2)
-    _, c = _patient_with_response(priors, 4, 2)
+    _, a = draw_patient_with_response(priors, 3, 2)
+    _, b = draw_patient_with_response(priors, 3, 2)
+    _, c = draw_patient_with_response(priors, 4, 2)
     assert a.p_non_response == b.p_non_response and a.psa_week12 == b.psa_week12
     np.testing.assert_array_equal(a.dose_gy, b.dose_gy)
     assert a.psa_week12 != c.psa_week12
