@@ -32,6 +32,7 @@ def _interp_trunk(pat: PatientShape, s: FloatArray) -> tuple[FloatArray, FloatAr
 
 
 def paint_body(cv: Canvas, arms_down: bool) -> None:
+    """Trunk, neck, head and legs (skin, fat and muscle), and the arms when they hang down."""
     g, pat = cv.grid, cv.pat
     x, y, z = g.coords((slice(None), slice(None), slice(None)))
     s = pat.s_of_z(z[:, 0, 0])

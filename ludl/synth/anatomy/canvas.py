@@ -38,16 +38,19 @@ class Canvas:
         self.bone_sites: dict[str, list[npt.NDArray[np.int64]]] = {}
 
     def paint(self, sl: Slices, mask: BoolArray, label: int, hu: float | FloatArray, profile: float = 1.0) -> None:
+        """Set label, HU and uptake profile of the masked voxels of box `sl`."""
         lab, h, pr = self.labels[sl], self.hu[sl], self.profile[sl]
         lab[mask] = label
         h[mask] = hu if np.isscalar(hu) else np.broadcast_to(hu, mask.shape)[mask]
         pr[mask] = profile
 
     def allowed(self, sl: Slices, labels: Sequence[int]) -> BoolArray:
+        """Voxels of box `sl` that hold one of `labels` (where a solid may be painted)."""
         out: BoolArray = np.isin(self.labels[sl], np.asarray(labels, dtype=np.int16))
         return out
 
     def record_bone(self, group: str, sl: Slices, mask: BoolArray, max_points: int = 4000) -> None:
+        """Keep up to `max_points` voxels of a painted bone as candidate sites of bone lesions in `group`."""
         idx = np.argwhere(mask)
         if idx.size == 0:
             return

@@ -31,6 +31,7 @@ def _jitter(rng: np.random.Generator, x: float, y: float, s: float, mm: float) -
 
 
 def paint_thorax(cv: Canvas) -> dict[str, tuple[float, float, float]]:
+    """Lungs under the diaphragm domes and the heart; returns landmarks (``heart``)."""
     g, pat, rng = cv.grid, cv.pat, cv.rng
     lung_hu = float(rng.uniform(-860.0, -780.0))
     k = RIBCAGE_KNOTS
@@ -240,6 +241,7 @@ def _paint_bowel(cv: Canvas, s_l5: float) -> None:
 
 
 def paint_head_glands(cv: Canvas) -> None:
+    """Parotid, submandibular and lacrimal glands, left and right, with a shared and an own volume factor."""
     pat, rng = cv.pat, cv.rng
     soft = (SOFT,)
     v_par = 0.07 * rng.standard_normal()

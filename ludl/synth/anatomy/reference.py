@@ -99,10 +99,12 @@ class PatientShape:
         return (self.frame * a, self.frame * b, self.stature * c)
 
     def s_of_z(self, z: Any) -> Any:
+        """Reference depth below the vertex of world z."""
         return (self.vertex_z - z) / self.stature
 
 
 def sample_patient_shape(rng: np.random.Generator) -> PatientShape:
+    """Draw a patient's frame, stature, habitus, fat layer and bone HU."""
     frame = math.exp(0.035 * rng.standard_normal())
     stature = frame * math.exp(0.02 * rng.standard_normal())
     # Habitus (BMI): lateral factor, AP follows with its own jitter; elderly mCRPC men, mostly normal to obese.

@@ -41,12 +41,14 @@ def _cortex_mm(g: Grid) -> float:
 
 
 def level_centres() -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Reference depth below the vertex (mm) of each vertebra's top, bottom and centre, C1 to L5."""
     h = np.array([r[1] for r in VERTEBRAE])
     top = C1_TOP_S + np.concatenate([[0.0], np.cumsum(h)[:-1]])
     return top, top + h, top + h / 2
 
 
 def spine_y(s: Any) -> Any:
+    """Reference AP position (mm, + posterior) of the vertebral body centre at depth `s` below the vertex."""
     k = np.array(SPINE_Y_KNOTS)
     return np.interp(s, k[:, 0], k[:, 1])
 
@@ -108,6 +110,7 @@ def paint_spine(cv: Canvas) -> dict[str, float]:
 
 
 def paint_ribs(cv: Canvas) -> None:
+    """Twelve pairs of ribs (T1–T12) along the rib-cage outline, the sternum, clavicles and scapulae."""
     g, pat = cv.grid, cv.pat
     _, _, centres = level_centres()
     names = [r[0] for r in VERTEBRAE]
@@ -248,6 +251,7 @@ def _paint_sacrum(cv: Canvas, s_top: float) -> None:
 
 
 def paint_pelvis_femora(cv: Canvas, s_l5: float) -> dict[str, tuple[float, float, float]]:
+    """Iliac wings, acetabula, pubic and ischial rami and femora; returns landmarks (femoral heads, symphysis)."""
     g, pat = cv.grid, cv.pat
     crest = s_l5 - 50.0  # iliac crest at the L4 level
     s_fh = s_l5 + 130.0  # femoral heads
@@ -297,6 +301,7 @@ def paint_pelvis_femora(cv: Canvas, s_l5: float) -> dict[str, tuple[float, float
 
 
 def paint_skull(cv: Canvas) -> None:
+    """Skull vault with the brain inside (almost no uptake) and the mandible."""
     g, pat = cv.grid, cv.pat
     c = pat.p(0.0, -2.0, 110.0)
     got = cv.solid(c, pat.axes(69.0, 88.0, 106.0), np.eye(3), margin=1.1)

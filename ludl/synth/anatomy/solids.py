@@ -30,6 +30,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Grid:
+    """The truth grid: shape and spacing (z, y, x), world origin (x, y, z) of voxel 0, identity direction."""
+
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]  # z, y, x
     origin_xyz: tuple[float, float, float]
@@ -87,16 +89,19 @@ def random_rotation(rng: np.random.Generator, max_deg: float | None = None) -> F
 
 
 def rot_z(deg: float) -> FloatArray:
+    """Rotation matrix about z by `deg` degrees."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
 def rot_y(deg: float) -> FloatArray:
+    """Rotation matrix about y by `deg` degrees."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
 def rot_x(deg: float) -> FloatArray:
+    """Rotation matrix about x by `deg` degrees."""
     c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
     return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
 
@@ -113,11 +118,13 @@ class Lobes:
 
     @classmethod
     def random(cls, rng: np.random.Generator, amplitude: float, n: int = 4) -> Lobes:
+        """`n` random lobes (degrees 2–4, random directions) with amplitudes of SD `amplitude`."""
         d = rng.standard_normal((n, 3))
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         return cls(amplitude * rng.standard_normal(n), rng.integers(2, 5, size=n), d)
 
     def factor(self, ux: FloatArray, uy: FloatArray, uz: FloatArray) -> Any:
+        """Radius factor along the unit directions (ux, uy, uz), at least 0.4."""
         # Python-float coefficients keep float32 inputs in float32 (NEP 50).
         out: Any = 1.0
         for a_np, deg, v_np in zip(self.amplitudes, self.degrees, self.directions, strict=True):

@@ -76,6 +76,7 @@ TISSUE_LABELS: Mapping[str, int] = MappingProxyType(
 )
 LESION_LABEL_BASE = 100
 
+# Short names of the labels the painters use most.
 SOFT = TISSUE_LABELS["rest_of_body"]
 LUNG = TISSUE_LABELS["lung"]
 BONE = TISSUE_LABELS["bone"]

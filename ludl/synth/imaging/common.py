@@ -66,6 +66,7 @@ def lognormal_factor(noise: npt.NDArray[np.float32], cv: npt.ArrayLike) -> npt.N
 
 
 def check_truth_grid(volume: Volume, name: str) -> None:
+    """Raise `GeometryError` unless `volume` lies on an axis-aligned grid."""
     if not np.allclose(volume.direction, np.eye(3), atol=1e-6):
         raise GeometryError(f"{name} must lie on an axis-aligned truth grid (identity direction)")
 

@@ -64,10 +64,12 @@ def eigh(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
 
 
 def decay_constant_per_h() -> float:
+    """Physical decay constant of 177Lu (1/h)."""
     return get_nuclide(NUCLIDE).decay_constant_per_h
 
 
 def sphere_s_gy_per_mbq_h(volume_ml: npt.ArrayLike) -> FloatArray:
+    """Self-dose S value of a unit-density sphere of `volume_ml` (Gy per MBq·h)."""
     s: FloatArray = np.asarray(sphere_s_value_mgy_per_mbq_s(volume_ml), dtype=np.float64)
     return s * MGY_PER_MBQ_S_TO_GY_PER_MBQ_H
 
