@@ -20,14 +20,16 @@ Where the activity of each compartment sits:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ludl.errors import InputError
 from ludl.imaging.volume import Volume
+from ludl.physics.units import BQ_PER_MBQ
 from ludl.synth.kinetics import PatientKinetics
 
 __all__ = [
@@ -115,10 +117,10 @@ class ActivityModel:
             w = c.weight if c.shift_per_h is None else c.weight * np.exp(-c.shift_per_h * time_h)
             total = float(np.sum(w)) * v_ml
             if total > 0:
-                flat[c.index] += a_mbq[c.row] * 1e6 * w / total
+                flat[c.index] += a_mbq[c.row] * BQ_PER_MBQ * w / total
         if self.extravasation_index.size and self.extravasated_mbq > 0:
             n = self.extravasation_index.size
-            flat[self.extravasation_index] += self.extravasation_mbq(time_h)[0] * 1e6 / (n * v_ml)
+            flat[self.extravasation_index] += self.extravasation_mbq(time_h)[0] * BQ_PER_MBQ / (n * v_ml)
         array = flat.reshape(self.grid.shape).astype(np.float32)
         return Volume(
             array=array,
@@ -176,6 +178,37 @@ def injection_site_index(
     return np.flatnonzero(site.ravel())
 
 
+def _voxels_by_label(flat: npt.NDArray[Any]) -> Callable[[int], IntArray]:
+    """Flat voxel indices of a label value, increasing (voxels grouped by label once, by a stable sort)."""
+    order = np.argsort(flat, kind="stable")
+    sorted_labels = flat[order]
+    values, starts = np.unique(sorted_labels, return_index=True)
+    ends = np.r_[starts[1:], sorted_labels.size]
+    bounds = {int(v): (int(lo), int(hi)) for v, lo, hi in zip(values, starts, ends, strict=True)}
+
+    def voxels(value: int) -> IntArray:
+        lo, hi = bounds.get(value, (0, 0))
+        return order[lo:hi]
+
+    return voxels
+
+
+def _background_component(row: int, region: str, lab: npt.NDArray[Any], label_values: Mapping[str, int]) -> _Component:
+    """Blood, interstitial fluid or rest of body: spread over the tissue classes by their fractions."""
+    table = (
+        TISSUE_BLOOD_FRACTION
+        if region == "blood"
+        else INTERSTITIAL_FRACTION
+        if region == "interstitial"
+        else {"default": 0.0, **_REST_WEIGHT}
+    )
+    w_full = _class_weights(lab, label_values, table).ravel()
+    if region == "rest_of_body" and not np.any(w_full > 0):
+        w_full = (lab.ravel() > 0).astype(np.float64)
+    idx = np.flatnonzero(w_full > 0)
+    return _Component(row, idx, w_full[idx], None)
+
+
 def build_activity_model(
     kinetics: PatientKinetics,
     labels: Volume,
@@ -210,17 +243,7 @@ def build_activity_model(
     body = np.flatnonzero(flat > 0)
     if body.size == 0:
         raise InputError("the label map has no body voxels (all 0)")
-    # Group voxels by label once (a stable sort keeps indices increasing inside each label).
-    order = np.argsort(flat, kind="stable")
-    sorted_labels = flat[order]
-    values, starts = np.unique(sorted_labels, return_index=True)
-    ends = np.r_[starts[1:], sorted_labels.size]
-    bounds = {int(v): (int(lo), int(hi)) for v, lo, hi in zip(values, starts, ends, strict=True)}
-
-    def voxels(value: int) -> IntArray:
-        lo, hi = bounds.get(value, (0, 0))
-        return order[lo:hi]
-
+    voxels = _voxels_by_label(flat)
     components: list[_Component] = []
     absent: list[str] = []
     tia = kinetics.tia_mbq_h()
@@ -228,18 +251,7 @@ def build_activity_model(
         if kind == "excreta":
             continue
         if region in _BACKGROUND:
-            table = (
-                TISSUE_BLOOD_FRACTION
-                if region == "blood"
-                else INTERSTITIAL_FRACTION
-                if region == "interstitial"
-                else {"default": 0.0, **_REST_WEIGHT}
-            )
-            w_full = _class_weights(lab, label_values, table).ravel()
-            if region == "rest_of_body" and not np.any(w_full > 0):
-                w_full = (flat > 0).astype(np.float64)
-            idx = np.flatnonzero(w_full > 0)
-            components.append(_Component(row, idx, w_full[idx], None))
+            components.append(_background_component(row, region, lab, label_values))
             continue
         value = label_values.get(region)
         idx = voxels(int(value)) if value is not None else np.zeros(0, dtype=np.intp)

@@ -36,6 +36,7 @@ from ludl.synth.kinetics import (
     TUMOUR_CLASS,
     CompartmentRates,
     PatientKinetics,
+    ReferenceModel,
     reference_model,
     release_rate_per_h,
 )
@@ -180,6 +181,55 @@ def _weighted_median(values: FloatArray, weights: FloatArray) -> float:
     return float(values[order][min(k, values.size - 1)])
 
 
+def _posterior_estimates(
+    log_l: FloatArray, tau: FloatArray, a_obs: FloatArray, s: float
+) -> tuple[FloatArray, FloatArray]:
+    """Posterior-median TIA of each region and the patient factor's posterior on its nodes.
+
+    Args:
+        log_l: log-likelihood of each region's observation on the (patient-factor, region-factor) grid.
+        tau: TIA per observed activity (h) on that grid, per region.
+        a_obs: each region's activity at the scan (MBq).
+        s: shared variance fraction.
+    """
+    sq = math.sqrt(s)
+    # p(z_r | z_p) on the grids; quadrature over the patient factor's prior (its nodes carry their prior weight).
+    var = max(1.0 - s, 1e-4)
+    cond = np.exp(_normal_logpdf(_ZR[None, :] - sq * _ZP[:, None], math.sqrt(var)))  # (n_p, n_r)
+    dz = _ZR[1] - _ZR[0]
+    m = log_l.max(axis=(1, 2), keepdims=True)  # one constant per region: keeps the z_p dependence
+    lik = np.exp(log_l - m)  # (n_reg, n_p, n_r)
+    marg = np.einsum("ipr,pr->ip", lik, cond) * dz  # (n_reg, n_p)
+    log_post_zp = np.log(_ZP_WEIGHTS) + np.sum(np.log(np.maximum(marg, 1e-300)), axis=0)
+    post_zp = np.exp(log_post_zp - log_post_zp.max())
+    post_zp /= post_zp.sum()
+    est = np.empty(log_l.shape[0])
+    for i in range(log_l.shape[0]):
+        # p(z_p, z_r | all) = p(z_p | all) L_r(z_r | z_p) p(z_r | z_p) / M_r(z_p)
+        joint = (post_zp / np.maximum(marg[i], 1e-300))[:, None] * lik[i] * cond
+        tia = a_obs[i] * tau[i]
+        est[i] = _weighted_median(tia.ravel(), (joint / np.maximum(tia, 1e-300)).ravel())
+    return est, post_zp
+
+
+def _region_prior(
+    r: str, kinetics: PatientKinetics, priors: CohortPriors, ref: ReferenceModel
+) -> tuple[float, float, float, float, float]:
+    """What the oracle knows of region `r` before the scan: median T_eff (h), its log-SD, the uptake log-SD, the
+    uptake rate of the median patient (1/h) and the log site factor (lesions; 0 for organs)."""
+    st, lp = priors.structure, priors.lesions
+    v = float(kinetics.volumes_ml[kinetics.index(r)])
+    organ_of = {name: o for o in priors.organs for name in o.regions}
+    if r in organ_of:
+        o = organ_of[r]
+        s_u = o.uptake_sigma_log_effective(st.uptake_t_eff_correlation, st.organ_dose_other_sigma_log)
+        return ref.washout_t_eff_h[r], o.t_eff_sigma_log, s_u, ref.organ_uptake[r] * v / ref.organ_volume_ml[r], 0.0
+    site = kinetics.lesion_sites[list(kinetics.lesion_regions).index(r)]
+    t_les = ref.washout_t_eff_h[TUMOUR_CLASS] * lp.t_eff_calibration
+    site_log = math.log(lp.site_uptake_factor[site])
+    return t_les, lp.t_eff_sigma_log, lp.uptake_sigma_log, ref.lesion_uptake_per_ml * v * math.exp(site_log), site_log
+
+
 def single_scan_estimates(
     kinetics: PatientKinetics,
     priors: CohortPriors,
@@ -224,26 +274,12 @@ def single_scan_estimates(
         sel = [r for r in sel if r in set(regions)]
     lesion_rows = list(kinetics.lesion_regions)
     pet = None if pet_lesion_factor is None else np.asarray(pet_lesion_factor, dtype=np.float64)
-    t_les = ref.washout_t_eff_h[TUMOUR_CLASS] * lp.t_eff_calibration
-    organ_of = {r: o for o in priors.organs for r in o.regions}
     n_p, n_r = _ZP.size, _ZR.size
     log_l = np.empty((len(sel), n_p, n_r))
     tau = np.empty((len(sel), n_p, n_r))
-    sq = math.sqrt(s)
     phi_cache: dict[tuple[float, float], tuple[FloatArray, FloatArray]] = {}
     for i, r in enumerate(sel):
-        v = float(kinetics.volumes_ml[kinetics.index(r)])
-        if r in organ_of:
-            o = organ_of[r]
-            t_med, s_t = ref.washout_t_eff_h[r], o.t_eff_sigma_log
-            s_u = o.uptake_sigma_log_effective(st.uptake_t_eff_correlation, st.organ_dose_other_sigma_log)
-            alpha = ref.organ_uptake[r] * v / ref.organ_volume_ml[r]
-            site_log = 0.0
-        else:
-            site = kinetics.lesion_sites[lesion_rows.index(r)]
-            t_med, s_t, s_u = t_les, lp.t_eff_sigma_log, lp.uptake_sigma_log
-            site_log = math.log(lp.site_uptake_factor[site])
-            alpha = ref.lesion_uptake_per_ml * v * math.exp(site_log)
+        t_med, s_t, s_u, alpha, site_log = _region_prior(r, kinetics, priors, ref)
         key = (t_med, s_t)
         if key not in phi_cache:  # all lesions share one T_eff prior: one φ for them all
             b = np.asarray(release_rate_per_h(t_med * np.exp(s_t * _ZR), lam, st.min_release_per_h), dtype=np.float64)
@@ -258,22 +294,7 @@ def single_scan_estimates(
             rho = lp.pet_expression_correlation
             sd = max(s_u * math.sqrt(max(1.0 - rho**2, 1e-6)), 1e-3)
             log_l[i] += _normal_logpdf(math.log(pet[lesion_rows.index(r)]) - rho * (log_u + site_log), sd)
-    # p(z_r | z_p) on the grids; quadrature over the patient factor's prior (its nodes carry their prior weight).
-    var = max(1.0 - s, 1e-4)
-    cond = np.exp(_normal_logpdf(_ZR[None, :] - sq * _ZP[:, None], math.sqrt(var)))  # (n_p, n_r)
-    dz = _ZR[1] - _ZR[0]
-    m = log_l.max(axis=(1, 2), keepdims=True)  # one constant per region: keeps the z_p dependence
-    lik = np.exp(log_l - m)  # (n_reg, n_p, n_r)
-    marg = np.einsum("ipr,pr->ip", lik, cond) * dz  # (n_reg, n_p)
-    log_post_zp = np.log(_ZP_WEIGHTS) + np.sum(np.log(np.maximum(marg, 1e-300)), axis=0)
-    post_zp = np.exp(log_post_zp - log_post_zp.max())
-    post_zp /= post_zp.sum()
-    est = np.empty(len(sel))
-    for i in range(len(sel)):
-        # p(z_p, z_r | all) = p(z_p | all) L_r(z_r | z_p) p(z_r | z_p) / M_r(z_p)
-        joint = (post_zp / np.maximum(marg[i], 1e-300))[:, None] * lik[i] * cond
-        tia = a_true[kinetics.index(sel[i])] * tau[i]
-        est[i] = _weighted_median(tia.ravel(), (joint / np.maximum(tia, 1e-300)).ravel())
+    est, post_zp = _posterior_estimates(log_l, tau, np.array([a_true[kinetics.index(r)] for r in sel]), s)
     true = np.array([kinetics.tia_mbq_h(r) for r in sel])
     obs_a = np.array([a_true[kinetics.index(r)] for r in sel])
     return SingleScanEstimate(

@@ -17,6 +17,7 @@ import pytest
 
 from ludl.errors import InputError
 from ludl.imaging.volume import Volume
+from ludl.physics.units import MBQ_PER_BQ
 from ludl.synth.activity import ActivityModel, build_activity_model
 from ludl.synth.cohort import SynthSummary, make_config, run_synth
 from ludl.synth.kinetics import PatientKinetics, patient_rng, sample_lesions, sample_patient_kinetics
@@ -191,7 +192,7 @@ def phantom_model() -> tuple[PatientKinetics, ActivityModel]:
 def test_activity_conserved_at_every_time(phantom_model: tuple[PatientKinetics, ActivityModel], time_h: float) -> None:
     kin, model = phantom_model
     vol = model.activity_bq_per_ml(time_h)
-    on_map_mbq = float(np.sum(vol.array, dtype=np.float64)) * model.voxel_volume_ml / 1e6
+    on_map_mbq = float(np.sum(vol.array, dtype=np.float64)) * model.voxel_volume_ml * MBQ_PER_BQ
     a = kin.activity_mbq(time_h)[:, 0]
     gone = sum(a[kin.index(r)] for r in ("excreted_urine", "excreted_feces", *model.absent_regions))
     # Everything in the patient plus what left it equals injected (+ extravasation) decayed.
@@ -199,7 +200,7 @@ def test_activity_conserved_at_every_time(phantom_model: tuple[PatientKinetics, 
     assert on_map_mbq + gone == pytest.approx(expected, rel=1e-3)
     lab = np.asarray(model.grid.array)
     # The bladder holds only its own content (no blood or interstitial share): exactly the bladder row.
-    bladder = float(np.sum(vol.array[lab == 30], dtype=np.float64)) * model.voxel_volume_ml / 1e6
+    bladder = float(np.sum(vol.array[lab == 30], dtype=np.float64)) * model.voxel_volume_ml * MBQ_PER_BQ
     assert bladder == pytest.approx(a[kin.index("bladder")], rel=1e-3)
 
 
@@ -224,7 +225,7 @@ def test_tia_map_matches_region_tia_and_time_integral(phantom_model: tuple[Patie
     # Voxel TIA against an independent quadrature of the activity maps (trapezoid on a dense grid + tail).
     t = np.concatenate([np.linspace(0, 2, 41)[:-1], np.geomspace(2, 4000, 400)])
     idx = np.flatnonzero((lab == 1).ravel())[:50]
-    maps = np.array([model.activity_bq_per_ml(float(x)).array.ravel()[idx] for x in t]) / 1e6
+    maps = np.array([model.activity_bq_per_ml(float(x)).array.ravel()[idx] for x in t]) * MBQ_PER_BQ
     integral = np.trapezoid(maps, t, axis=0)
     np.testing.assert_allclose(tia.array.ravel()[idx], integral, rtol=5e-3)
 
@@ -297,7 +298,7 @@ def test_true_activity_map_conserves_activity_with_the_anatomy() -> None:
     model = build_activity_model(kin, a.labels, a.label_values, a.uptake_weight, a.clearance_shift_per_h)
     for t in (1.0, 4.0, 24.0, 96.0, 168.0):
         vol = model.activity_bq_per_ml(t)
-        on_map = float(np.sum(vol.array, dtype=np.float64)) * model.voxel_volume_ml / 1e6
+        on_map = float(np.sum(vol.array, dtype=np.float64)) * model.voxel_volume_ml * MBQ_PER_BQ
         act = kin.activity_mbq(t)[:, 0]
         off = sum(act[kin.index(r)] for r in ("excreted_urine", "excreted_feces", *model.absent_regions))
         assert on_map + off == pytest.approx(kin.injected_mbq * math.exp(-LAMBDA_PER_H * t), rel=1e-3)

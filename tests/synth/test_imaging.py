@@ -15,7 +15,7 @@ import pytest
 
 from ludl.errors import InputError
 from ludl.imaging.volume import Volume
-from ludl.physics.units import bq_per_ml_from_suv, suv_bw
+from ludl.physics.units import BQ_PER_MBQ, MBQ_PER_BQ, bq_per_ml_from_suv, suv_bw
 from ludl.synth.imaging import (
     PetSpec,
     SpectSpec,
@@ -65,7 +65,7 @@ def _centre(volume: Volume) -> tuple[float, float, float]:
 
 def _total_mbq(volume: Volume, mask: np.ndarray | None = None) -> float:
     values = volume.array if mask is None else volume.array * mask
-    return float(values.sum(dtype=np.float64)) * volume.voxel_volume_ml / 1e6
+    return float(values.sum(dtype=np.float64)) * volume.voxel_volume_ml * MBQ_PER_BQ
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ def _organ_cv(activity_in_organ_mbq: float, seed: int) -> tuple[float, float]:
     truth, ct = _phantom((60, 96, 96))
     z, y, x = np.indices(truth.shape)
     organ = (np.abs(z - 30) * TRUTH_MM < 50) & (np.abs(y - 48) * TRUTH_MM < 50) & (np.abs(x - 48) * TRUTH_MM < 50)
-    concentration = activity_in_organ_mbq * 1e6 / (organ.sum() * truth.voxel_volume_ml)
+    concentration = activity_in_organ_mbq * BQ_PER_MBQ / (organ.sum() * truth.voxel_volume_ml)
     act = np.where(organ, concentration, 0.0).astype(np.float32)
     spec = _spec(bed_slices=40)
     rng = np.random.default_rng(seed)
