@@ -52,8 +52,8 @@ def _read_lanconelli(path: Path) -> npt.NDArray[np.float64]:
 
 
 @pytest.fixture(scope="module")
-def published(shared_testdata: Path) -> dict[str, npt.NDArray[np.float64]]:
-    folder = shared_testdata / "voxel_s"
+def published(testdata: Path) -> dict[str, npt.NDArray[np.float64]]:
+    folder = testdata / "voxel_s"  # Lanconelli 2012 tables, vendored with their MIT licence (tests/data/README.md)
     return {
         "soft_tissue": _read_lanconelli(folder / "177Lu4.42mmsoft.txt"),
         "bone": _read_lanconelli(folder / "177Lu4.42mmbone.txt"),
