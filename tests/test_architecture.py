@@ -135,7 +135,7 @@ def violations(root: Path = PACKAGE) -> list[str]:
 
 def test_every_import_follows_the_layer_table() -> None:
     problems = violations()
-    assert not problems, "imports against docs/architecture.md \"Layers\":\n" + "\n".join(problems)
+    assert not problems, 'imports against docs/architecture.md "Layers":\n' + "\n".join(problems)
 
 
 def test_the_collector_sees_every_kind_of_import(tmp_path: Path) -> None:
@@ -157,7 +157,13 @@ def test_the_collector_sees_every_kind_of_import(tmp_path: Path) -> None:
         "TEXT = 'ludl.no.such.module'\n"  # 8: not a module: ignored
     )
     found = [(i.line, i.target) for i in ludl_imports(root / "io" / "pet.py", root)]
-    assert sorted(found) == [(2, "ludl.io"), (3, "ludl.physics.dose"), (5, "ludl.cli"), (6, "ludl.physics"), (7, "ludl.physics.dose")]
+    assert sorted(found) == [
+        (2, "ludl.io"),
+        (3, "ludl.physics.dose"),
+        (5, "ludl.cli"),
+        (6, "ludl.physics"),
+        (7, "ludl.physics.dose"),
+    ]
     (root / "physics" / "bad.py").write_text("from ludl.io import pet\n")
     assert violations(root) == [
         "ludl/io/pet.py:5: ludl.io.pet → ludl.cli (nothing imports ludl.cli)",
@@ -189,4 +195,4 @@ def _documented_table() -> dict[str, frozenset[str]]:
 def test_the_documented_table_is_the_enforced_one(layer: str) -> None:
     documented = _documented_table()
     assert layer in documented, f"layer {layer} missing from the table in {ARCHITECTURE_DOC}"
-    assert documented[layer] == ALLOWED[layer], f"{ARCHITECTURE_DOC} \"Layers\" and {__file__} disagree on {layer}"
+    assert documented[layer] == ALLOWED[layer], f'{ARCHITECTURE_DOC} "Layers" and {__file__} disagree on {layer}'

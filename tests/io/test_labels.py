@@ -163,6 +163,7 @@ def test_nifti_labels_resampled_onto_a_grid(tmp_path: Path) -> None:
 
 def test_seg_round_trip_through_read_labels(tmp_path: Path) -> None:
     from ludl.io import seg as seg_module  # highdicom is a dependency: a failed import must fail, not skip
+
     array = np.zeros((3, 8, 8), dtype=np.uint8)
     array[1, 2:5, 3:6] = 1
     array[2, 4:7, 1:3] = 2
