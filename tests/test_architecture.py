@@ -196,3 +196,49 @@ def test_the_documented_table_is_the_enforced_one(layer: str) -> None:
     documented = _documented_table()
     assert layer in documented, f"layer {layer} missing from the table in {ARCHITECTURE_DOC}"
     assert documented[layer] == ALLOWED[layer], f'{ARCHITECTURE_DOC} "Layers" and {__file__} disagree on {layer}'
+
+
+# ------------------------------------------------------------------------------------ the documents cited by code
+
+# Code comments cite these sections by title (`docs/architecture.md "Data formats"`) and number (`physics.md §4`).
+ARCHITECTURE_SECTIONS = (
+    "Layers",
+    "Data formats",
+    "The network",
+    "Jobs and configs",
+    "Scaling out",
+    "Evaluation",
+    "Public names",
+)
+USER_DOCS = (
+    REPO_ROOT / "README.md",
+    REPO_ROOT / "tests" / "data" / "README.md",
+    *sorted((REPO_ROOT / "docs").glob("*.md")),
+)
+_LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)")
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#+ (.+)$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_cited_sections_exist() -> None:
+    headings = re.findall(r"^## (.+)$", ARCHITECTURE_DOC.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    assert [h for h in ARCHITECTURE_SECTIONS if h not in headings] == []
+    physics = re.findall(r"^## (\d)\. ", (REPO_ROOT / "docs" / "physics.md").read_text(encoding="utf-8"), re.MULTILINE)
+    assert physics == ["1", "2", "3", "4", "5", "6"]
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_user_docs_link_only_inside_the_repository(doc: Path) -> None:
+    text = doc.read_text(encoding="utf-8")
+    assert "../shared" not in text, f"{doc} points outside the repository"
+    for target, anchor in _LINK.findall(text):
+        if "://" in target:
+            continue
+        resolved = (doc.parent / target).resolve() if target else doc
+        assert resolved.is_relative_to(REPO_ROOT) and resolved.exists(), f"{doc}: broken link {target}"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in _anchors(resolved.read_text(encoding="utf-8")), f"{doc}: no heading #{anchor} in {target}"
