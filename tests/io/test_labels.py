@@ -12,9 +12,10 @@ from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.labels import read_labels
 from ludl.io.rtstruct import fill_polygons, read_rtstruct, read_rtstruct_masks, rtstruct_roi_names
+from tests.conftest import require_testdata
 from tests.io.dicom_factory import write_rtstruct
 
-SUV_DRO = (Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "suv_dro").resolve()
+SUV_DRO = Path(__file__).resolve().parents[1] / "data" / "suv_dro"  # vendored: tests/data/README.md
 
 
 def _shoelace_mm2(points: np.ndarray) -> float:
@@ -73,8 +74,7 @@ def test_pydicom_rtstruct_volume_matches_area_times_thickness(
 
 
 def test_suv_dro_rtstruct_agrees_with_its_nifti_mask() -> None:
-    if not (SUV_DRO / "DRO_0_0").is_dir():
-        pytest.skip("SUV DROs not available")
+    require_testdata("suv_dro", "DRO_0_0")
     from ludl.io.pet import read_pet
 
     pet = read_pet(SUV_DRO / "DRO_0_0" / "PT")
@@ -162,7 +162,8 @@ def test_nifti_labels_resampled_onto_a_grid(tmp_path: Path) -> None:
 
 
 def test_seg_round_trip_through_read_labels(tmp_path: Path) -> None:
-    seg_module = pytest.importorskip("ludl.io.seg")
+    from ludl.io import seg as seg_module  # highdicom is a dependency: a failed import must fail, not skip
+
     array = np.zeros((3, 8, 8), dtype=np.uint8)
     array[1, 2:5, 3:6] = 1
     array[2, 4:7, 1:3] = 2

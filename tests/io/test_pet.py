@@ -14,16 +14,17 @@ import pytest
 from ludl.errors import DicomError, UnitsError
 from ludl.imaging.volume import Volume
 from ludl.io.pet import read_pet, read_pet_bqml
+from tests.conftest import require_testdata
 
-SUV_DRO = (Path(__file__).resolve().parents[2] / ".." / "shared" / "testdata" / "suv_dro").resolve()
+SUV_DRO = Path(__file__).resolve().parents[1] / "data" / "suv_dro"  # vendored: tests/data/README.md
 
 
 def _dro_rows() -> list[dict[str, str]]:
-    table = SUV_DRO / "DRO_list.csv"
-    if not table.is_file():
-        return []
-    with open(table, newline="") as f:
-        return [row for row in csv.DictReader(f) if (SUV_DRO / row["ID"]).is_dir()]
+    # Read at collection: a missing table is a collection error, so the data set can never drop out silently.
+    with open(SUV_DRO / "DRO_list.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows, f"no objects listed in {SUV_DRO / 'DRO_list.csv'}"
+    return rows
 
 
 def _mask_on(volume: Volume, mask_path: Path) -> np.ndarray:
@@ -38,9 +39,7 @@ def _mask_on(volume: Volume, mask_path: Path) -> np.ndarray:
 
 
 def _copy_pt(dro: str, tmp_path: Path) -> Path:
-    if not (SUV_DRO / dro / "PT").is_dir():
-        pytest.skip(f"SUV DRO {dro} not found under {SUV_DRO}")
-    return Path(shutil.copytree(SUV_DRO / dro / "PT", tmp_path / dro))
+    return Path(shutil.copytree(require_testdata("suv_dro", dro, "PT"), tmp_path / dro))
 
 
 def _edit_all(folder: Path, edit: object) -> None:
@@ -52,7 +51,7 @@ def _edit_all(folder: Path, edit: object) -> None:
 
 @pytest.mark.parametrize("row", _dro_rows(), ids=lambda r: r["ID"])
 def test_every_suv_dro_gives_the_published_statistics(row: dict[str, str]) -> None:
-    folder = SUV_DRO / row["ID"]
+    folder = require_testdata("suv_dro", row["ID"])
     suv = read_pet(folder / "PT")
     assert suv.unit == "SUV"
     inside = suv.array[_mask_on(suv, folder / "mask" / "DRO_mask.nii.gz")]
@@ -64,16 +63,14 @@ def test_every_suv_dro_gives_the_published_statistics(row: dict[str, str]) -> No
 
 
 def test_dose_in_mbq_and_time_rules_are_recorded() -> None:
-    if not SUV_DRO.is_dir():
-        pytest.skip("SUV DROs not available")
+    require_testdata("suv_dro")
     assert read_pet(SUV_DRO / "DRO_3_0" / "PT").meta["dose_read_as_mbq"] is True
     assert "midnight" in read_pet(SUV_DRO / "DRO_4_2" / "PT").meta["injection_time_rule"]
     assert "back-computation" in read_pet(SUV_DRO / "DRO_3_2" / "PT").meta["scan_time_rule"]
 
 
 def test_bqml_is_the_stored_concentration() -> None:
-    if not SUV_DRO.is_dir():
-        pytest.skip("SUV DROs not available")
+    require_testdata("suv_dro")
     volume = read_pet_bqml(SUV_DRO / "DRO_1_0" / "PT")
     ds = pydicom.dcmread(sorted((SUV_DRO / "DRO_1_0" / "PT").glob("*.dcm"))[9])
     z = round(volume.physical_to_index([float(v) for v in ds.ImagePositionPatient])[0])
@@ -83,8 +80,7 @@ def test_bqml_is_the_stored_concentration() -> None:
 
 
 def test_gml_converts_back_to_bqml() -> None:
-    if not SUV_DRO.is_dir():
-        pytest.skip("SUV DROs not available")
+    require_testdata("suv_dro")
     bqml_from_gml = read_pet_bqml(SUV_DRO / "DRO_2_0" / "PT")
     bqml = read_pet_bqml(SUV_DRO / "DRO_0_0" / "PT")
     # Same phantom stored once as Bq/mL and once as SUVbw: converting back must agree to storage precision.
@@ -110,8 +106,7 @@ def test_missing_injected_dose_names_the_file(tmp_path: Path) -> None:
 
 
 def test_injection_datetime_override_changes_the_decay(tmp_path: Path) -> None:
-    if not SUV_DRO.is_dir():
-        pytest.skip("SUV DROs not available")
+    require_testdata("suv_dro")
     # Injected one F-18 half-life (6586.2 s) earlier than the header says: the decayed dose halves, SUV doubles.
     header_time = dt.datetime(2025, 1, 1, 10, 0, 0)
     earlier = header_time - dt.timedelta(seconds=6586.2)

@@ -21,10 +21,10 @@ from ludl.physics.kernels import (
 )
 from ludl.physics.nuclides import get_nuclide
 
-# PHYSICS.md §1 (ICRP 107): 177Lu electron (β + IE + Auger) and photon energy per decay.
+# docs/physics.md §1 (ICRP 107): 177Lu electron (β + IE + Auger) and photon energy per decay.
 E_ELECTRON_KEV = 147.92
 E_PHOTON_KEV = 35.10
-# PHYSICS.md §4: 1 MBq·s of 177Lu electrons absorbed locally in a 4.8 mm voxel of unit density.
+# docs/physics.md §4: 1 MBq·s of 177Lu electrons absorbed locally in a 4.8 mm voxel of unit density.
 LDM_4P8MM_UNIT_DENSITY_MGY = 0.2143
 # 1 MeV/g per decay = J/MeV · 1e3 g/kg · 1e6 decays/(MBq·s) · 1e3 mGy/Gy (CODATA e = 1.602176634e-19 C).
 MGY_PER_MBQ_S_PER_MEV_PER_G = 1.602176634e-13 * 1e3 * 1e6 * 1e3
@@ -52,8 +52,8 @@ def _read_lanconelli(path: Path) -> npt.NDArray[np.float64]:
 
 
 @pytest.fixture(scope="module")
-def published(shared_testdata: Path) -> dict[str, npt.NDArray[np.float64]]:
-    folder = shared_testdata / "voxel_s"
+def published(testdata: Path) -> dict[str, npt.NDArray[np.float64]]:
+    folder = testdata / "voxel_s"  # Lanconelli 2012 tables, vendored with their MIT licence (tests/data/README.md)
     return {
         "soft_tissue": _read_lanconelli(folder / "177Lu4.42mmsoft.txt"),
         "bone": _read_lanconelli(folder / "177Lu4.42mmbone.txt"),
@@ -70,7 +70,7 @@ def _fresh_memory_cache() -> None:
 
 def test_published_table_parses_to_its_documented_values(published: dict[str, npt.NDArray[np.float64]]) -> None:
     soft = published["soft_tissue"]
-    # PHYSICS.md §4 quotes the 4.42 mm soft-tissue table: centre, face, edge, corner.
+    # docs/physics.md §4 quotes the 4.42 mm soft-tissue table: centre, face, edge, corner.
     assert soft[5, 5, 5] == pytest.approx(2.26e-1)
     assert soft[5, 5, 6] == pytest.approx(3.39e-3)
     assert soft[5, 6, 6] == pytest.approx(1.19e-4)
@@ -124,7 +124,7 @@ def test_centre_approaches_local_deposition_for_large_voxels() -> None:
     for h in (2.0, 4.8, 10.0, 20.0):
         k = voxel_s_kernel(h)
         c = tuple(s // 2 for s in k.shape)
-        # centre dose × voxel mass, as a fraction of the electron energy: PHYSICS.md's LDM number is E_e/m for
+        # centre dose × voxel mass, as a fraction of the electron energy: docs/physics.md's LDM number (§4) is E_e/m for
         # 4.8 mm at unit density, so E_e/m for this voxel is 0.2143 mGy × (4.8 mm / h)³ / ρ.
         ldm_mgy = LDM_4P8MM_UNIT_DENSITY_MGY * (4.8 / h) ** 3 / rho
         fractions.append(k[c] / ldm_mgy)
@@ -137,8 +137,8 @@ def test_centre_approaches_local_deposition_for_large_voxels() -> None:
 
 
 def test_unit_conversion_matches_physics_md_ldm_number() -> None:
-    # A 4.8 mm kernel's energy helper, fed the LDM dose of PHYSICS.md in one voxel of unit-density medium, must give
-    # back the 177Lu electron energy per decay (0.2143 mGy per MBq·s ⇔ 147.92 keV per decay in 0.1106 g).
+    # A 4.8 mm kernel's energy helper, fed the LDM dose of docs/physics.md §4 in one voxel of unit-density medium,
+    # must give back the 177Lu electron energy per decay (0.2143 mGy per MBq·s ⇔ 147.92 keV per decay in 0.1106 g).
     one_voxel = np.zeros((1, 1, 1))
     one_voxel[0, 0, 0] = LDM_4P8MM_UNIT_DENSITY_MGY / MEDIA["soft_tissue"].density_g_per_ml
     e_mev = kernel_energy_per_decay_mev(one_voxel, (4.8, 4.8, 4.8), "soft_tissue")
