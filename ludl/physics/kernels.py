@@ -245,6 +245,9 @@ def _generate_kernel(
     return result
 
 
+# ----------------------------------------------------------------------------------------- inputs and cache
+
+
 def _validate_spacing(spacing_zyx_mm: Any) -> tuple[float, float, float]:
     if isinstance(spacing_zyx_mm, (int, float, np.integer, np.floating)) and not isinstance(spacing_zyx_mm, bool):
         values = [float(spacing_zyx_mm)] * 3

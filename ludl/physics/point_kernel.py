@@ -20,7 +20,7 @@ point source in an infinite homogeneous medium) is the sum of
   (Hf L X-rays, 0.3 keV per decay, mean free path ≤ 2.5 mm) deposit locally.
 
 Both parts are tabulated once per (nuclide, medium) as r²·D(r) on a log radial grid (`RadialModel`), with the
-cumulative moments ∫ r^p r²D dr (p ≤ 3) that `ludl.physics.kernels` integrates into voxel S values and
+cumulative moments ∫ r^p · r²D dr (p ≤ 3) that `ludl.physics.kernels` integrates into voxel S values and
 `sphere_s_value_mgy_per_mbq_s` into sphere S values. A change to this model must bump
 `ludl.physics.kernels.KERNEL_MODEL_VERSION` (it keys the kernel disk cache).
 
@@ -54,6 +54,7 @@ __all__ = [
     "BETA_NODES",
     "MGY_PER_MBQ_S_PER_MEV_PER_G",
     "RADIAL_PER_DECADE",
+    "PhotonLine",
     "RadialModel",
     "canonical_names",
     "point_kernel_mgy_per_mbq_s",
@@ -174,7 +175,7 @@ def canonical_names(nuclide: str, medium: str) -> tuple[str, str]:
     return data.name, med.name
 
 
-# ------------------------------------------------------------------------------------------- radial model
+# ------------------------------------------------------------------------------ electron and photon parts
 
 
 def _electron_deposition(
