@@ -1,23 +1,14 @@
-"""Time-activity-curve models: formulas, analytic 0→∞ integrals and the vectorised fitting core.
+"""Time-activity-curve models: names, parameters, rate bounds, formulas and analytic 0→∞ integrals.
 
-Private module; the public names are re-exported by `ludl.physics.kinetics`. The core is written once
-against a tiny array namespace (`NumpyXp` here, `TorchXp` in `_fit_torch`) so both backends run the
-same algorithm.
-
-Algorithm: variable projection (Golub & Pereyra 1973, SIAM J Numer Anal 10:413) with Kaufman's
-Jacobian (Kaufman 1975, BIT 15:49). Every model is linear in its amplitudes once its (at most two) free
-rates are fixed, so the amplitudes are solved in closed form (non-negative, 1×1 or 2×2) and a projected
-Levenberg–Marquardt runs on the rates only (see `_Bounds` for the variables), with closed-form 2×2
-normal equations. Starting rates come from an exhaustive coarse grid whose scores are matrix products;
-two-amplitude fits stuck with one amplitude at 0 get one grid re-scan of the missing rate. Nothing loops
-over voxels; converged voxels drop out of the iteration.
+Private module (like the other ``_tac_*`` and ``_fit_*`` modules): users import these names from
+`ludl.physics.kinetics`, the one public path (DESIGN "Public names"); the split into private modules may change.
+The fitting core (`ludl.physics._fit_core`) and `ludl.physics.stp` use the rate bounds defined here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,18 +17,24 @@ from ludl.errors import InputError
 
 __all__ = [
     "AIC_RSS_FLOOR",
+    "BIEXP",
+    "BIEXP_UPTAKE",
     "DEFAULT_UPTAKE_RATE_PER_H",
     "FREE_PARAMS",
+    "LN2",
     "MAX_FIRST_SAMPLE_EFOLDS",
     "MAX_RATE_PER_H",
     "MAX_WASHOUT_EFOLDS",
     "MIN_RATE_RATIO",
     "MODELS",
+    "MONO",
     "PARAMETRIC_MODELS",
-    "CoreSettings",
-    "NumpyXp",
-    "fit_core",
+    "TRAPEZOID",
+    "TRIEXP",
+    "check_model",
+    "min_points",
     "model_curve",
+    "n_params",
     "tia_of",
 ]
 
@@ -80,8 +77,6 @@ MIN_RATE_RATIO = 1.05
 # AIC uses max(RSS, floor·Σw·y²): below a residual RMS of ~3e-5 of the signal RMS fits are numerically
 # indistinguishable (float32 torch reaches ~1e-6), and ln(0) must not decide a model choice.
 AIC_RSS_FLOOR = 1e-9
-
-Array = Any  # a numpy ndarray or a torch Tensor, depending on the backend
 
 
 def _exp(x: Any) -> Any:
@@ -140,522 +135,21 @@ def _not_parametric(model: str) -> InputError:
     return InputError(f"{model!r} is not a parametric TAC model ({', '.join(PARAMETRIC_MODELS)}){extra}")
 
 
-class NumpyXp:
-    """The array operations the fitting core needs, for numpy."""
-
-    name = "numpy"
-
-    def __init__(self, dtype: Any = np.float64) -> None:
-        self.dtype = np.dtype(dtype)
-        self.eps = float(np.finfo(self.dtype).eps)
-        self.tiny = float(np.finfo(self.dtype).tiny)
-
-    def asarray(self, x: Any) -> Array:
-        return np.asarray(x, dtype=self.dtype)
-
-    def to_numpy(self, x: Array) -> np.ndarray:
-        return np.asarray(x)
-
-    def exp(self, x: Array) -> Array:
-        return np.exp(x)
-
-    def log(self, x: Array) -> Array:
-        return np.log(x)
-
-    def abs(self, x: Array) -> Array:
-        return np.abs(x)
-
-    def where(self, cond: Array, a: Any, b: Any) -> Array:
-        return np.where(cond, a, b)
-
-    def clip(self, x: Array, lo: Any, hi: Any) -> Array:
-        return np.minimum(np.maximum(x, lo), hi)
-
-    def maximum(self, a: Array, b: Any) -> Array:
-        return np.maximum(a, b)
-
-    def minimum(self, a: Array, b: Any) -> Array:
-        return np.minimum(a, b)
-
-    def rowsum(self, x: Array) -> Array:
-        return x.sum(axis=-1)
-
-    def rowmax(self, x: Array) -> Array:
-        return x.max(axis=-1)
-
-    def argmax(self, x: Array) -> Array:
-        return x.argmax(axis=-1)
-
-    def take(self, x: Array, index: Array) -> Array:
-        return x[index]
-
-    def full(self, n: int, value: float) -> Array:
-        return np.full(n, value, dtype=self.dtype)
-
-    def full_int(self, n: int, value: int) -> Array:
-        return np.full(n, value, dtype=np.int64)
-
-    def count(self, x: Array) -> int:
-        return int(np.count_nonzero(x))
-
-    def nonzero(self, x: Array) -> Array:
-        return np.flatnonzero(x)
-
-
-@dataclass(frozen=True)
-class CoreSettings:
-    """Bounds and iteration limits of the fitting core (rates in 1/h)."""
-
-    lambda_phys_per_h: float
-    uptake_rate_per_h: float = DEFAULT_UPTAKE_RATE_PER_H
-    max_rate_per_h: float = MAX_RATE_PER_H
-    n_grid: int = 16
-    max_iter: int = 50
-
-
-@dataclass
-class _Bounds:
-    """Box for the LM variables: v1 = ln λ1; v2 = ln λ2 (mono: unused) or z(λ2) for a second rate.
-
-    z(x), x = λ2·t_ref: e^{1−x} for x ≥ 1 (∝ e^{−λ2 t_ref}, near-linear in the model where only the
-    first samples see the rate) and 1 − ln x for x ≤ 1 (log-like, where late samples see it); C¹ at
-    x = 1. As ln λ2 a fast rate's gradient vanishes like e^{−λ2 t} and LM stalls on that plateau; as
-    e^{−λ2 t_ref} a slow rate enters as p^{t/t_ref} and LM crawls. z is decreasing in λ2.
-    """
-
-    lo1: float
-    hi1: float
-    log_ratio: float
-    fast: bool  # v2 is z(λ2) (models with two rates), not ln λ2
-    t_ref: float
-    lo2: float  # fast form: floor of z (the fastest rate)
-    hi2: float  # ceiling of ln λ2
-
-    def bounds2(self, xp: Any, v1: Array) -> tuple[Any, Any]:
-        """Bounds of v2 given v1: λ2 at least MIN_RATE_RATIO above λ1 and below its ceiling."""
-        if self.fast:
-            x = xp.exp(v1 + self.log_ratio) * self.t_ref
-            return self.lo2, xp.where(x >= 1.0, xp.exp(1.0 - x), 1.0 - xp.log(x))
-        return v1 + self.log_ratio, self.hi2
-
-    def upper_slope(self, xp: Any, v1: Array) -> Any:
-        """d(upper bound of v2)/dv1: the direction along the λ2 = MIN_RATE_RATIO·λ1 edge."""
-        if not self.fast:
-            return 0.0
-        x = xp.exp(v1 + self.log_ratio) * self.t_ref
-        return xp.where(x >= 1.0, -xp.exp(1.0 - x) * x, -1.0)
-
-    def lower_slope(self, xp: Any, v1: Array) -> Any:
-        """d(lower bound of v2)/dv1 (log form: the λ2 = MIN_RATE_RATIO·λ1 edge)."""
-        return 0.0 if self.fast else 1.0
-
-    def project(self, xp: Any, v1: Array, v2: Array) -> tuple[Array, Array]:
-        v1 = xp.clip(v1, self.lo1, self.hi1)
-        lo, hi = self.bounds2(xp, v1)
-        return v1, xp.clip(v2, lo, hi)
-
-    def lambda2(self, xp: Any, v2: Array) -> Array:
-        if not self.fast:
-            return xp.exp(v2)
-        # Both branches are finite everywhere (z > 0), so where() needs no masking.
-        return xp.where(v2 <= 1.0, 1.0 - xp.log(v2), xp.exp(1.0 - v2)) / self.t_ref
-
-    def v2_of(self, lambda2: np.ndarray) -> np.ndarray:
-        if not self.fast:
-            return np.log(lambda2)
-        x = lambda2 * self.t_ref
-        return np.where(x >= 1.0, np.exp(1.0 - np.maximum(x, 1.0)), 1.0 - np.log(np.minimum(x, 1.0)))
-
-    def d_exp2(self, xp: Any, lam2: Array, v2: Array, t: Array, e2: Array) -> Array:
-        """∂e^{−λ2 t}/∂v2 from e2 = e^{−λ2 t} (no extra exponentials over (N, T))."""
-        if not self.fast:
-            return -(lam2 * t) * e2
-        # Fast branch: (t/t_ref)·e^{−λ2 (t − t_ref) − 1}; e^{λ2 t_ref − 1} ≤ e^9 since λ2·t_ref ≤ 10.
-        fast = (t / self.t_ref) * e2 * xp.exp(lam2 * self.t_ref - 1.0)
-        return xp.where(v2[:, None] <= 1.0, fast, (lam2 * t) * e2)
-
-
-def _bounds(model: str, s: CoreSettings, t_ref: float, t_first: float) -> _Bounds:
-    log_ratio = math.log(MIN_RATE_RATIO)
-    lo1 = math.log(s.lambda_phys_per_h)
-    floor_top = lo1 + 3.0 * log_ratio  # keeps the box non-empty even for a very late first sample
-    wash_top = math.log(s.max_rate_per_h)
-    if t_first > 0:
-        wash_top = min(wash_top, math.log(MAX_WASHOUT_EFOLDS / t_first))
-    wash_top = max(wash_top, floor_top)
-    if model == MONO:
-        return _Bounds(lo1, wash_top, log_ratio, False, t_ref, wash_top + log_ratio, wash_top + log_ratio)
-    if model == BIEXP_UPTAKE:
-        top = math.log(s.max_rate_per_h)
-    elif model == TRIEXP:
-        # Washouts slower than the fixed uptake, so both amplitude terms stay non-negative curves.
-        top = min(math.log(s.uptake_rate_per_h) - log_ratio, wash_top)
-    else:
-        top = wash_top
-    top = max(min(top, math.log(MAX_FIRST_SAMPLE_EFOLDS / t_ref)), floor_top)
-    x_top = math.exp(top) * t_ref  # z at the fastest rate
-    z_floor = math.exp(1.0 - x_top) if x_top >= 1.0 else 1.0 - math.log(x_top)
-    return _Bounds(lo1, min(top - log_ratio, wash_top), log_ratio, True, t_ref, z_floor, top)
-
-
-@dataclass
-class _State:
-    """Per-voxel LM state: variables (v1, v2), amplitudes, RSS and the normal equations at that point."""
-
-    v1: Array
-    v2: Array
-    c1: Array
-    c2: Array
-    rss: Array
-    h11: Array
-    h12: Array
-    h22: Array
-    q1: Array
-    q2: Array
-
-    def merge(self, xp: Any, take_new: Array, new: _State) -> _State:
-        return _State(*(xp.where(take_new, getattr(new, f), getattr(self, f)) for f in _STATE_FIELDS))
-
-
-_STATE_FIELDS = ("v1", "v2", "c1", "c2", "rss", "h11", "h12", "h22", "q1", "q2")
-
-
-def _evaluate(
-    xp: Any, model: str, t: Array, y: Array, sw: Array | None, e3: Array | None, b: _Bounds, v1: Array, v2: Array
-) -> _State:
-    """Amplitudes, RSS and Kaufman's reduced normal equations at (v1, v2); y is (N, T), weighted."""
-    lam1 = xp.exp(v1)[:, None]
-    e1 = xp.exp(-lam1 * t)
-    d1 = -(lam1 * t) * e1  # ∂e^{−λ1 t}/∂ln λ1
-    zero = xp.full(y.shape[0], 0.0)
-    if model != MONO:
-        lam2 = b.lambda2(xp, v2)[:, None]
-        e2 = xp.exp(-lam2 * t)
-        d2 = b.d_exp2(xp, lam2, v2, t, e2)
-    if model == MONO or model == BIEXP_UPTAKE:
-        if model == MONO:
-            g, dg2 = e1, None
-        else:
-            g, dg2 = e1 - e2, -d2
-        if sw is not None:
-            g = g * sw
-            d1 = d1 * sw
-            dg2 = None if dg2 is None else dg2 * sw
-        gg = xp.rowsum(g * g)
-        gg_ok = gg > 0
-        gg = xp.where(gg_ok, gg, 1.0)
-        c = xp.where(gg_ok, xp.maximum(xp.rowsum(g * y), 0.0) / gg, 0.0)
-        r = y - c[:, None] * g
-        # Kaufman: J_k = −(I − P_g)(c ∂g/∂v_k).
-        j1 = -c[:, None] * (d1 - g * (xp.rowsum(g * d1) / gg)[:, None])
-        h11, q1 = xp.rowsum(j1 * j1), xp.rowsum(j1 * r)
-        if dg2 is None:
-            return _State(v1, v2, c, zero, xp.rowsum(r * r), h11, zero, zero, q1, zero)
-        j2 = -c[:, None] * (dg2 - g * (xp.rowsum(g * dg2) / gg)[:, None])
-        return _State(
-            v1, v2, c, zero, xp.rowsum(r * r), h11, xp.rowsum(j1 * j2), xp.rowsum(j2 * j2), q1, xp.rowsum(j2 * r)
-        )
-
-    # Two amplitudes: biexp (g_k = e_k) or triexp (g_k = e_k − e3, uptake rate fixed).
-    g1, g2 = (e1, e2) if e3 is None else (e1 - e3, e2 - e3)
-    if sw is not None:
-        g1, g2, d1, d2 = g1 * sw, g2 * sw, d1 * sw, d2 * sw
-    m11, m12, m22 = xp.rowsum(g1 * g1), xp.rowsum(g1 * g2), xp.rowsum(g2 * g2)
-    b1, b2 = xp.rowsum(g1 * y), xp.rowsum(g2 * y)
-    c1, c2, both, only1, only2, det, m11, m22 = _nnls2(xp, m11, m12, m22, b1, b2)
-    r = y - c1[:, None] * g1 - c2[:, None] * g2
-    js = []
-    for c, d in ((c1, d1), (c2, d2)):
-        v = c[:, None] * d
-        p1, p2 = xp.rowsum(g1 * v), xp.rowsum(g2 * v)
-        # Coefficients of the projection of v onto the span of the active basis functions.
-        a1 = xp.where(both, (m22 * p1 - m12 * p2) / det, xp.where(only1, p1 / m11, 0.0))
-        a2 = xp.where(both, (m11 * p2 - m12 * p1) / det, xp.where(only2, p2 / m22, 0.0))
-        js.append(-(v - a1[:, None] * g1 - a2[:, None] * g2))
-    j1, j2 = js
-    return _State(
-        v1,
-        v2,
-        c1,
-        c2,
-        xp.rowsum(r * r),
-        xp.rowsum(j1 * j1),
-        xp.rowsum(j1 * j2),
-        xp.rowsum(j2 * j2),
-        xp.rowsum(j1 * r),
-        xp.rowsum(j2 * r),
-    )
-
-
-def _nnls2(xp: Any, m11: Array, m12: Array, m22: Array, b1: Array, b2: Array) -> tuple[Array, ...]:
-    """Closed-form non-negative least squares for two basis functions (Gram m, projections b).
-
-    Returns c1, c2, the masks (both active, only 1, only 2) and the safe det, m11, m22 used.
-    """
-    # Basis functions that underflowed to zero (very fast rates) get a zero amplitude, not 0/0.
-    ok1, ok2 = m11 > 0, m22 > 0
-    m11, m22 = xp.where(ok1, m11, 1.0), xp.where(ok2, m22, 1.0)
-    det = m11 * m22 - m12 * m12
-    ok = ok1 & ok2 & (det > 1e-9 * m11 * m22)
-    det = xp.where(ok, det, 1.0)
-    c1u = (m22 * b1 - m12 * b2) / det
-    c2u = (m11 * b2 - m12 * b1) / det
-    both = ok & (c1u > 0) & (c2u > 0)
-    # Otherwise the optimum lies on a face: one amplitude zero, the other its 1-D fit (the better one).
-    p1 = xp.where(ok1, xp.maximum(b1, 0.0), 0.0)
-    p2 = xp.where(ok2, xp.maximum(b2, 0.0), 0.0)
-    first = p1 * p1 / m11 >= p2 * p2 / m22
-    c1 = xp.where(both, c1u, xp.where(first, p1 / m11, 0.0))
-    c2 = xp.where(both, c2u, xp.where(first, 0.0, p2 / m22))
-    return c1, c2, both, (~both) & (c1 > 0), (~both) & (c2 > 0), det, m11, m22
-
-
-def _grid_start(
-    xp: Any, model: str, t: Array, y: Array, w: Array | None, s: CoreSettings, b: _Bounds
-) -> tuple[Array, Array]:
-    """Best starting log-rates per voxel from an exhaustive grid (scores are matrix products)."""
-    t_np = xp.to_numpy(t).astype(np.float64)
-    e3_np = np.exp(-s.uptake_rate_per_h * t_np) if model == TRIEXP else None
-    if model == MONO:
-        rates = np.exp(np.linspace(b.lo1, b.hi1, 4 * s.n_grid))
-        i_idx = np.arange(rates.size)
-        j_idx = i_idx
-    else:
-        rates = np.exp(np.linspace(b.lo1, b.hi2, s.n_grid))
-        i_idx, j_idx = np.nonzero(np.log(rates)[None, :] - np.log(rates)[:, None] >= b.log_ratio - 1e-12)
-    basis = np.exp(-rates[:, None] * t_np[None, :])  # (R, T)
-    if e3_np is not None:
-        basis = basis - e3_np
-    yw = y if w is None else y * w
-
-    def gram(a: np.ndarray, c: np.ndarray) -> Array:
-        # Σ_t w a c per grid point: (P,) without weights or with (T,) weights, (N, P) with per-voxel ones.
-        if w is None:
-            return xp.asarray((a * c).sum(axis=1))
-        if len(w.shape) == 1:
-            return xp.asarray((a * c) @ xp.to_numpy(w).astype(np.float64))
-        return w @ xp.asarray((a * c).T)
-
-    if model in (MONO, BIEXP_UPTAKE):
-        g = basis[i_idx] - basis[j_idx] if model == BIEXP_UPTAKE else basis
-        num = yw @ xp.asarray(g.T)
-        score = num * xp.abs(num) / gram(g, g)  # signed squared projection: negative = zero amplitude
-    else:
-        g1, g2 = basis[i_idx], basis[j_idx]
-        b1, b2 = yw @ xp.asarray(g1.T), yw @ xp.asarray(g2.T)
-        c1, c2 = _nnls2(xp, gram(g1, g1), gram(g1, g2), gram(g2, g2), b1, b2)[:2]
-        score = c1 * b1 + c2 * b2  # = projected norm² at the NNLS optimum
-    best = xp.argmax(score)
-    v1 = xp.take(xp.asarray(np.log(rates[i_idx])), best)
-    if model == MONO:
-        return b.project(xp, v1, v1 + b.log_ratio)
-    return b.project(xp, v1, xp.take(xp.asarray(b.v2_of(rates[j_idx])), best))
-
-
-def fit_core(
-    xp: Any, model: str, time_h: Array, y: Array, weights: Array | None, settings: CoreSettings
-) -> dict[str, Array]:
-    """Least-squares fit of one parametric model to every row of y (N, T); all arrays are backend arrays.
-
-    Returns amplitudes ``c1``, ``c2`` (activity units), rates ``lambda1``, ``lambda2`` (1/h), the
-    weighted ``rss`` and ``n_iter``. ``c2``/``lambda2`` are unused by ``mono``; for ``biexp_uptake`` the
-    amplitude is ``c1`` and ``lambda2`` the uptake rate.
-    """
-    t_np = xp.to_numpy(time_h).astype(np.float64)
-    positive = t_np[t_np > 0]
-    b = _bounds(model, settings, float(positive[0]) if positive.size else 1.0, float(t_np[0]))
-    # Per-voxel scaling to max |y| = 1 keeps float32 safe and makes the tolerances unit-free.
-    scale = xp.rowmax(xp.abs(y))
-    scale = xp.where(scale > 0, scale, 1.0)
-    ys = y / scale[:, None]
-    sw = None if weights is None else weights**0.5
-    e3 = xp.exp(-settings.uptake_rate_per_h * time_h) if model == TRIEXP else None
-    v1, v2 = _grid_start(xp, model, time_h, ys, weights, settings, b)
-    final, n_iter = _run_lm(xp, model, time_h, ys, sw, e3, b, v1, v2, settings.max_iter)
-    if model in (BIEXP, TRIEXP) and settings.max_iter > 0:
-        # One amplitude 0 leaves its rate without gradient, so LM cannot bring the component back:
-        # scan that rate on the grid (the other fixed) and restart LM where it helps.
-        jump, j1, j2 = _escape_faces(xp, model, t_np, ys, weights, b, settings, final)
-        if xp.count(jump) > 0:
-            idx = xp.nonzero(jump)
-            sw_j = sw[idx] if sw is not None and len(sw.shape) == 2 else sw
-            again, more = _run_lm(xp, model, time_h, ys[idx], sw_j, e3, b, j1[idx], j2[idx], settings.max_iter)
-            better = again["rss"] < final["rss"][idx]
-            for f in _RESULT_FIELDS:
-                final[f][idx] = xp.where(better, again[f], final[f][idx])
-            n_iter += more
-    v1, v2, c1, c2, rss = (final[f] for f in _RESULT_FIELDS)
-    return {
-        "c1": c1 * scale,
-        "c2": c2 * scale,
-        "lambda1": xp.exp(v1),
-        "lambda2": xp.exp(v1 + b.log_ratio) if model == MONO else b.lambda2(xp, v2),
-        "rss": rss * scale * scale,
-        "n_iter": n_iter,
-    }
-
-
-def _run_lm(
-    xp: Any,
-    model: str,
-    t: Array,
-    ys: Array,
-    sw: Array | None,
-    e3: Array | None,
-    b: _Bounds,
-    v1: Array,
-    v2: Array,
-    max_iter: int,
-) -> tuple[dict[str, Array], int]:
-    """Projected Levenberg–Marquardt from (v1, v2) on every row of the max-scaled ys (N, T)."""
-    ys_w = ys if sw is None else ys * sw
-    state = _evaluate(xp, model, t, ys_w, sw, e3, b, v1, v2)
-    final = {f: getattr(state, f) for f in _RESULT_FIELDS}
-    idx = None  # rows of the block the state holds (None: all)
-    mu = xp.full(ys.shape[0], 1e-3)
-    tols = (
-        max(1e-12, 100.0 * xp.eps * xp.eps),  # rss of the max-scaled curve
-        max(1e-10, 10.0 * xp.eps),  # relative: float32 rss is only known to ~eps
-        max(1e-9, 10.0 * xp.eps),  # step
-    )
-    n_iter = 0
-    frozen = xp.full(ys.shape[0], 0.0) > 0
-    for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
-        # Converged rows stay frozen, so a curve's result does not depend on the rest of its block.
-        state, mu, done = _lm_step(xp, model, t, ys_w, sw, e3, b, state, mu, tols, frozen)
-        frozen = done
-        n_left = xp.count(~done)
-        if n_left == 0:
-            break
-        if n_left < 0.5 * done.shape[0] and done.shape[0] > 64:
-            # Stragglers only: store every row, then iterate on the unconverged ones (converged rows
-            # stay frozen rather than wander).
-            _store(final, state, idx)
-            keep = xp.nonzero(~done)
-            idx = keep if idx is None else idx[keep]
-            state = _State(*(getattr(state, f)[keep] for f in _STATE_FIELDS))
-            mu, ys_w, frozen = mu[keep], ys_w[keep], frozen[keep]
-            sw = sw[keep] if sw is not None and len(sw.shape) == 2 else sw
-    _store(final, state, idx)
-    return final, n_iter
-
-
-def _escape_faces(
-    xp: Any,
-    model: str,
-    t_np: np.ndarray,
-    ys: Array,
-    w: Array | None,
-    b: _Bounds,
-    s: CoreSettings,
-    final: dict[str, Array],
-) -> tuple[Array, Array, Array]:
-    """For two-amplitude fits with one amplitude 0: the best grid rate for the missing component.
-
-    Returns the rows to restart and their new (v1, v2).
-    """
-    rates = np.exp(np.linspace(b.lo1, b.hi2, s.n_grid))
-    basis = np.exp(-rates[:, None] * t_np[None, :])
-    e3 = np.exp(-s.uptake_rate_per_h * t_np) if model == TRIEXP else 0.0 * t_np
-    basis = basis - e3
-    h_t = xp.asarray(basis.T)  # (T, R)
-    h2 = xp.asarray((basis * basis).T)
-    e3_x = xp.asarray(e3)
-    ww = ys * 0.0 + 1.0 if w is None else ys * 0.0 + w  # (N, T) weights
-    yw = ww * ys
-    v1, v2, c1, c2, rss = (final[f] for f in _RESULT_FIELDS)
-    lam1, lam2 = xp.exp(v1), b.lambda2(xp, v2)
-    current = xp.rowsum(yw * ys) - rss  # projected norm² of the current fit
-    b_all, m22_all = yw @ h_t, ww @ h2  # (N, R)
-    rates_x = xp.asarray(rates)
-    out = []
-    for fixed_lam, need_low in ((lam1, False), (lam2, True)):
-        g = xp.exp(-fixed_lam[:, None] * xp.asarray(t_np)) - e3_x
-        m11, bf = xp.rowsum(ww * g * g), xp.rowsum(yw * g)
-        m12 = (ww * g) @ h_t
-        cf, cg = _nnls2(xp, m11[:, None] + 0.0 * m12, m12, m22_all, bf[:, None] + 0.0 * m12, b_all)[:2]
-        score = cf * bf[:, None] + cg * b_all
-        # The scanned rate must respect the ordering λ1·ratio ≤ λ2 against the fixed one.
-        if need_low:
-            valid = rates_x[None, :] * MIN_RATE_RATIO <= fixed_lam[:, None] * (1.0 - 1e-9)
-        else:
-            valid = rates_x[None, :] >= fixed_lam[:, None] * MIN_RATE_RATIO * (1.0 + 1e-9)
-        score = xp.where(valid, score, -1.0)
-        best = xp.argmax(score)
-        out.append((xp.rowmax(score), best))
-    (score2, best2), (score1, best1) = out
-    gain_tol = 1e-6 * current + 1e-12
-    jump2 = (c2 <= 0) & (c1 > 0) & (score2 > current + gain_tol)
-    jump1 = (c1 <= 0) & (c2 > 0) & (score1 > current + gain_tol) & ~jump2
-    new1 = xp.where(jump1, xp.take(xp.asarray(np.log(rates)), best1), v1)
-    new2 = xp.where(jump2, xp.take(xp.asarray(b.v2_of(rates)), best2), v2)
-    return jump1 | jump2, new1, new2
-
-
-_RESULT_FIELDS = ("v1", "v2", "c1", "c2", "rss")
-
-
-def _store(final: dict[str, Array], state: _State, idx: Array | None) -> None:
-    """Write the rows `state` holds (all rows, or block rows `idx`) into the block results."""
-    for f in _RESULT_FIELDS:
-        if idx is None:
-            final[f] = getattr(state, f)
-        else:
-            final[f][idx] = getattr(state, f)
-
-
-def _lm_step(
-    xp: Any,
-    model: str,
-    t: Array,
-    y: Array,
-    sw: Array | None,
-    e3: Array | None,
-    b: _Bounds,
-    state: _State,
-    mu: Array,
-    tols: tuple[float, float, float],
-    frozen: Array,
-) -> tuple[_State, Array, Array]:
-    """One projected Levenberg–Marquardt step on the rows not `frozen`; returns state, damping, done mask."""
-    a = state.h11 * (1.0 + mu)
-    d = state.h22 * (1.0 + mu)
-    one1 = xp.where(a > 0, -state.q1 / xp.where(a > 0, a, 1.0), 0.0)
-    if model == MONO:
-        n1, n2 = b.project(xp, state.v1 + one1, state.v2 + one1)
-    else:
-        det = a * d - state.h12 * state.h12
-        ok = det > 1e-12 * a * d
-        det = xp.where(ok, det, 1.0)
-        one2 = xp.where(d > 0, -state.q2 / xp.where(d > 0, d, 1.0), 0.0)
-        # A singular system (one amplitude 0, so its rate has no gradient) still moves the other rate.
-        dv1 = xp.where(ok, -(d * state.q1 - state.h12 * state.q2) / det, one1)
-        dv2 = xp.where(ok, -(a * state.q2 - state.h12 * state.q1) / det, xp.where(a > 0, 0.0, one2))
-        # Active set: a variable on a bound that the step pushes against stays on it. λ1 alone on a bound:
-        # 1-D step in v2. v2 on its (possibly λ1-dependent) bound: 1-D Newton step along that edge,
-        # direction (1, κ), κ = d(bound)/dv1 (the joint step assumed both move freely).
-        lo2, hi2 = b.bounds2(xp, state.v1)
-        slack = 1e-9 * (1.0 + xp.abs(state.v2))
-        stuck1 = ((state.v1 <= b.lo1) & (dv1 < 0)) | ((state.v1 >= b.hi1) & (dv1 > 0))
-        at_lo2 = (state.v2 <= lo2 + slack) & (dv2 < 0)
-        at_hi2 = (state.v2 >= hi2 - slack) & (dv2 > 0)
-        kappa = xp.where(at_hi2, b.upper_slope(xp, state.v1), xp.where(at_lo2, b.lower_slope(xp, state.v1), 0.0))
-        curv = (state.h11 + 2.0 * kappa * state.h12 + kappa * kappa * state.h22) * (1.0 + mu)
-        along = xp.where(curv > 0, -(state.q1 + kappa * state.q2) / xp.where(curv > 0, curv, 1.0), 0.0)
-        stuck2 = at_lo2 | at_hi2
-        dv1, dv2 = (
-            xp.where(stuck2, xp.where(stuck1, 0.0, along), dv1),
-            xp.where(stuck2, xp.where(stuck1, 0.0, kappa * along), xp.where(stuck1, one2, dv2)),
-        )
-        n1, n2 = b.project(xp, state.v1 + dv1, state.v2 + dv2)
-    cand = _evaluate(xp, model, t, y, sw, e3, b, n1, n2)
-    accept = (cand.rss < state.rss) & ~frozen
-    gain = xp.where(frozen, 0.0, state.rss - cand.rss)
-    moved = xp.maximum(xp.abs(n1 - state.v1), xp.abs(n2 - state.v2))
-    new = state.merge(xp, accept, cand)
-    mu = xp.where(accept, xp.maximum(mu * 0.3, 1e-12), xp.where(frozen, mu, xp.minimum(mu * 10.0, 1e16)))
-    tol_abs, tol_rel, tol_step = tols
-    # Converged: the projected step vanishes, the RSS change (either sign: float32 rounding makes tiny
-    # steps look like failures) is negligible, or LM keeps failing at large damping.
-    done = frozen | (moved < tol_step) | (xp.abs(gain) <= tol_abs + tol_rel * new.rss) | (~accept & (mu > 1e4))
-    return new, mu, done
+def check_model(model: str, *, allow_auto: bool = True) -> None:
+    """Raise `InputError` unless `model` is a known TAC model name (or ``auto`` where allowed)."""
+    names = (*MODELS, "auto") if allow_auto else MODELS
+    if model not in names:
+        raise InputError(f"unknown TAC model {model!r}; use one of {', '.join(names)}")
+
+
+def n_params(model: str) -> int:
+    """Number of fitted parameters of a model (0 for ``trapezoid``)."""
+    check_model(model, allow_auto=False)
+    return len(FREE_PARAMS[model])
+
+
+def min_points(model: str, tail: str = "physical") -> int:
+    """Fewest time points a model may be fitted to: fitted parameters + 1 (trapezoid: 1, or 2 with a fitted tail)."""
+    if model == TRAPEZOID:
+        return 2 if tail == "fitted" else 1
+    return n_params(model) + 1

@@ -1,23 +1,8 @@
 """Dose-voxel kernels (MIRD voxel S values) generated from physics for any, possibly anisotropic, voxel size.
 
-Model (PHYSICS.md §4). The isotropic dose point kernel D(r) of the nuclide (dose per decay at distance r from a
-point source in an infinite homogeneous medium) is the sum of
-
-- **electrons**: Monte Carlo scaled dose point kernels of monoenergetic electrons in water, F(x, E) with
-  x = r / r0(E) (EGSnrc/EDKnrc, Mainegra-Hing, Rogers & Kawrakow 2005, Med Phys 32:685; 10 keV, 15 keV, 100 keV,
-  1 MeV, interpolated in log E), weighted by the ICRP-107 β⁻ spectrum and the discrete conversion and Auger
-  electrons. r0(E) is the CSDA range of the medium from NIST ESTAR (soft tissue: "Tissue, soft (ICRP)";
-  bone: "Bone, cortical (ICRP)"), divided by the medium density: the scaled kernel is taken as medium independent
-  once expressed in units of the medium's own CSDA range (range scaling). Electrons below 10 keV (ESTAR's lowest
-  energy; CSDA range ≤ 2.5 µm; 1.3 keV, 0.9 % of the 177Lu electron energy) deposit locally.
-- **photons**: γ and X lines ≥ 15 keV by attenuation with build-up,
-  D(r) = Σ y E (μ_en/ρ) B(μr) e^(−μr) / (4π r²), with μ/ρ and μ_en/ρ from Hubbell & Seltzer (NIST SRD 126,
-  ICRU-44 skeletal muscle for soft tissue, ICRU-44 cortical bone for bone) and the ANSI/ANS-6.4.3 geometric-
-  progression build-up fit (water for soft tissue; aluminium for cortical bone, whose μ_en/μ is 1.0–1.13 times
-  aluminium's over 60–300 keV). The published fits are exposure (air response) build-up factors; their scattered
-  part B − 1 is scaled per line so that ∫ B e^(−x) dx = μ/μ_en, i.e. an infinite medium absorbs all the photon
-  energy (scale 0.96–1.03 for the 177Lu lines with water, 1.16–1.67 with aluminium in bone). Lines below 15 keV
-  (Hf L X-rays, 0.3 keV per decay, mean free path ≤ 2.5 mm) deposit locally.
+The dose point kernel D(r) (electrons from scaled EGSnrc kernels, photons by attenuation with build-up) is
+described and tabulated in `ludl.physics.point_kernel`; its data tables and media live in
+`ludl.physics.kernel_data`. This module integrates D over voxel pairs, and caches the kernels.
 
 The voxel S value is the mean of D over a source point uniform in voxel 0 and a target point uniform in voxel Δ:
 K(Δ) = ∫ T_Δ(u) D(|u|) d³u, T_Δ being the product of per-axis triangle (tent) functions of the difference vector.
@@ -42,9 +27,8 @@ energy per decay, while the published tables do not: summed over 11³ they hold 
 extent). The deficit sits next to the source — the published centre, face and edge voxels hold 138.9 keV against
 149.0 keV here (bone 139.7 vs 150.4) — so it is a smaller electron source term in the published simulation (as
 if part of the 14.7 keV of conversion and Auger electrons, or of the β spectrum, were missing), not a transport
-difference: the
-energy-normalised shape agrees, centre / Σ11³ = 0.902 vs 0.894 (soft tissue) and 0.897 vs 0.899 (bone), and the
-self-absorbed electron fraction of the 4.42 mm voxel, 0.922 here, matches the thick-target estimate
+difference: the energy-normalised shape agrees, centre / Σ11³ = 0.902 vs 0.894 (soft tissue) and 0.897 vs 0.899
+(bone), and the self-absorbed electron fraction of the 4.42 mm voxel, 0.922 here, matches the thick-target estimate
 1 − (3/4)·1.24·⟨r⟩/R = 0.918 (equal-volume sphere R = 2.74 mm, cube/sphere surface ratio 1.24, energy-weighted mean
 electron distance ⟨r⟩ = 0.24 mm in soft tissue), whereas the published centre would need ⟨r⟩ ≈ 0.44 mm.
 (2) In bone the photon part is 10–14 % high: the aluminium GP build-up shape stands in for cortical bone and its
@@ -57,26 +41,31 @@ Units: K in mGy/(MBq·s) (the unit of published tables); `ludl.physics.dose` con
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ludl.errors import InputError, KernelError
-from ludl.physics.nuclides import J_PER_MEV, Nuclide, get_nuclide
+from ludl.errors import KernelError
+from ludl.physics.kernel_data import MEDIA, Medium, data_fingerprint
+from ludl.physics.point_kernel import (
+    BETA_NODES,
+    MGY_PER_MBQ_S_PER_MEV_PER_G,
+    RADIAL_PER_DECADE,
+    RadialModel,
+    canonical_names,
+    point_kernel_mgy_per_mbq_s,
+    radial_model,
+    sphere_s_value_mgy_per_mbq_s,
+)
 
 __all__ = [
     "KERNEL_MODEL_VERSION",
@@ -92,7 +81,7 @@ __all__ = [
     "voxel_s_kernel",
 ]
 
-# Bump when the physics or the integration changes: it is part of every disk-cache key.
+# Bump when the physics (`ludl.physics.point_kernel`) or the integration changes: it is part of every disk-cache key.
 KERNEL_MODEL_VERSION = "ludl-dvk-1 (EGSnrc scaled DPK 2005, ESTAR, Hubbell-Seltzer, ANS-6.4.3 GP)"
 
 # Voxel sizes the model supports. Below 0.5 mm the scaled-kernel histograms (bins of 0.05 r0, i.e. 0.09 mm for
@@ -105,443 +94,17 @@ MAX_SPACING_MM = 20.0
 MAX_KERNEL_SIZE = 129
 MIN_KERNEL_SIZE = 11  # the default size covers at least 11 voxels per axis (PHYSICS.md §4)
 
-# MeV/g per decay → mGy/(MBq·s): J/MeV × 1000 g/kg × 1e6 decays/(MBq·s) × 1000 mGy/Gy.
-_MGY_PER_MBQ_S_PER_MEV_PER_G = J_PER_MEV * 1e3 * 1e6 * 1e3
-_G_PER_MM3_PER_G_PER_ML = 1e-3  # 1 g/cm³ = 1e-3 g/mm³
-_MM2_PER_CM2 = 100.0
-
-_ELECTRON_LOCAL_BELOW_MEV = 0.010  # ESTAR's first energy and the lowest tabulated scaled kernel
-_PHOTON_LOCAL_BELOW_MEV = 0.015  # first energy of the ANS-6.4.3 build-up fits
-_MAX_ELECTRON_MEV = 1.0  # highest tabulated scaled kernel
-_MAX_PHOTON_MEV = 3.0  # last row of the photon tables kept here
-_BETA_NODES = 400  # β spectrum quadrature nodes (trapezoid on a uniform grid up to the endpoint)
-_RADIAL_PER_DECADE = 240  # log radial grid for the tabulated energy deposition
-_R_MIN_MM = 1e-5
-_R_MAX_MM = 4000.0  # covers 2R of the largest sphere (0.58 m) and the corner of the largest kernel (2.2 m)
 _N_THETA = 96  # octant direction rule for the near-field rays: Gauss–Legendre in cos θ and in φ
 _N_PHI = 96
 _N_GAUSS_HALF_TENT = 4  # far field: Gauss–Legendre nodes on each half of each axis' tent
 _MEMORY_CACHE_ENTRIES = 16
-
-_DATA_FILES = (
-    "electron_scaled_dpk_water.csv",
-    "estar_csda_range.csv",
-    "photon_attenuation.csv",
-    "buildup_gp_coefficients.csv",
-)
-
-
-@dataclass(frozen=True)
-class Medium:
-    """A homogeneous medium for kernels: density and the names of its columns in the packaged data tables.
-
-    Attributes:
-        name: key in `MEDIA`.
-        density_g_per_ml: mass density the kernel is made for, g/cm³.
-        estar_column: column of ``estar_csda_range.csv`` (electron CSDA range, g/cm²).
-        photon_columns: (μ/ρ, μ_en/ρ) columns of ``photon_attenuation.csv``.
-        buildup_material: material prefix of the GP build-up columns of ``buildup_gp_coefficients.csv``.
-        source: where the composition and density come from.
-    """
-
-    name: str
-    density_g_per_ml: float
-    estar_column: str
-    photon_columns: tuple[str, str]
-    buildup_material: str
-    source: str = field(default="", compare=False)
-
-
-MEDIA: dict[str, Medium] = {
-    "soft_tissue": Medium(
-        name="soft_tissue",
-        density_g_per_ml=1.04,  # ICRU Report 44 soft tissue (PHYSICS.md §4), as in Lanconelli et al. 2012
-        estar_column="soft_tissue_icrp",
-        photon_columns=("muscle_mu", "muscle_muen"),
-        buildup_material="water",
-        source="ρ 1.04 g/cm³ (ICRU 44); electron ranges ESTAR Tissue, soft (ICRP); photons Hubbell-Seltzer "
-        "ICRU-44 skeletal muscle; build-up ANS-6.4.3 water",
-    ),
-    "bone": Medium(
-        name="bone",
-        density_g_per_ml=1.85,  # cortical/compact bone as pinned in PHYSICS.md §4 (ICRU 46 lists 1.92)
-        estar_column="bone_cortical_icrp",
-        photon_columns=("bone_mu", "bone_muen"),
-        buildup_material="aluminum",
-        source="ρ 1.85 g/cm³ (cortical bone, PHYSICS.md §4); electron ranges ESTAR Bone, cortical (ICRP); "
-        "photons Hubbell-Seltzer ICRU-44 cortical bone; build-up ANS-6.4.3 aluminium",
-    ),
-}
-
-
-# ---------------------------------------------------------------------------------------------- data tables
-
-
-def _read_table(name: str) -> dict[str, npt.NDArray[np.float64]]:
-    text = (resources.files("ludl.physics.data") / name).read_text(encoding="utf-8")
-    rows = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    reader = csv.reader(io.StringIO("\n".join(rows)))
-    header = next(reader)
-    values = np.asarray([[float(v) for v in row] for row in reader], dtype=np.float64)
-    return {key.strip(): values[:, i] for i, key in enumerate(header)}
-
-
-@lru_cache(maxsize=1)
-def _tables() -> dict[str, dict[str, npt.NDArray[np.float64]]]:
-    return {name: _read_table(name) for name in _DATA_FILES}
-
-
-@lru_cache(maxsize=1)
-def _data_fingerprint() -> str:
-    digest = hashlib.sha256()
-    for name in _DATA_FILES:
-        digest.update((resources.files("ludl.physics.data") / name).read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _loglog_interp(x: npt.ArrayLike, xp: npt.NDArray[np.float64], fp: npt.NDArray[np.float64]) -> Any:
-    return np.exp(np.interp(np.log(np.asarray(x, dtype=np.float64)), np.log(xp), np.log(fp)))
-
-
-# ------------------------------------------------------------------------------------------- radial model
-
-
-@dataclass(frozen=True)
-class _RadialModel:
-    """Energy deposition around a point source, per decay, on a radial grid (mm) in one medium.
-
-    ``f`` is r²·D(r) in MeV·mm²/g, piecewise constant on the grid cells (cell averages, so the energy in every
-    shell is exact); ``moments[p, j]`` = ∫₀^{r_j} r^p f dr. ``local_mev`` is deposited at the source point.
-    """
-
-    edges_mm: npt.NDArray[np.float64]
-    f_electron: npt.NDArray[np.float64]
-    f_photon: npt.NDArray[np.float64]
-    f_total: npt.NDArray[np.float64]
-    f_photon_at_edges: npt.NDArray[np.float64]  # r²·D_photon at the grid edges, for fast interpolation
-    moments: npt.NDArray[np.float64]
-    local_mev: float
-    electron_mev: float  # emitted electron energy per decay (ICRP-107), of which local_mev is local
-    photon_mev: float  # emitted photon energy per decay
-    photon_local_mev: float
-    electron_range_mm: float  # beyond this radius no electron energy is deposited
-    density_g_per_mm3: float
-    photon_lines: tuple[tuple[float, float, float, float, float], ...]  # (yE MeV, μ 1/mm, μen mm²/g, s, E MeV)
-    gp_material: str
-
-    def photon_f(self, r_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """r²·D_photon(r) in MeV·mm²/g, evaluated from the line parameters (smooth, any r ≥ 0)."""
-        r = np.asarray(r_mm, dtype=np.float64)
-        total = np.zeros_like(r)
-        for energy_weight, mu, muen, scale, energy in self.photon_lines:
-            x = mu * r
-            build_up = 1.0 + scale * (_gp_buildup(energy, x, self.gp_material) - 1.0)
-            total += energy_weight * muen * build_up * np.exp(-x) / (4.0 * math.pi)
-        return total
-
-    def moment_at(self, r_mm: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """∫₀^r s^p f(s) ds for p = 0..3 at arbitrary radii: shape (4, *r.shape)."""
-        r = np.clip(np.asarray(r_mm, dtype=np.float64), 0.0, self.edges_mm[-1])
-        j = np.clip(np.searchsorted(self.edges_mm, r, side="right") - 1, 0, self.f_total.size - 1)
-        r_j = self.edges_mm[j]
-        f_j = self.f_total[j]
-        out = np.empty((4, *r.shape), dtype=np.float64)
-        for p in range(4):
-            out[p] = self.moments[p, j] + f_j * (r ** (p + 1) - r_j ** (p + 1)) / (p + 1)
-        return out
-
-
-def _gp_buildup(energy_mev: float, x: npt.NDArray[np.float64], material: str) -> npt.NDArray[np.float64]:
-    """ANS-6.4.3 GP build-up factor at `x` mean free paths, log-log interpolated between tabulated energies."""
-    table = _tables()["buildup_gp_coefficients.csv"]
-    energies = table["E_MeV"]
-    hi = int(np.clip(np.searchsorted(energies, energy_mev), 1, energies.size - 1))
-    lo = hi - 1
-    values = []
-    for row in (lo, hi):
-        b, c, a, big_x, d = (float(table[f"{material}_{k}"][row]) for k in ("b", "c", "a", "X", "d"))
-        xx = np.maximum(x, 1e-12)
-        k_factor = c * xx**a + d * (np.tanh(xx / big_x - 2.0) - math.tanh(-2.0)) / (1.0 - math.tanh(-2.0))
-        near_one = np.abs(k_factor - 1.0) < 1e-9
-        safe_k = np.where(near_one, 2.0, k_factor)
-        geometric = (safe_k**xx - 1.0) / (safe_k - 1.0)
-        values.append(1.0 + (b - 1.0) * np.where(near_one, xx, geometric))
-    t = (math.log(energy_mev) - math.log(energies[lo])) / (math.log(energies[hi]) - math.log(energies[lo]))
-    t = min(max(t, 0.0), 1.0)
-    result: npt.NDArray[np.float64] = np.exp((1.0 - t) * np.log(values[0]) + t * np.log(values[1]))
-    return result
-
-
-def _scaled_kernel_cdf(x: npt.NDArray[np.float64], energy_mev: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    """Fraction of a monoenergetic electron's energy absorbed within x = r/r0; x (K, N), energy (K,) → (K, N)."""
-    table = _tables()["electron_scaled_dpk_water.csv"]
-    edges = np.concatenate([table["x_low"][:1], table["x_high"]])
-    tab_energy = np.array([0.010, 0.015, 0.100, 1.000])
-    log_e = np.log(np.clip(energy_mev, tab_energy[0], tab_energy[-1]))
-    hi = np.clip(np.searchsorted(np.log(tab_energy), log_e), 1, tab_energy.size - 1)
-    lo = hi - 1
-    t = (log_e - np.log(tab_energy[lo])) / (np.log(tab_energy[hi]) - np.log(tab_energy[lo]))
-    result = np.zeros(x.shape, dtype=np.float64)
-    for index, column in enumerate(("F_10keV", "F_15keV", "F_100keV", "F_1MeV")):
-        weight = np.where(lo == index, 1.0 - t, 0.0) + np.where(hi == index, t, 0.0)
-        if not np.any(weight > 0):
-            continue
-        hist = table[column] * np.diff(edges)
-        # Normalised to 1: the tables integrate to 0.997-1.000 (bremsstrahlung escape <= 0.4 % at 1 MeV and
-        # <= 0.2 % at the 177Lu beta endpoint, ESTAR radiation yield), so the kernel carries the ICRP energy exactly.
-        cdf = np.concatenate([[0.0], np.cumsum(hist)]) / hist.sum()
-        result += weight[:, None] * np.interp(x, edges, cdf)
-    return result
-
-
-def _check_nuclide_supported(nuclide: Nuclide) -> None:
-    # Alpha and β⁺ emitters need physics this model lacks (alpha tracks, annihilation photons): refuse them.
-    for kind in ("alpha", "beta+", "neutron", "fission"):
-        if kind in nuclide.emission_kinds:
-            raise KernelError(
-                f"nuclide {nuclide.name} emits {kind}; the kernel model covers β⁻, conversion/Auger electrons and "
-                "photons only — use a Monte Carlo kernel for it"
-            )
-    top_e = max(
-        float(nuclide.beta_spectrum_mev[:, 0].max()) if nuclide.beta_spectrum_mev.size else 0.0,
-        float(nuclide.electron_lines_mev[:, 0].max()) if nuclide.electron_lines_mev.size else 0.0,
-    )
-    if top_e > _MAX_ELECTRON_MEV:
-        raise KernelError(
-            f"nuclide {nuclide.name} emits electrons up to {top_e:.3f} MeV; the scaled electron kernels are "
-            f"tabulated up to {_MAX_ELECTRON_MEV} MeV"
-        )
-    if nuclide.photon_lines_mev.size and float(nuclide.photon_lines_mev[:, 0].max()) > _MAX_PHOTON_MEV:
-        raise KernelError(
-            f"nuclide {nuclide.name} emits photons above {_MAX_PHOTON_MEV} MeV, beyond the packaged photon tables"
-        )
-
-
-def _resolve(nuclide: str, medium: str) -> tuple[Nuclide, Medium]:
-    if not isinstance(medium, str) or medium not in MEDIA:
-        raise KernelError(f"unknown kernel medium {medium!r}; choose one of {sorted(MEDIA)}")
-    if not isinstance(nuclide, str):
-        raise KernelError(f"nuclide must be a name such as 'Lu-177', got {nuclide!r}")
-    try:
-        data = get_nuclide(nuclide)
-    except InputError as exc:
-        raise KernelError(f"unknown nuclide {nuclide!r} for a dose kernel: {exc}") from exc
-    _check_nuclide_supported(data)
-    return data, MEDIA[medium]
-
-
-@lru_cache(maxsize=8)
-def _radial_model(nuclide_name: str, medium_name: str) -> _RadialModel:
-    nuclide, medium = _resolve(nuclide_name, medium_name)
-    rho_g_per_mm3 = medium.density_g_per_ml * _G_PER_MM3_PER_G_PER_ML
-    n_decades = math.log10(_R_MAX_MM / _R_MIN_MM)
-    edges = np.concatenate([[0.0], np.geomspace(_R_MIN_MM, _R_MAX_MM, int(n_decades * _RADIAL_PER_DECADE) + 1)])
-
-    # --- electron components (energy E, energy weight in MeV per decay)
-    estar = _tables()["estar_csda_range.csv"]
-    energies: list[npt.NDArray[np.float64]] = []
-    weights: list[npt.NDArray[np.float64]] = []
-    local_mev = 0.0
-    spectrum = nuclide.beta_spectrum_mev
-    if spectrum.size:
-        e_max = float(spectrum[-1, 0])
-        e_nodes = np.linspace(0.0, e_max, _BETA_NODES + 1)
-        density = np.interp(e_nodes, spectrum[:, 0], spectrum[:, 1])
-        w = np.full(e_nodes.size, e_nodes[1] - e_nodes[0])
-        w[[0, -1]] *= 0.5
-        energy_w = density * e_nodes * w
-        # Renormalise the quadrature to the tabulated mean β energy (a < 0.1 % correction).
-        energy_w *= nuclide.beta_mean_mev / energy_w.sum()
-        ranged = e_nodes >= _ELECTRON_LOCAL_BELOW_MEV
-        local_mev += float(energy_w[~ranged].sum())
-        energies.append(e_nodes[ranged])
-        weights.append(energy_w[ranged])
-    lines = nuclide.electron_lines_mev
-    if lines.size:
-        ranged = lines[:, 0] >= _ELECTRON_LOCAL_BELOW_MEV
-        local_mev += float(np.sum(lines[~ranged, 0] * lines[~ranged, 1]))
-        energies.append(lines[ranged, 0])
-        weights.append(lines[ranged, 0] * lines[ranged, 1])
-    e_all = np.concatenate(energies) if energies else np.zeros(0)
-    w_all = np.concatenate(weights) if weights else np.zeros(0)
-    r0_mm = _loglog_interp(e_all, estar["E_MeV"], estar[medium.estar_column]) / medium.density_g_per_ml * 10.0
-    cum_electron = w_all @ _scaled_kernel_cdf(edges[None, :] / r0_mm[:, None], e_all)
-    electron_range_mm = float(1.2 * r0_mm.max()) if r0_mm.size else 0.0
-
-    # --- photon lines
-    photons = _tables()["photon_attenuation.csv"]
-    mu_col, muen_col = medium.photon_columns
-    photon_lines = []
-    photon_local_mev = 0.0
-    x_grid = np.linspace(0.0, 80.0, 160001)
-    for energy, yld in nuclide.photon_lines_mev:
-        if energy < _PHOTON_LOCAL_BELOW_MEV:
-            photon_local_mev += float(energy * yld)
-            continue
-        mu_rho = float(_loglog_interp(energy, photons["E_MeV"], photons[mu_col]))
-        muen_rho = float(_loglog_interp(energy, photons["E_MeV"], photons[muen_col]))
-        scattered = np.trapezoid(
-            (_gp_buildup(float(energy), x_grid, medium.buildup_material) - 1.0) * np.exp(-x_grid), x_grid
-        )
-        scale = (mu_rho / muen_rho - 1.0) / scattered
-        mu_per_mm = mu_rho * medium.density_g_per_ml / 10.0
-        photon_lines.append((float(energy * yld), mu_per_mm, muen_rho * _MM2_PER_CM2, float(scale), float(energy)))
-    local_mev += photon_local_mev
-
-    model_stub = _RadialModel(
-        edges_mm=edges,
-        f_electron=np.zeros(0),
-        f_photon=np.zeros(0),
-        f_total=np.zeros(0),
-        f_photon_at_edges=np.zeros(0),
-        moments=np.zeros((4, 0)),
-        local_mev=0.0,
-        electron_mev=0.0,
-        photon_mev=0.0,
-        photon_local_mev=0.0,
-        electron_range_mm=0.0,
-        density_g_per_mm3=rho_g_per_mm3,
-        photon_lines=tuple(photon_lines),
-        gp_material=medium.buildup_material,
-    )
-    # Photon energy per shell by Simpson's rule on each cell (f_photon is smooth).
-    mid = 0.5 * (edges[1:] + edges[:-1])
-    width = np.diff(edges)
-    photon_at_edges = model_stub.photon_f(edges)
-    photon_cell = (photon_at_edges[:-1] + 4.0 * model_stub.photon_f(mid) + photon_at_edges[1:]) / 6.0
-    electron_cell = np.diff(cum_electron) / width / (4.0 * math.pi * rho_g_per_mm3)
-    total_cell = electron_cell + photon_cell
-    moments = np.zeros((4, edges.size))
-    for p in range(4):
-        shell = total_cell * (edges[1:] ** (p + 1) - edges[:-1] ** (p + 1)) / (p + 1)
-        moments[p, 1:] = np.cumsum(shell)
-    return _RadialModel(
-        edges_mm=edges,
-        f_electron=electron_cell,
-        f_photon=photon_cell,
-        f_total=total_cell,
-        f_photon_at_edges=photon_at_edges,
-        moments=moments,
-        local_mev=local_mev,
-        electron_mev=nuclide.electron_energy_mev,
-        photon_mev=nuclide.photon_energy_mev,
-        photon_local_mev=photon_local_mev,
-        electron_range_mm=electron_range_mm,
-        density_g_per_mm3=rho_g_per_mm3,
-        photon_lines=tuple(photon_lines),
-        gp_material=medium.buildup_material,
-    )
-
-
-# ------------------------------------------------------------------------------------------- point kernel
-
-
-def point_kernel_mgy_per_mbq_s(
-    r_mm: npt.ArrayLike,
-    medium: str = "soft_tissue",
-    nuclide: str = "Lu-177",
-    component: Literal["total", "electron", "photon"] = "total",
-) -> npt.NDArray[np.float64]:
-    """Dose point kernel: dose per decay rate at distance r from a point source, mGy/(MBq·s).
-
-    Args:
-        r_mm: distances from the source in mm, all > 0 (any shape).
-        medium: key of `MEDIA`.
-        nuclide: nuclide name (``"Lu-177"``).
-        component: ``"electron"``, ``"photon"`` or their sum ``"total"``. The electron part is the shell average
-            on the model's radial grid (0.96 % wide shells); electrons below 10 keV and photons below 15 keV are
-            deposited at r = 0 and are not part of D(r) (see `sphere_s_value_mgy_per_mbq_s` and the kernel).
-    """
-    if component not in ("total", "electron", "photon"):
-        raise KernelError(f"component must be 'total', 'electron' or 'photon', got {component!r}")
-    model = _radial_model(*_canonical(nuclide, medium))
-    r = _as_float_array(r_mm, "r_mm")
-    if r.size and not (np.all(np.isfinite(r)) and np.all(r > 0)):
-        raise KernelError(f"r_mm must be finite and > 0 (the point kernel diverges at r = 0), got {r_mm!r}")
-    if r.size and float(r.max()) > model.edges_mm[-1]:
-        raise KernelError(f"r_mm must be ≤ {model.edges_mm[-1]:g} mm, got {float(r.max()):g}")
-    j = np.clip(np.searchsorted(model.edges_mm, r, side="right") - 1, 0, model.f_total.size - 1)
-    f = np.zeros_like(r)
-    if component in ("total", "electron"):
-        f = f + model.f_electron[j]
-    if component in ("total", "photon"):
-        f = f + model.photon_f(r)
-    result: npt.NDArray[np.float64] = f / r**2 * _MGY_PER_MBQ_S_PER_MEV_PER_G
-    return result
-
-
-def _as_float_array(value: npt.ArrayLike, name: str) -> npt.NDArray[np.float64]:
-    try:
-        return np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise KernelError(f"{name} must be numbers, got {value!r}") from exc
-
-
-def _canonical(nuclide: str, medium: str) -> tuple[str, str]:
-    data, med = _resolve(nuclide, medium)
-    return data.name, med.name
-
-
-# ------------------------------------------------------------------------------------------- sphere model
-
-
-def sphere_s_value_mgy_per_mbq_s(
-    volume_ml: npt.ArrayLike,
-    medium: str = "soft_tissue",
-    nuclide: str = "Lu-177",
-    component: Literal["total", "electron", "photon"] = "total",
-) -> npt.NDArray[np.float64]:
-    """Self-dose S value of a uniformly filled sphere in an infinite medium, mGy/(MBq·s).
-
-    S = ∫ p(r) D(r) dr with p the distance distribution of two uniform points in a sphere of radius R,
-    p(r) = 3r²/R³ − 9r³/(4R⁴) + 3r⁵/(16R⁶) (0 ≤ r ≤ 2R); r² cancels D's 1/r², so S is exact in the tabulated
-    radial energy deposition. The sphere's mass is volume × the medium density.
-
-    Args:
-        volume_ml: sphere volume(s) in mL, within [1e-6, 1e5] mL (any shape; a 0-d array for a scalar).
-        medium: key of `MEDIA`.
-        nuclide: nuclide name.
-        component: ``"electron"`` (β, conversion and Auger electrons), ``"photon"`` or ``"total"``.
-    """
-    if component not in ("total", "electron", "photon"):
-        raise KernelError(f"component must be 'total', 'electron' or 'photon', got {component!r}")
-    model = _radial_model(*_canonical(nuclide, medium))
-    volume = _as_float_array(volume_ml, "volume_ml")
-    if not (np.all(np.isfinite(volume)) and np.all(volume >= 1e-6) and np.all(volume <= 1e5)):
-        raise KernelError(f"volume_ml must be within [1e-6, 1e5] mL, got {volume_ml!r}")
-    radius = np.cbrt(volume * 1000.0 * 3.0 / (4.0 * math.pi))  # mm
-    f = {"total": model.f_total, "electron": model.f_electron, "photon": model.f_photon}[component]
-    m = _moments_at(model.edges_mm, f, 2.0 * radius)
-    local = {
-        "total": model.local_mev,
-        "electron": model.local_mev - model.photon_local_mev,
-        "photon": model.photon_local_mev,
-    }[component]
-    s_mev_per_g = (
-        3.0 / radius**3 * m[0] - 9.0 / (4.0 * radius**4) * m[1] + 3.0 / (16.0 * radius**6) * m[3]
-    ) + local / (model.density_g_per_mm3 * volume * 1000.0)
-    result: npt.NDArray[np.float64] = s_mev_per_g * _MGY_PER_MBQ_S_PER_MEV_PER_G
-    return result
-
-
-def _moments_at(
-    edges: npt.NDArray[np.float64], f_cell: npt.NDArray[np.float64], r_mm: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """∫₀^r s^p f(s) ds, p = 0..3, for a piecewise-constant f on the grid cells: shape (4, *r.shape)."""
-    r = np.clip(np.asarray(r_mm, dtype=np.float64), 0.0, edges[-1])
-    j = np.clip(np.searchsorted(edges, r, side="right") - 1, 0, f_cell.size - 1)
-    out = np.empty((4, *r.shape), dtype=np.float64)
-    for p in range(4):
-        cumulative = np.concatenate([[0.0], np.cumsum(f_cell * (edges[1:] ** (p + 1) - edges[:-1] ** (p + 1)))])
-        out[p] = (cumulative[j] + f_cell[j] * (r ** (p + 1) - edges[j] ** (p + 1))) / (p + 1)
-    return out
 
 
 # ------------------------------------------------------------------------------------------- voxel kernel
 
 
 def _near_field_octant(
-    model: _RadialModel, h: npt.NDArray[np.float64], n_near: npt.NDArray[np.int64]
+    model: RadialModel, h: npt.NDArray[np.float64], n_near: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
     """Ray integration of K (MeV/g) for voxels 0..n_near per axis, from directions in the positive octant only."""
     mu, w_mu = np.polynomial.legendre.leggauss(_N_THETA)
@@ -603,7 +166,7 @@ def _near_field_octant(
 
 
 def _far_field_octant(
-    model: _RadialModel, h: npt.NDArray[np.float64], octant_shape: tuple[int, int, int], n_near: npt.NDArray[np.int64]
+    model: RadialModel, h: npt.NDArray[np.float64], octant_shape: tuple[int, int, int], n_near: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
     """Photon-only K (MeV/g) by a tensor Gauss rule on the tent, for octant voxels outside the near block."""
     g, gw = np.polynomial.legendre.leggauss(_N_GAUSS_HALF_TENT)
@@ -655,7 +218,7 @@ def _symmetrise(octant: npt.NDArray[np.float64], h: npt.NDArray[np.float64]) -> 
     return result
 
 
-def _near_extent(model: _RadialModel, h: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
+def _near_extent(model: RadialModel, h: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
     # Voxels with (|Δ_i| − 1) h_i ≥ electron range on some axis get no electron dose: they are far field.
     return np.maximum(1, np.ceil(model.electron_range_mm / h)).astype(np.int64)
 
@@ -664,7 +227,7 @@ def _generate_kernel(
     spacing_zyx_mm: tuple[float, float, float], size_zyx: tuple[int, int, int], medium: str, nuclide: str
 ) -> npt.NDArray[np.float64]:
     """Compute the kernel (no caching): mGy/(MBq·s), shape `size_zyx`, centred."""
-    model = _radial_model(nuclide, medium)
+    model = radial_model(nuclide, medium)
     h = np.asarray(spacing_zyx_mm, dtype=np.float64)
     half = np.asarray(size_zyx, dtype=np.int64) // 2
     n_near = np.minimum(_near_extent(model, h), half)
@@ -678,8 +241,11 @@ def _generate_kernel(
     for axis in range(3):
         mirrored = np.flip(np.take(full, np.arange(1, full.shape[axis]), axis=axis), axis=axis)
         full = np.concatenate([mirrored, full], axis=axis)
-    result: npt.NDArray[np.float64] = full * _MGY_PER_MBQ_S_PER_MEV_PER_G
+    result: npt.NDArray[np.float64] = full * MGY_PER_MBQ_S_PER_MEV_PER_G
     return result
+
+
+# ----------------------------------------------------------------------------------------- inputs and cache
 
 
 def _validate_spacing(spacing_zyx_mm: Any) -> tuple[float, float, float]:
@@ -740,13 +306,13 @@ def clear_kernel_cache() -> None:
 def _cache_key(nuclide: str, medium: Medium, spacing: tuple[float, float, float], size: tuple[int, int, int]) -> str:
     payload = {
         "model": KERNEL_MODEL_VERSION,
-        "data": _data_fingerprint(),
+        "data": data_fingerprint(),
         "nuclide": nuclide,
         "medium": medium.name,
         "density_g_per_ml": medium.density_g_per_ml,
         "spacing_zyx_mm": [repr(float(s)) for s in spacing],
         "size_zyx": list(size),
-        "quadrature": [_N_THETA, _N_PHI, _N_GAUSS_HALF_TENT, _RADIAL_PER_DECADE, _BETA_NODES],
+        "quadrature": [_N_THETA, _N_PHI, _N_GAUSS_HALF_TENT, RADIAL_PER_DECADE, BETA_NODES],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -804,8 +370,8 @@ def voxel_s_kernel(
         ((11, 11, 11), 0.192)
     """
     spacing = _validate_spacing(spacing_zyx_mm)
-    nuclide_name, medium_name = _canonical(nuclide, medium)
-    model = _radial_model(nuclide_name, medium_name)
+    nuclide_name, medium_name = canonical_names(nuclide, medium)
+    model = radial_model(nuclide_name, medium_name)
     min_half = _near_extent(model, np.asarray(spacing))
     shape = _validate_size(size, min_half)
     key = _cache_key(nuclide_name, MEDIA[medium_name], spacing, shape)
@@ -841,4 +407,4 @@ def kernel_energy_per_decay_mev(
         raise KernelError(f"unknown kernel medium {medium!r}; choose one of {sorted(MEDIA)}")
     k = np.asarray(kernel_mgy_per_mbq_s, dtype=np.float64)
     voxel_mass_g = MEDIA[medium].density_g_per_ml * float(np.prod(spacing)) * 1e-3
-    return float(k.sum() * voxel_mass_g / _MGY_PER_MBQ_S_PER_MEV_PER_G)
+    return float(k.sum() * voxel_mass_g / MGY_PER_MBQ_S_PER_MEV_PER_G)

@@ -15,7 +15,8 @@ import pytest
 from scipy import integrate, optimize
 
 from ludl.errors import FitError, InputError
-from ludl.physics import kinetics
+from ludl.physics._fit_numpy import NumpyXp
+from ludl.physics._tac_selection import select_by_aic
 from ludl.physics.kinetics import fit_tac, fit_voxels, min_points, model_curve, tia_of, trapezoid_tia
 
 LAMBDA_PHYS = math.log(2.0) / 159.528  # 177Lu, PHYSICS.md §1 (ICRP 107: 6.647 d)
@@ -192,7 +193,7 @@ def test_auto_takes_the_simpler_model_on_ties() -> None:
 
 
 def test_selection_rule_within_two_aic_units() -> None:
-    xp = kinetics.NumpyXp()
+    xp = NumpyXp()
     models = ["mono", "biexp_uptake", "biexp", "triexp"]
     aic = {  # rows: mono 1.9 above best → mono; 2.1 above → best; equal-k tie → lower AIC
         "mono": np.array([1.9, 2.1, 10.0]),
@@ -200,7 +201,7 @@ def test_selection_rule_within_two_aic_units() -> None:
         "biexp": np.array([0.0, 0.0, 1.0]),
         "triexp": np.array([3.0, 3.0, 0.5]),
     }
-    choice = kinetics._select(xp, {m: {"aic": aic[m]} for m in models}, models)
+    choice = select_by_aic(xp, {m: {"aic": aic[m]} for m in models}, models)
     assert [models[i] for i in choice] == ["mono", "biexp", "triexp"]
 
 
