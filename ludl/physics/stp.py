@@ -24,6 +24,7 @@ from scipy.special import logsumexp, ndtri
 from scipy.stats import qmc
 
 from ludl.errors import InputError
+from ludl.physics._tac_models import MIN_RATE_RATIO
 from ludl.physics.nuclides import get_nuclide
 
 __all__ = [
@@ -39,8 +40,6 @@ LN2 = math.log(2.0)
 # Components of a RegionPrior's mean vector: A(t) = f·A_inj·(e^{−λ_eff t} − e^{−λ_u t}), the biexp_uptake
 # model of ludl.physics.kinetics with a0 = f·A_inj, lambda1_per_h = λ_eff, lambda2_per_h = λ_u.
 LOG_PARAM_NAMES = ("log_uptake_fraction", "log_lambda_eff_per_h", "log_lambda_uptake_per_h")
-# λ_u ≥ ratio·λ_eff, as in the kinetics fits (ludl.physics._tac_models.MIN_RATE_RATIO).
-_MIN_RATE_RATIO = 1.05
 # Points of the posterior CDF grid per class (log-spaced over the prior samples' TIA): a median to ≈ 0.5 %.
 _CDF_POINTS = 1024
 # Ridge added to covariances built from fits so that a class with collinear or clamped fits stays
@@ -390,7 +389,8 @@ class PriorInformedEstimator:
         theta = prior.mean + self._z[:, None, None] * prior.patient_loading + (self._eps @ chol.T)[None]
         f = np.exp(theta[..., 0])
         lam_eff = np.maximum(np.exp(theta[..., 1]), self.lambda_phys_per_h)
-        lam_u = np.maximum(np.exp(theta[..., 2]), lam_eff * _MIN_RATE_RATIO)
+        # λ_u ≥ ratio·λ_eff, as in the kinetics fits.
+        lam_u = np.maximum(np.exp(theta[..., 2]), lam_eff * MIN_RATE_RATIO)
         tia_per_mbq = f * (1.0 / lam_eff - 1.0 / lam_u)  # (K, M)
         tt = t[:, None, None]
         pred = f * (np.exp(-lam_eff * tt) - np.exp(-lam_u * tt))  # (R, K, M) per injected MBq
