@@ -20,13 +20,12 @@ import numpy.typing as npt
 
 from ludl.errors import InputError
 from ludl.imaging.resample import grid_with_spacing, resample_to
-from ludl.imaging.volume import Volume
+from ludl.imaging.volume import AIR_HU, Volume
 
 __all__ = ["RegistrationQuality", "RigidResult", "register_rigid", "registration_quality", "rigid_transform"]
 
-# Typical HU of air and the body outline threshold: -500 HU separates air (−1000) from any tissue, lung included
+# The body outline threshold (`registration_quality`): -500 HU separates air (−1000) from any tissue, lung included
 # only when dense; the outline is filled per slice so lungs count as body.
-_AIR_HU = -1000.0
 # Gaussian FWHM → sigma.
 _FWHM_TO_SIGMA = 1.0 / (2.0 * np.sqrt(2.0 * np.log(2.0)))
 
@@ -98,7 +97,7 @@ def _working_image(volume: Volume, spacing_mm: float) -> Volume:
     """Smooth (to the working resolution) and resample a CT to isotropic `spacing_mm`, clamped to [−1000, 2000] HU."""
     import SimpleITK as sitk
 
-    array = np.clip(np.asarray(volume.array, dtype=np.float32), _AIR_HU, 2000.0)
+    array = np.clip(np.asarray(volume.array, dtype=np.float32), AIR_HU, 2000.0)
     clamped = volume.with_array(array)
     if min(volume.spacing_zyx_mm) >= spacing_mm:
         return clamped
@@ -108,7 +107,7 @@ def _working_image(volume: Volume, spacing_mm: float) -> Volume:
     smoothed = sitk.SmoothingRecursiveGaussian(image, sigma_xyz) if max(sigma_xyz) > 0 else image
     smooth_volume = Volume.from_sitk(smoothed, unit=volume.unit)
     grid = grid_with_spacing(volume, (spacing_mm, spacing_mm, spacing_mm))
-    return resample_to(smooth_volume, grid, kind="linear", default=_AIR_HU)
+    return resample_to(smooth_volume, grid, kind="linear", default=AIR_HU)
 
 
 def _body_mask(array: npt.NDArray[Any], threshold_hu: float) -> npt.NDArray[np.bool_]:

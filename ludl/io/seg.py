@@ -395,5 +395,5 @@ def read_seg(
     if grid is not None:
         from ludl.imaging.resample import resample_to
 
-        volume = resample_to(volume, grid, kind="nearest")
+        volume = resample_to(volume, grid)
     return volume, mapping
