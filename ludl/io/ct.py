@@ -9,7 +9,8 @@ import numpy as np
 
 from ludl.errors import DicomError, UnitsError
 from ludl.imaging.volume import Volume
-from ludl.io.dicom_series import link_meta, load_series
+from ludl.io.dicom_series import load_series
+from ludl.io.dicom_tags import link_meta
 
 __all__ = ["ct_to_density", "read_ct"]
 

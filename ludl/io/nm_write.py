@@ -25,18 +25,17 @@ import numpy.typing as npt
 from ludl.errors import GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
+from ludl.io.dicom_file import NM_IMAGE_STORAGE
 from ludl.io.rtdose import new_uid
 
 __all__ = [
     "AXIAL_ORIENTATION",
-    "NM_IMAGE_STORAGE",
     "NmIdentity",
     "bq_per_ml_mapping",
     "nm_tomo_dataset",
     "write_nm_spect",
 ]
 
-NM_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.20"
 # ImageOrientationPatient of axial slices: rows along +x, columns along +y (the slice normal is +z).
 AXIAL_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 _MAX_STORED = 65000  # uint16 with head room

@@ -34,7 +34,8 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, InputError, UnitsError
 from ludl.imaging.volume import Volume
-from ludl.io.dicom_series import link_meta, load_series, parse_dicom_datetime
+from ludl.io.dicom_series import load_series
+from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
 
 __all__ = ["read_pet", "read_pet_bqml", "suv_scale_factors"]
 
