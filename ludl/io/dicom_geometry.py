@@ -142,48 +142,106 @@ def multiframe_geometry(ds: Any, source: str | os.PathLike[str] = "") -> SeriesG
     )
 
 
-def stack_geometry(
-    headers: Sequence[DicomHeader],
-) -> tuple[list[DicomHeader], SeriesGeometry | None, list[tuple[type[LudlError], str]]]:
-    """Sort single-frame headers along the normal and check the stack; never raises."""
-    problems: list[tuple[type[LudlError], str]] = []
+_Problems = list[tuple[type[LudlError], str]]
+
+
+def _common_plane(headers: Sequence[DicomHeader]) -> tuple[list[float], tuple[Any, Any], list[float]] | str:
+    """(orientation, (rows, columns), pixel spacing) shared by every slice, or the first difference found."""
     first = headers[0]
     iop0 = image_orientation(first.ds)
     if iop0 is None:
-        problems.append((GeometryError, f"{first.path}: no ImageOrientationPatient; cannot place the slices"))
-        return list(headers), None, problems
+        return f"{first.path}: no ImageOrientationPatient; cannot place the slices"
     for h in headers:
         iop = image_orientation(h.ds)
         if iop is None or not np.allclose(iop, iop0, atol=_ORIENTATION_TOL):
-            problems.append(
-                (GeometryError, f"{h.path}: orientation {iop} differs from {iop0} in {first.path}; split the series")
-            )
-            return list(headers), None, problems
+            return f"{h.path}: orientation {iop} differs from {iop0} in {first.path}; split the series"
     size0 = (first.ds.get("Rows"), first.ds.get("Columns"))
     spacing0 = tag_floats(first.ds.get("PixelSpacing"))
     if spacing0 is None or len(spacing0) != 2 or min(spacing0) <= 0:
-        problems.append((GeometryError, f"{first.path}: PixelSpacing missing or invalid ({spacing0})"))
-        return list(headers), None, problems
+        return f"{first.path}: PixelSpacing missing or invalid ({spacing0})"
     for h in headers:
         if (h.ds.get("Rows"), h.ds.get("Columns")) != size0:
-            problems.append(
-                (
-                    GeometryError,
-                    f"{h.path}: image size {h.ds.get('Rows')}×{h.ds.get('Columns')} differs from "
-                    f"{size0[0]}×{size0[1]} in {first.path}",
-                )
+            return (
+                f"{h.path}: image size {h.ds.get('Rows')}×{h.ds.get('Columns')} differs from "
+                f"{size0[0]}×{size0[1]} in {first.path}"
             )
-            return list(headers), None, problems
         sp = tag_floats(h.ds.get("PixelSpacing"))
         if sp is None or not np.allclose(sp, spacing0, rtol=1e-4, atol=1e-5):
-            problems.append((GeometryError, f"{h.path}: PixelSpacing {sp} differs from {spacing0} in {first.path}"))
-            return list(headers), None, problems
+            return f"{h.path}: PixelSpacing {sp} differs from {spacing0} in {first.path}"
+    return iop0, size0, spacing0
+
+
+def _slice_step(
+    sorted_headers: list[DicomHeader],
+    pos: npt.NDArray[np.float64],
+    along: npt.NDArray[np.float64],
+    normal: npt.NDArray[np.float64],
+) -> tuple[float | None, _Problems]:
+    """The median slice step of a sorted stack (None: all duplicates) and its duplicates, gaps, uneven steps, shear."""
+    problems: _Problems = []
+    steps = np.diff(along)
+    for i in np.nonzero(steps < _DUPLICATE_MM)[0]:
+        problems.append(
+            (
+                DicomError,
+                f"{sorted_headers[i + 1].path}: duplicate slice position {along[i + 1]:.3f} mm along the normal "
+                f"(same as {sorted_headers[i].path}); remove the duplicate or split the series",
+            )
+        )
+    real = steps[steps >= _DUPLICATE_MM]
+    if real.size == 0:
+        return None, problems
+    step = float(np.median(real))
+    for i in np.nonzero(steps > _GAP_FACTOR * step)[0]:
+        missing = round(steps[i] / step) - 1
+        problems.append(
+            (
+                DicomError,
+                f"{sorted_headers[i].path} → {sorted_headers[i + 1].path}: gap of {steps[i]:.3f} mm where "
+                f"slices are {step:.3f} mm apart (about {missing} slice(s) missing); re-export the full series",
+            )
+        )
+    uneven = (steps >= _DUPLICATE_MM) & (steps <= _GAP_FACTOR * step) & (np.abs(steps - step) > _UNEVEN_REL * step)
+    for i in np.nonzero(uneven)[0]:
+        problems.append(
+            (
+                GeometryError,
+                f"{sorted_headers[i + 1].path}: slice step {steps[i]:.4f} mm differs from the median "
+                f"{step:.4f} mm; the series is unevenly spaced and needs resampling before use",
+            )
+        )
+    off = pos - pos[0] - np.outer(along - along[0], normal)
+    off_mm = np.linalg.norm(off, axis=1)
+    if off_mm.max() > _OFF_NORMAL_MM:
+        worst = int(np.argmax(off_mm))
+        problems.append(
+            (
+                GeometryError,
+                f"{sorted_headers[worst].path}: slice origin lies {off_mm[worst]:.3f} mm off the slice normal "
+                "(gantry tilt or sheared stack); resample to an orthogonal grid first",
+            )
+        )
+    return step, problems
+
+
+def stack_geometry(
+    headers: Sequence[DicomHeader],
+) -> tuple[list[DicomHeader], SeriesGeometry | None, _Problems]:
+    """Sort single-frame headers along the normal and check the stack; never raises.
+
+    Returns:
+        (headers sorted along +normal, geometry or None when it cannot be built, (error type, message) problems).
+    """
+    first = headers[0]
+    plane = _common_plane(headers)
+    if isinstance(plane, str):
+        return list(headers), None, [(GeometryError, plane)]
+    iop0, size0, spacing0 = plane
     positions = []
     for h in headers:
         ipp = image_position(h.ds)
         if ipp is None:
-            problems.append((GeometryError, f"{h.path}: no ImagePositionPatient; cannot place the slice"))
-            return list(headers), None, problems
+            return list(headers), None, [(GeometryError, f"{h.path}: no ImagePositionPatient; cannot place the slice")]
         positions.append(ipp)
     direction = direction_matrix(iop0)
     normal = direction[:, 2]
@@ -193,57 +251,18 @@ def stack_geometry(
     sorted_headers = [headers[i] for i in order]
     pos, along = pos[order], along[order]
     n = len(sorted_headers)
+    problems: _Problems = []
     if n == 1:
         step_values = tag_floats(first.ds.get("SpacingBetweenSlices")) or tag_floats(first.ds.get("SliceThickness"))
         if not step_values or step_values[0] <= 0:
-            problems.append(
-                (GeometryError, f"{first.path}: single slice without SpacingBetweenSlices or SliceThickness")
-            )
-            return sorted_headers, None, problems
+            message = f"{first.path}: single slice without SpacingBetweenSlices or SliceThickness"
+            return sorted_headers, None, [(GeometryError, message)]
         step = abs(float(step_values[0]))
     else:
-        steps = np.diff(along)
-        for i in np.nonzero(steps < _DUPLICATE_MM)[0]:
-            problems.append(
-                (
-                    DicomError,
-                    f"{sorted_headers[i + 1].path}: duplicate slice position {along[i + 1]:.3f} mm along the normal "
-                    f"(same as {sorted_headers[i].path}); remove the duplicate or split the series",
-                )
-            )
-        real = steps[steps >= _DUPLICATE_MM]
-        if real.size == 0:
+        median_step, problems = _slice_step(sorted_headers, pos, along, normal)
+        if median_step is None:
             return sorted_headers, None, problems
-        step = float(np.median(real))
-        for i in np.nonzero(steps > _GAP_FACTOR * step)[0]:
-            missing = round(steps[i] / step) - 1
-            problems.append(
-                (
-                    DicomError,
-                    f"{sorted_headers[i].path} → {sorted_headers[i + 1].path}: gap of {steps[i]:.3f} mm where "
-                    f"slices are {step:.3f} mm apart (about {missing} slice(s) missing); re-export the full series",
-                )
-            )
-        uneven = (steps >= _DUPLICATE_MM) & (steps <= _GAP_FACTOR * step) & (np.abs(steps - step) > _UNEVEN_REL * step)
-        for i in np.nonzero(uneven)[0]:
-            problems.append(
-                (
-                    GeometryError,
-                    f"{sorted_headers[i + 1].path}: slice step {steps[i]:.4f} mm differs from the median "
-                    f"{step:.4f} mm; the series is unevenly spaced and needs resampling before use",
-                )
-            )
-        off = pos - pos[0] - np.outer(along - along[0], normal)
-        off_mm = np.linalg.norm(off, axis=1)
-        if off_mm.max() > _OFF_NORMAL_MM:
-            worst = int(np.argmax(off_mm))
-            problems.append(
-                (
-                    GeometryError,
-                    f"{sorted_headers[worst].path}: slice origin lies {off_mm[worst]:.3f} mm off the slice normal "
-                    "(gantry tilt or sheared stack); resample to an orthogonal grid first",
-                )
-            )
+        step = median_step
     geometry = SeriesGeometry(
         shape_zyx=(n, int(size0[0]), int(size0[1])),
         spacing_zyx_mm=(step, float(spacing0[0]), float(spacing0[1])),

@@ -133,6 +133,62 @@ def _gather_files(root: Path, recursive: bool) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_file())
 
 
+# (shape, spacing_zyx_mm, origin_xyz_mm, orientation) of a series, each None when unknown.
+_Placement = tuple[
+    tuple[int, int, int] | None,
+    tuple[float, float, float] | None,
+    tuple[float, float, float] | None,
+    tuple[float, ...] | None,
+]
+
+
+def _orientation_of(direction: Any) -> tuple[float, ...]:
+    """ImageOrientationPatient (row then column direction) of a direction matrix."""
+    return tuple(float(v) for v in np.concatenate([direction[:, 0], direction[:, 1]]))
+
+
+def _multiframe_placement(
+    headers: list[DicomHeader], files: list[Path], errors: list[tuple[type[LudlError], str]], notes: list[str]
+) -> tuple[list[Path], _Placement]:
+    """Files sorted along the normal (beds) and (shape, spacing, origin, orientation) of multi-frame files."""
+    geometries = []
+    for h in headers:
+        try:
+            geometries.append(multiframe_geometry(h.ds, h.path))
+        except GeometryError as err:
+            errors.append((GeometryError, str(err)))
+        except (AttributeError, TypeError, ValueError) as err:
+            errors.append((DicomError, f"{h.path}: malformed geometry attributes ({err})"))
+    if len(geometries) != len(headers) or not geometries:
+        return files, (None, None, None, None)
+    if len(geometries) > 1:
+        normal = geometries[0].direction[:, 2]
+        order = np.argsort([np.dot(g.origin_xyz_mm, normal) for g in geometries], kind="stable")
+        geometries = [geometries[i] for i in order]
+        files = [files[i] for i in order]
+        notes.append(f"{len(headers)} multi-frame files in one series (bed positions?)")
+    g = geometries[0]
+    shape = g.shape_zyx if all(x.shape_zyx == g.shape_zyx for x in geometries) else None
+    return files, (shape, g.spacing_zyx_mm, g.origin_xyz_mm, _orientation_of(g.direction))
+
+
+def _instance_range(headers: list[DicomHeader], notes: list[str]) -> tuple[int, int] | None:
+    """Smallest and largest InstanceNumber when all files carry one; a note when numbers suggest a split series."""
+    numbers = [h.ds.get("InstanceNumber") for h in headers]
+    if not all(v is not None and str(v).strip() for v in numbers):
+        return None
+    try:
+        ints = [int(v) for v in numbers]
+    except (TypeError, ValueError):
+        return None
+    if len(headers) > 1 and (min(ints) > 1 or max(ints) - min(ints) + 1 != len(ints)):
+        notes.append(
+            f"instance numbers run {min(ints)}–{max(ints)} over {len(ints)} files: part of the series may "
+            "lie in another folder (split series?)"
+        )
+    return (min(ints), max(ints))
+
+
 def _summarise(uid: str, headers: list[DicomHeader]) -> SeriesSummary:
     first = headers[0].ds
     modality = str(first.get("Modality", "") or "")
@@ -147,7 +203,7 @@ def _summarise(uid: str, headers: list[DicomHeader]) -> SeriesSummary:
             errors.append(
                 (DicomError, f"{h.path}: SOP class {sop_class_name(h_sop)} differs from {sop_class_name(sop)}")
             )
-    shape = spacing = origin = orientation = None
+    placement: _Placement = (None, None, None, None)
     files = [h.path for h in headers]
     n_frames = sum(frame_count(h.ds) for h in headers)
     multi = any(frame_count(h.ds) > 1 for h in headers) or (sop == NM_IMAGE_STORAGE and len(headers) == 1)
@@ -161,49 +217,18 @@ def _summarise(uid: str, headers: list[DicomHeader]) -> SeriesSummary:
             )
         )
     elif sop in STACKABLE_SOP_CLASSES and multi:
-        geometries = []
-        for h in headers:
-            try:
-                geometries.append(multiframe_geometry(h.ds, h.path))
-            except GeometryError as err:
-                errors.append((GeometryError, str(err)))
-            except (AttributeError, TypeError, ValueError) as err:
-                errors.append((DicomError, f"{h.path}: malformed geometry attributes ({err})"))
-        if len(geometries) == len(headers) and geometries:
-            if len(geometries) > 1:
-                normal = geometries[0].direction[:, 2]
-                order = np.argsort([np.dot(g.origin_xyz_mm, normal) for g in geometries], kind="stable")
-                geometries = [geometries[i] for i in order]
-                files = [files[i] for i in order]
-                notes.append(f"{len(headers)} multi-frame files in one series (bed positions?)")
-            g = geometries[0]
-            if all(x.shape_zyx == g.shape_zyx for x in geometries):
-                shape = g.shape_zyx
-            spacing, origin = g.spacing_zyx_mm, g.origin_xyz_mm
-            orientation = tuple(float(v) for v in np.concatenate([g.direction[:, 0], g.direction[:, 1]]))
+        files, placement = _multiframe_placement(headers, files, errors, notes)
     elif sop in STACKABLE_SOP_CLASSES:
         sorted_headers, geometry, stack_errors = stack_geometry(headers)
         errors.extend(stack_errors)
         files = [h.path for h in sorted_headers]
         if geometry is not None:
-            shape, spacing, origin = geometry.shape_zyx, geometry.spacing_zyx_mm, geometry.origin_xyz_mm
-            d = geometry.direction
-            orientation = tuple(float(v) for v in np.concatenate([d[:, 0], d[:, 1]]))
+            g = geometry
+            placement = (g.shape_zyx, g.spacing_zyx_mm, g.origin_xyz_mm, _orientation_of(g.direction))
     elif "Rows" in first:
-        shape = (n_frames, int(first.Rows), int(first.Columns))
-    numbers = [h.ds.get("InstanceNumber") for h in headers]
-    instance_range = None
-    if all(v is not None and str(v).strip() for v in numbers):
-        try:
-            ints = [int(v) for v in numbers]
-            instance_range = (min(ints), max(ints))
-            if len(headers) > 1 and (min(ints) > 1 or max(ints) - min(ints) + 1 != len(ints)):
-                notes.append(
-                    f"instance numbers run {min(ints)}–{max(ints)} over {len(ints)} files: part of the series may "
-                    "lie in another folder (split series?)"
-                )
-        except (TypeError, ValueError):
-            pass
+        placement = ((n_frames, int(first.Rows), int(first.Columns)), None, None, None)
+    instance_range = _instance_range(headers, notes)
+    shape, spacing, origin, orientation = placement
     return SeriesSummary(
         series_uid=uid,
         modality=modality,
