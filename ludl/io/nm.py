@@ -31,12 +31,12 @@ from ludl.io.dicom_file import NM_IMAGE_STORAGE, SECONDARY_CAPTURE_SOP_CLASSES, 
 from ludl.io.dicom_geometry import SeriesGeometry, multiframe_geometry
 from ludl.io.dicom_series import inspect_dicom_folder, load_series, select_series
 from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
+from ludl.physics.units import BQ_PER_MBQ
 
 __all__ = ["counts_to_bq_per_ml", "read_nm", "read_nm_beds", "stitch_beds"]
 
 log = logging.getLogger(__name__)
 
-_BQ_PER_MBQ = 1e6
 # UCUM codes (and common vendor spellings) for activity concentration → factor to Bq/mL.
 _CONCENTRATION_UNITS = {
     "bq/ml": 1.0,
@@ -44,8 +44,8 @@ _CONCENTRATION_UNITS = {
     "bqml": 1.0,
     "kbq/ml": 1e3,
     "kbq/cm3": 1e3,
-    "mbq/ml": 1e6,
-    "mbq/cm3": 1e6,
+    "mbq/ml": BQ_PER_MBQ,
+    "mbq/cm3": BQ_PER_MBQ,
 }
 _COUNT_UNITS = frozenset({"{counts}", "{count}", "{cnts}", "counts", "cnts", "{counts}/{voxel}", "{events}"})
 _RATE_UNITS = frozenset({"{counts}/s", "{cnts}/s", "/s", "cps", "{cps}", "1/s"})
@@ -89,7 +89,7 @@ def counts_to_bq_per_ml(
         raise InputError(f"voxel_volume_ml must be > 0, got {voxel_volume_ml}")
     rate_cps = np.asarray(counts, dtype=np.float64) / (1.0 if acquisition_s is None else acquisition_s)
     activity_mbq = rate_cps / sensitivity_cps_per_mbq
-    return activity_mbq * (_BQ_PER_MBQ / voxel_volume_ml) * deadtime_factor
+    return activity_mbq * (BQ_PER_MBQ / voxel_volume_ml) * deadtime_factor
 
 
 @dataclass(frozen=True)
