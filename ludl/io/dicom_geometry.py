@@ -58,6 +58,30 @@ class SeriesGeometry:
         return Volume(values, self.spacing_zyx_mm, self.origin_xyz_mm, self.direction, unit=unit, meta=meta or {})
 
 
+def _frame_offsets(
+    ds: Any, name: str, n_frames: int, step_mm: float
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
+    """(frame order along +normal, sorted frame offsets along the normal from the stated position, mm)."""
+    slice_vector = ds.get("SliceVector")
+    if slice_vector is not None and len(slice_vector) == n_frames:
+        slices = np.asarray([int(v) for v in slice_vector], dtype=np.int64) - 1
+    elif slice_vector is not None:
+        raise GeometryError(f"{name}: SliceVector has {len(slice_vector)} entries for {n_frames} frames")
+    else:
+        slices = np.arange(n_frames, dtype=np.int64)
+    if len(np.unique(slices)) != n_frames:
+        raise GeometryError(f"{name}: SliceVector repeats slice numbers; frames would overlap")
+    # Frame k lies (slice_k - slice_0) steps of the signed spacing along the normal from the stated position.
+    offsets_mm = (slices - slices[0]).astype(np.float64) * step_mm
+    order = np.argsort(offsets_mm, kind="stable")
+    sorted_offsets = offsets_mm[order]
+    if n_frames > 1:
+        steps = np.diff(sorted_offsets)
+        if not np.allclose(steps, abs(step_mm), rtol=1e-6, atol=1e-6):
+            raise GeometryError(f"{name}: SliceVector leaves gaps between slices (steps {np.unique(steps)} mm)")
+    return order, sorted_offsets
+
+
 def multiframe_geometry(ds: Any, source: str | os.PathLike[str] = "") -> SeriesGeometry:
     """Geometry of a multi-frame NM reconstruction (RECON TOMO); `GeometryError` naming `source` if incomplete."""
     name = str(source) or "multi-frame DICOM file"
@@ -113,24 +137,8 @@ def multiframe_geometry(ds: Any, source: str | os.PathLike[str] = "") -> SeriesG
             "only the Slice Vector (0054,0080): this is not a single reconstructed volume (gated, dynamic or "
             "multi-window data); export one ungated reconstruction"
         )
-    slice_vector = ds.get("SliceVector")
-    if slice_vector is not None and len(slice_vector) == n_frames:
-        slices = np.asarray([int(v) for v in slice_vector], dtype=np.int64) - 1
-    elif slice_vector is not None:
-        raise GeometryError(f"{name}: SliceVector has {len(slice_vector)} entries for {n_frames} frames")
-    else:
-        slices = np.arange(n_frames, dtype=np.int64)
-    if len(np.unique(slices)) != n_frames:
-        raise GeometryError(f"{name}: SliceVector repeats slice numbers; frames would overlap")
+    order, sorted_offsets = _frame_offsets(ds, name, n_frames, step_mm)
     normal = direction[:, 2]
-    # Frame k lies (slice_k - slice_0) steps of the signed spacing along the normal from the stated position.
-    offsets_mm = (slices - slices[0]).astype(np.float64) * step_mm
-    order = np.argsort(offsets_mm, kind="stable")
-    sorted_offsets = offsets_mm[order]
-    if n_frames > 1:
-        steps = np.diff(sorted_offsets)
-        if not np.allclose(steps, abs(step_mm), rtol=1e-6, atol=1e-6):
-            raise GeometryError(f"{name}: SliceVector leaves gaps between slices (steps {np.unique(steps)} mm)")
     origin = np.asarray(ipp, dtype=np.float64) + sorted_offsets[0] * normal
     rows, cols = int(ds.Rows), int(ds.Columns)
     return SeriesGeometry(

@@ -197,18 +197,22 @@ def write_nm_multiframe(
     if rescale is not None:
         ds.RescaleSlope, ds.RescaleIntercept = float(rescale[0]), float(rescale[1])
     if rwvm is not None:
-        units, slope, intercept = rwvm
-        item = Dataset()
-        item.RealWorldValueFirstValueMapped = 0
-        item.RealWorldValueLastValueMapped = 65535
-        item.RealWorldValueSlope = float(slope)
-        item.RealWorldValueIntercept = float(intercept)
-        item.LUTExplanation = units
-        item.LUTLabel = "RWVM"
-        item.MeasurementUnitsCodeSequence = [_code(units, "UCUM", units)]
-        ds.RealWorldValueMappingSequence = [item]
+        ds.RealWorldValueMappingSequence = [_rwvm_item(*rwvm)]
     ds.save_as(file, enforce_file_format=True)
     return file
+
+
+def _rwvm_item(units: str, slope: float, intercept: float) -> Dataset:
+    """A RealWorldValueMapping item in any UCUM units (the product writes Bq/ml only)."""
+    item = Dataset()
+    item.RealWorldValueFirstValueMapped = 0
+    item.RealWorldValueLastValueMapped = 65535
+    item.RealWorldValueSlope = float(slope)
+    item.RealWorldValueIntercept = float(intercept)
+    item.LUTExplanation = units
+    item.LUTLabel = "RWVM"
+    item.MeasurementUnitsCodeSequence = [_code(units, "UCUM", units)]
+    return item
 
 
 def _nm_geometry_quirks(
