@@ -111,6 +111,7 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+# Over 80 lines only by its signature and Args docstring: the body is one sequence of steps.
 def write_nm_multiframe(
     path: str | os.PathLike[str],
     stored: npt.ArrayLike,
