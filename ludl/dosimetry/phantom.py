@@ -28,6 +28,7 @@ from ludl.io.nifti import write_nifti
 from ludl.physics.dose import density_from_hu, dose_from_tia, sphere_model_dose, voxel_tia_mbq_h
 from ludl.physics.kernels import MEDIA, voxel_s_kernel
 from ludl.physics.kinetics import fit_voxels
+from ludl.physics.units import BQ_PER_MBQ, MBQ_PER_BQ
 
 __all__ = ["PhantomResult", "PhantomSpec", "make_phantom", "run_phantom_demo"]
 
@@ -133,7 +134,7 @@ def make_phantom(spec: PhantomSpec) -> PhantomTruth:
         # Correlated reconstruction-like noise: smoothed white noise rescaled to the asked CV.
         texture = ndimage.gaussian_filter(rng.standard_normal(shape), sigma=1.0)
         texture /= texture.std()
-        frames[k] = np.clip(clean * (1.0 + spec.noise_cv * texture), 0.0, None) * 1e6  # MBq/mL → Bq/mL
+        frames[k] = np.clip(clean * (1.0 + spec.noise_cv * texture), 0.0, None) * BQ_PER_MBQ  # MBq/mL → Bq/mL
 
     hu = np.where(body, 40.0, -1000.0) + rng.normal(0.0, 5.0, shape)
     spacing3 = (spacing[0], spacing[1], spacing[2])
@@ -183,7 +184,7 @@ def run_phantom_demo(
 
     start = time.perf_counter()
     body = truth.labels.array > 0
-    frames_mbq_per_ml = truth.frames_bq_per_ml * np.float32(1e-6)
+    frames_mbq_per_ml = truth.frames_bq_per_ml * np.float32(MBQ_PER_BQ)
     fit = fit_voxels(np.asarray(spec.times_h, dtype=np.float64), frames_mbq_per_ml, model=model, mask=body)
     tia_map = np.asarray(fit.tia, dtype=np.float64)
     seconds["fit"] = time.perf_counter() - start

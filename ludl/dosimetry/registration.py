@@ -24,6 +24,7 @@ from ludl.errors import GeometryError, LudlError
 from ludl.imaging.registration import RegistrationQuality, RigidResult, register_rigid
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
+from ludl.physics.units import MBQ_PER_BQ
 
 __all__ = [
     "MIN_CORRELATION_FAIL",
@@ -155,18 +156,18 @@ def align_timepoints(
     out: list[AlignedTimePoint] = []
     for tp, reg in zip(data.timepoints, registrations, strict=True):
         spect = tp.spect
-        before = float(np.asarray(spect.array, dtype=np.float64).sum()) * spect.voxel_volume_ml * 1e-6
+        before = float(np.asarray(spect.array, dtype=np.float64).sum()) * spect.voxel_volume_ml * MBQ_PER_BQ
         ones = spect.with_array(np.ones(spect.shape, dtype=np.uint8), unit="label")
         if reg.transform is None and spect.same_grid(reference_grid):
             activity, bed, fov = spect, np.asarray(tp.bed_index.array), np.ones(spect.shape, dtype=bool)
         else:
-            activity = resample_to(spect, reference_grid, kind="activity", transform=reg.transform)
+            activity = resample_to(spect, reference_grid, transform=reg.transform)
             # Bed index shifted by one so that 0 marks "outside this SPECT's field of view".
             shifted = tp.bed_index.with_array(np.asarray(tp.bed_index.array, dtype=np.int16) + 1)
-            bed = np.asarray(resample_to(shifted, reference_grid, kind="nearest", transform=reg.transform).array) - 1
-            fov = np.asarray(resample_to(ones, reference_grid, kind="nearest", transform=reg.transform).array) > 0
+            bed = np.asarray(resample_to(shifted, reference_grid, transform=reg.transform).array) - 1
+            fov = np.asarray(resample_to(ones, reference_grid, transform=reg.transform).array) > 0
         times = np.asarray(tp.bed_times_h, dtype=np.float64)
         time_map = np.where(fov, times[np.clip(bed, 0, times.size - 1)], np.nan)
-        after = float(np.asarray(activity.array, dtype=np.float64).sum()) * reference_grid.voxel_volume_ml * 1e-6
+        after = float(np.asarray(activity.array, dtype=np.float64).sum()) * reference_grid.voxel_volume_ml * MBQ_PER_BQ
         out.append(AlignedTimePoint(tp.timepoint_h, activity, time_map, fov, before, after))
     return tuple(out)

@@ -18,18 +18,17 @@ space, as returned by `ludl.imaging.registration.register_rigid` with the refere
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
 from ludl.errors import GeometryError, InputError
-from ludl.imaging.volume import Volume
+from ludl.imaging.volume import ResampleKind, Volume
 
 __all__ = ["ResampleKind", "grid_with_spacing", "resample_spacing", "resample_to", "transform_affine"]
 
-ResampleKind = Literal["linear", "nearest", "activity"]
 _KINDS = ("linear", "nearest", "activity")
 # Entries of the index-to-index matrix below this (relative) size count as zero when deciding whether two grids are
 # aligned; 1e-6 of a voxel over a 1000-voxel axis is far below any interpolation effect.
@@ -202,8 +201,8 @@ def resample_to(
     volume: Volume,
     reference: Volume,
     *,
-    kind: ResampleKind = "linear",
-    default: float = 0.0,
+    kind: ResampleKind | None = None,
+    default: float | None = None,
     transform: Any | None = None,
     supersample: int | None = None,
 ) -> Volume:
@@ -213,14 +212,18 @@ def resample_to(
         volume: the moving image.
         reference: any Volume on the target grid (only its geometry is used).
         kind: ``"linear"`` (trilinear, images), ``"nearest"`` (labels, masks; dtype kept), ``"activity"``
-            (conserves ∫ value dV; see the module docstring for exactly what is conserved).
-        default: value outside the moving image's field of view (for ``"activity"``: of the uncovered part).
+            (conserves ∫ value dV; see the module docstring for exactly what is conserved); default: the one the
+            unit asks for (`Volume.resample_kind`).
+        default: value outside the moving image's field of view (for ``"activity"``: of the uncovered part);
+            default: `Volume.fill_value` (−1000 for HU, else 0).
         transform: optional SimpleITK transform mapping reference physical points (mm) to moving ones.
         supersample: sub-samples per axis for ``"activity"`` on rotated grids (default: from the spacings).
 
     Returns:
         A Volume on the reference grid with `volume`'s unit and meta.
     """
+    kind = volume.resample_kind if kind is None else kind
+    default = volume.fill_value if default is None else float(default)
     _check(volume, kind)
     if kind == "activity":
         index_map = _index_map(volume, reference, transform)
@@ -287,14 +290,18 @@ def grid_with_spacing(volume: Volume, spacing_zyx_mm: tuple[float, float, float]
 
 
 def resample_spacing(
-    volume: Volume, spacing_zyx_mm: tuple[float, float, float], *, kind: ResampleKind = "linear", default: float = 0.0
+    volume: Volume,
+    spacing_zyx_mm: tuple[float, float, float],
+    *,
+    kind: ResampleKind | None = None,
+    default: float | None = None,
 ) -> Volume:
     """Resample `volume` to a new voxel size covering the same field of view (centre kept, size rounded).
 
     Args:
         volume: image to resample.
         spacing_zyx_mm: new voxel size (z, y, x) in mm.
-        kind: as in `resample_to`.
-        default: value outside the original field of view.
+        kind: as in `resample_to` (default: from the unit).
+        default: value outside the original field of view (default: from the unit).
     """
     return resample_to(volume, grid_with_spacing(volume, spacing_zyx_mm), kind=kind, default=default)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from ludl.errors import GeometryError, UnitsError
 
-__all__ = ["UNITS", "Volume"]
+__all__ = ["ACTIVITY_UNITS", "AIR_HU", "UNITS", "ResampleKind", "Volume"]
 
 # Units a Volume may carry. Activity images hold concentrations (DESIGN.md "Units inside ludl").
 UNITS = frozenset(
@@ -38,6 +38,13 @@ UNITS = frozenset(
         "1",  # dimensionless
     }
 )
+
+# Concentrations (and raw counts): resampled conserving ∫ value dV. SUV is a concentration scaled by one number.
+ACTIVITY_UNITS = frozenset({"Bq/mL", "MBq/mL", "MBq*h/mL", "counts", "SUV"})
+# A CT's value outside its field of view when resampled: air.
+AIR_HU = -1000.0
+
+ResampleKind = Literal["linear", "nearest", "activity"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +147,21 @@ class Volume:
                 f"{self.spacing_zyx_mm} vs {other.spacing_zyx_mm}, origin {self.origin_xyz_mm} vs "
                 f"{other.origin_xyz_mm}; resample one onto the other first (ludl.imaging.resample)"
             )
+
+    # -- resampling -----------------------------------------------------------------------------
+    @property
+    def resample_kind(self) -> ResampleKind:
+        """How the unit says to resample: labels and masks nearest, concentrations conserving, the rest linear."""
+        if self.unit in ("label", "mask"):
+            return "nearest"
+        if self.unit in ACTIVITY_UNITS:
+            return "activity"
+        return "linear"
+
+    @property
+    def fill_value(self) -> float:
+        """The value outside the field of view when resampled: air for a CT, 0 for everything else."""
+        return AIR_HU if self.unit == "HU" else 0.0
 
     # -- construction -------------------------------------------------------------------------
     def with_array(self, array: npt.ArrayLike, unit: str | None = None, **meta: Any) -> Volume:

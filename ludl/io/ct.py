@@ -8,14 +8,13 @@ from typing import Any, Literal
 import numpy as np
 
 from ludl.errors import DicomError, UnitsError
-from ludl.imaging.volume import Volume
-from ludl.io.dicom_series import link_meta, load_series
+from ludl.imaging.volume import AIR_HU, Volume
+from ludl.io.dicom_series import load_series
+from ludl.io.dicom_tags import link_meta
 
 __all__ = ["ct_to_density", "read_ct"]
 
 _CT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.2"
-# Voxels outside the reconstruction circle carry PixelPaddingValue; they are air, not −2000 or −32768 HU.
-_AIR_HU = -1000.0
 
 
 def _name(ds: Any) -> str:
@@ -53,7 +52,7 @@ def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> V
         )
         padding = ds.get("PixelPaddingValue")
         if padding is not None:
-            hu[stored == int(padding)] = _AIR_HU
+            hu[stored == int(padding)] = AIR_HU  # outside the reconstruction circle: air, not −2000 HU
         slices.append(hu)
     meta: dict[str, Any] = link_meta(first)
     if first.get("KVP") not in (None, ""):

@@ -45,7 +45,7 @@ def _on_grid(volume: Volume, grid: Volume | None) -> Volume:
         return volume
     from ludl.imaging.resample import resample_to
 
-    return resample_to(volume, grid, kind="nearest")
+    return resample_to(volume, grid)
 
 
 def _read_nifti_labels(src: Path, grid: Volume | None, mapping: dict[str, int] | None) -> tuple[Volume, dict[str, int]]:

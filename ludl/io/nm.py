@@ -4,7 +4,7 @@ Values: a RealWorldValueMappingSequence item is preferred over RescaleSlope/Inte
 units (UCUM code); Bq/mL-type units are used as they are, counts are calibrated (PHYSICS.md §6):
 A[MBq] = C / (t_acq · S), concentration = A / V_voxel · 1e6 Bq/MBq · deadtime factor. Nothing is guessed: counts
 without `sensitivity_cps_per_mbq` and `acquisition_s` raise `UnitsError`, missing geometry `GeometryError`.
-Geometry comes from `ludl.io.dicom_series` (DetectorInformationSequence, signed SpacingBetweenSlices, SliceVector),
+Geometry comes from `ludl.io.dicom_geometry` (DetectorInformationSequence, signed SpacingBetweenSlices, SliceVector),
 never from SimpleITK, which defaults a missing spacing to 1 mm and ignores the value mapping.
 
 Several bed positions (a list of paths, or several multi-frame files in one series) are calibrated each with its
@@ -27,24 +27,16 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, GeometryError, InputError, UnitsError
 from ludl.imaging.volume import Volume
-from ludl.io.dicom_series import (
-    SECONDARY_CAPTURE_SOP_CLASSES,
-    SeriesGeometry,
-    inspect_dicom_folder,
-    link_meta,
-    load_series,
-    multiframe_geometry,
-    parse_dicom_datetime,
-    read_dicom_file,
-    select_series,
-)
+from ludl.io.dicom_file import NM_IMAGE_STORAGE, SECONDARY_CAPTURE_SOP_CLASSES, read_dicom_file
+from ludl.io.dicom_geometry import SeriesGeometry, multiframe_geometry
+from ludl.io.dicom_series import inspect_dicom_folder, load_series, select_series
+from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
+from ludl.physics.units import BQ_PER_MBQ
 
 __all__ = ["counts_to_bq_per_ml", "read_nm", "read_nm_beds", "stitch_beds"]
 
 log = logging.getLogger(__name__)
 
-_NM_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.20"
-_BQ_PER_MBQ = 1e6
 # UCUM codes (and common vendor spellings) for activity concentration → factor to Bq/mL.
 _CONCENTRATION_UNITS = {
     "bq/ml": 1.0,
@@ -52,8 +44,8 @@ _CONCENTRATION_UNITS = {
     "bqml": 1.0,
     "kbq/ml": 1e3,
     "kbq/cm3": 1e3,
-    "mbq/ml": 1e6,
-    "mbq/cm3": 1e6,
+    "mbq/ml": BQ_PER_MBQ,
+    "mbq/cm3": BQ_PER_MBQ,
 }
 _COUNT_UNITS = frozenset({"{counts}", "{count}", "{cnts}", "counts", "cnts", "{counts}/{voxel}", "{events}"})
 _RATE_UNITS = frozenset({"{counts}/s", "{cnts}/s", "/s", "cps", "{cps}", "1/s"})
@@ -97,7 +89,7 @@ def counts_to_bq_per_ml(
         raise InputError(f"voxel_volume_ml must be > 0, got {voxel_volume_ml}")
     rate_cps = np.asarray(counts, dtype=np.float64) / (1.0 if acquisition_s is None else acquisition_s)
     activity_mbq = rate_cps / sensitivity_cps_per_mbq
-    return activity_mbq * (_BQ_PER_MBQ / voxel_volume_ml) * deadtime_factor
+    return activity_mbq * (BQ_PER_MBQ / voxel_volume_ml) * deadtime_factor
 
 
 @dataclass(frozen=True)
@@ -175,8 +167,8 @@ def _check_nm(ds: Any, name: str) -> None:
             f"{name}: Secondary Capture image (SOP class {sop}), though Modality is {ds.get('Modality')!r} — a "
             "screenshot without counts or 3D geometry, not a SPECT reconstruction; export the NM RECON TOMO series"
         )
-    if sop != _NM_SOP_CLASS:
-        raise DicomError(f"{name}: SOP class {sop} is not NM Image Storage ({_NM_SOP_CLASS}); not a SPECT image")
+    if sop != NM_IMAGE_STORAGE:
+        raise DicomError(f"{name}: SOP class {sop} is not NM Image Storage ({NM_IMAGE_STORAGE}); not a SPECT image")
     image_type = list(ds.get("ImageType") or [])
     value3 = str(image_type[2]).strip().upper() if len(image_type) > 2 else ""
     if value3 in _REFUSED_IMAGE_TYPES:

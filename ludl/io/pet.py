@@ -34,7 +34,9 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, InputError, UnitsError
 from ludl.imaging.volume import Volume
-from ludl.io.dicom_series import link_meta, load_series, parse_dicom_datetime
+from ludl.io.dicom_series import load_series
+from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
+from ludl.physics.units import BQ_PER_MBQ, G_PER_KG
 
 __all__ = ["read_pet", "read_pet_bqml", "suv_scale_factors"]
 
@@ -44,7 +46,6 @@ _PET_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.128"
 _ENHANCED_PET_SOP_CLASSES = {"1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.128.1"}
 # A diagnostic PET injection is ≥ 10 MBq = 1e7 Bq; a number below 1e5 can only be MBq (IBSI SUV DRO_3_0).
 _DOSE_IN_MBQ_BELOW = 1e5
-_G_PER_KG = 1000.0
 _PHILIPS_SUV_FACTOR = (0x7053, 0x1000)
 _PHILIPS_ACTIVITY_FACTOR = (0x7053, 0x1009)
 _GE_SCAN_DATETIME = (0x0009, 0x100D)
@@ -158,6 +159,147 @@ def _injection_time(ds: Any, scan: dt.datetime) -> tuple[dt.datetime, str]:
     return start, "RadiopharmaceuticalStartTime on the SeriesDate"
 
 
+def _checked_units(datasets: Sequence[Any], name: str) -> tuple[str, str]:
+    """(Units, DecayCorrection) of the series, checked for consistency and for attenuation/decay correction."""
+    first = datasets[0]
+    units = str(first.get("Units", "") or "").strip().upper()
+    for ds in datasets[1:]:
+        if str(ds.get("Units", "") or "").strip().upper() != units:
+            raise DicomError(f"{_name(ds)}: Units {ds.get('Units')!r} differs from {units!r} in {name}")
+    if not units:
+        raise UnitsError(f"{name}: PET Units (0054,1001) missing; ludl cannot tell Bq/mL from counts or SUV")
+    if units not in ("BQML", "GML", "CNTS"):
+        raise UnitsError(f"{name}: PET Units {units!r} cannot be converted to SUVbw (BQML, GML or Philips CNTS only)")
+    decay_correction = str(first.get("DecayCorrection", "") or "").strip().upper()
+    corrected = [str(v).upper() for v in (first.get("CorrectedImage") or [])]
+    if corrected and "ATTN" not in corrected:
+        raise DicomError(
+            f"{name}: CorrectedImage {corrected} lacks ATTN: not attenuation-corrected, SUV is meaningless"
+        )
+    if corrected and decay_correction in ("START", "ADMIN") and "DECY" not in corrected:
+        raise DicomError(f"{name}: DecayCorrection is {decay_correction} but CorrectedImage {corrected} lacks DECY")
+    return units, decay_correction
+
+
+def _weight(first: Any, name: str, weight_kg: float | None) -> tuple[float | None, str | None]:
+    """(body weight in kg, the problem when it is missing or not positive)."""
+    if weight_kg is None:
+        raw_weight = first.get("PatientWeight")
+        weight_kg = float(raw_weight) if raw_weight not in (None, "") else None
+    if weight_kg is None or not (math.isfinite(weight_kg) and weight_kg > 0):
+        return weight_kg, (
+            f"{name}: PatientWeight (0010,1030) is missing or not positive ({weight_kg}); SUVbw needs the body "
+            "weight: pass weight_kg (manifest column weight_kg) or fix the export"
+        )
+    return weight_kg, None
+
+
+def _injected_bq(rp: Any | None, name: str, injected_mbq: float | None, meta: dict[str, Any]) -> float:
+    """Injected activity (Bq): the override, else RadionuclideTotalDose (read as MBq when too small to be Bq)."""
+    if injected_mbq is not None:
+        return float(injected_mbq) * BQ_PER_MBQ
+    assert rp is not None  # the caller reads the sequence whenever no override is given
+    raw = rp.get("RadionuclideTotalDose")
+    if raw in (None, "") or not float(raw) > 0:
+        raise DicomError(
+            f"{name}: RadionuclideTotalDose (0018,1074) is missing or not positive; the injected dose is "
+            "unknown: pass injected_mbq (manifest column pet_injected_mbq) or fix the export"
+        )
+    dose_bq = float(raw)
+    if dose_bq < _DOSE_IN_MBQ_BELOW:
+        log.warning("%s: RadionuclideTotalDose %s read as MBq (below 1e5, cannot be Bq)", name, raw)
+        meta["dose_read_as_mbq"] = True
+        dose_bq *= BQ_PER_MBQ
+    return dose_bq
+
+
+def _scan_times(datasets: Sequence[Any], decay_correction: str, half_life_s: float) -> tuple[list[dt.datetime], str]:
+    """The time each slice's activity is referred to (series start, or each slice's own mean-count time)."""
+    if decay_correction == "START":
+        return _scan_start(datasets, half_life_s)
+    times = []
+    for ds in datasets:
+        acquired = _acquisition_datetime(ds)
+        if acquired is None:
+            raise DicomError(f"{_name(ds)}: DecayCorrection NONE needs each slice's AcquisitionTime")
+        duration_ms = ds.get("ActualFrameDuration")
+        mean_s = _mean_count_time_s(float(duration_ms) / 1000.0, half_life_s) if duration_ms else 0.0
+        times.append(acquired + dt.timedelta(seconds=mean_s))
+    return times, "each slice's AcquisitionTime + mean-count time within its frame (DecayCorrection NONE)"
+
+
+def _decayed_dose_bq(
+    datasets: Sequence[Any],
+    injected_mbq: float | None,
+    decay_correction: str,
+    injection_datetime: dt.datetime | None,
+    meta: dict[str, Any],
+) -> npt.NDArray[np.float64]:
+    """Injected dose decayed to each slice's reference time (Bq); `DicomError` naming what is missing."""
+    first = datasets[0]
+    name = _name(first)
+    n = len(datasets)
+    rp = _radiopharmaceutical(first) if injected_mbq is None or decay_correction != "ADMIN" else None
+    dose_bq = _injected_bq(rp, name, injected_mbq, meta)
+    meta["injected_bq"] = dose_bq
+    if decay_correction == "ADMIN":
+        meta["scan_time_rule"] = "not needed (decay-corrected to administration)"
+        return np.full(n, dose_bq)
+    if decay_correction not in ("START", "NONE"):
+        raise DicomError(
+            f"{name}: DecayCorrection {decay_correction!r} is none of START, ADMIN, NONE; SUV cannot be computed"
+        )
+    assert rp is not None
+    raw_half = rp.get("RadionuclideHalfLife")
+    if raw_half in (None, "") or not float(raw_half) > 0:
+        raise DicomError(f"{name}: RadionuclideHalfLife (0018,1075) is missing; the dose cannot be decay-corrected")
+    half_life_s = float(raw_half)
+    meta["half_life_s"] = half_life_s
+    times, rule = _scan_times(datasets, decay_correction, half_life_s)
+    meta["scan_time_rule"] = rule
+    if injection_datetime is not None:
+        injected_at, injection_rule = injection_datetime, "given"
+    else:
+        injected_at, injection_rule = _injection_time(first, min(times))
+    meta["injection_time_rule"] = injection_rule
+    decay_s = np.asarray([(t - injected_at).total_seconds() for t in times])
+    if (decay_s < 0).any():
+        raise DicomError(
+            f"{name}: the scan ({min(times).time()}) precedes the injection ({injected_at.time()}); check "
+            "the radiopharmaceutical start time"
+        )
+    meta["uptake_s"] = float(decay_s.min())
+    return np.asarray(dose_bq * np.exp2(-decay_s / half_life_s), dtype=np.float64)
+
+
+def _stated_factors(
+    datasets: Sequence[Any], units: str, name: str, meta: dict[str, Any]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(SUV, Bq/mL) factors the file states itself (Units, Philips private factors); NaN where it states none."""
+    n = len(datasets)
+    suv = np.full(n, np.nan)
+    bqml = np.full(n, np.nan)
+    if units == "BQML":
+        bqml[:] = 1.0
+    elif units == "CNTS":
+        suv_private = [_private_float(ds, _PHILIPS_SUV_FACTOR, "philips") for ds in datasets]
+        activity_private = [_private_float(ds, _PHILIPS_ACTIVITY_FACTOR, "philips") for ds in datasets]
+        if all(v is not None for v in activity_private):
+            bqml[:] = np.asarray(activity_private, dtype=np.float64)
+        if all(v is not None for v in suv_private):
+            suv[:] = np.asarray(suv_private, dtype=np.float64)
+            meta["suv_source"] = "Philips SUV scale factor (7053,1000)"
+        elif np.isnan(bqml).any():
+            raise UnitsError(
+                f"{name}: Units CNTS without the Philips SUV scale factor (7053,1000) or activity concentration "
+                "scale factor (7053,1009); counts cannot be converted"
+            )
+    elif units == "GML":
+        suv[:] = 1.0
+        meta["suv_source"] = "Units GML (values are SUVbw)"
+    return suv, bqml
+
+
 def suv_scale_factors(
     datasets: Sequence[Any],
     *,
@@ -178,124 +320,23 @@ def suv_scale_factors(
     """
     first = datasets[0]
     name = _name(first)
-    units = str(first.get("Units", "") or "").strip().upper()
-    for ds in datasets[1:]:
-        if str(ds.get("Units", "") or "").strip().upper() != units:
-            raise DicomError(f"{_name(ds)}: Units {ds.get('Units')!r} differs from {units!r} in {name}")
-    if not units:
-        raise UnitsError(f"{name}: PET Units (0054,1001) missing; ludl cannot tell Bq/mL from counts or SUV")
-    if units not in ("BQML", "GML", "CNTS"):
-        raise UnitsError(f"{name}: PET Units {units!r} cannot be converted to SUVbw (BQML, GML or Philips CNTS only)")
-    decay_correction = str(first.get("DecayCorrection", "") or "").strip().upper()
-    corrected = [str(v).upper() for v in (first.get("CorrectedImage") or [])]
-    if corrected and "ATTN" not in corrected:
-        raise DicomError(
-            f"{name}: CorrectedImage {corrected} lacks ATTN: not attenuation-corrected, SUV is meaningless"
-        )
-    if corrected and decay_correction in ("START", "ADMIN") and "DECY" not in corrected:
-        raise DicomError(f"{name}: DecayCorrection is {decay_correction} but CorrectedImage {corrected} lacks DECY")
-    n = len(datasets)
+    units, decay_correction = _checked_units(datasets, name)
     meta: dict[str, Any] = {**link_meta(first), "units_in_file": units, "decay_correction": decay_correction}
-
-    if weight_kg is None:
-        raw_weight = first.get("PatientWeight")
-        weight_kg = float(raw_weight) if raw_weight not in (None, "") else None
-    weight_problem = None
-    if weight_kg is None or not (math.isfinite(weight_kg) and weight_kg > 0):
-        weight_problem = (
-            f"{name}: PatientWeight (0010,1030) is missing or not positive ({weight_kg}); SUVbw needs the body "
-            "weight: pass weight_kg (manifest column weight_kg) or fix the export"
-        )
-
+    weight_kg, weight_problem = _weight(first, name, weight_kg)
     # Decayed injected dose per slice, Bq (needed for BQML and for Bq/mL ↔ SUV with GML).
     decayed_bq: npt.NDArray[np.float64] | None = None
     dose_problem: str | None = None
     try:
-        rp = _radiopharmaceutical(first) if injected_mbq is None or decay_correction != "ADMIN" else None
-        if injected_mbq is not None:
-            dose_bq = float(injected_mbq) * 1e6
-        else:
-            assert rp is not None
-            raw = rp.get("RadionuclideTotalDose")
-            if raw in (None, "") or not float(raw) > 0:
-                raise DicomError(
-                    f"{name}: RadionuclideTotalDose (0018,1074) is missing or not positive; the injected dose is "
-                    "unknown: pass injected_mbq (manifest column pet_injected_mbq) or fix the export"
-                )
-            dose_bq = float(raw)
-            if dose_bq < _DOSE_IN_MBQ_BELOW:
-                log.warning("%s: RadionuclideTotalDose %s read as MBq (below 1e5, cannot be Bq)", name, raw)
-                meta["dose_read_as_mbq"] = True
-                dose_bq *= 1e6
-        meta["injected_bq"] = dose_bq
-        if decay_correction == "ADMIN":
-            decayed_bq = np.full(n, dose_bq)
-            meta["scan_time_rule"] = "not needed (decay-corrected to administration)"
-        elif decay_correction in ("START", "NONE"):
-            assert rp is not None
-            raw_half = rp.get("RadionuclideHalfLife")
-            if raw_half in (None, "") or not float(raw_half) > 0:
-                raise DicomError(
-                    f"{name}: RadionuclideHalfLife (0018,1075) is missing; the dose cannot be decay-corrected"
-                )
-            half_life_s = float(raw_half)
-            meta["half_life_s"] = half_life_s
-            if decay_correction == "START":
-                times, rule = _scan_start(datasets, half_life_s)
-            else:
-                times = []
-                for ds in datasets:
-                    acquired = _acquisition_datetime(ds)
-                    if acquired is None:
-                        raise DicomError(f"{_name(ds)}: DecayCorrection NONE needs each slice's AcquisitionTime")
-                    duration_ms = ds.get("ActualFrameDuration")
-                    mean_s = _mean_count_time_s(float(duration_ms) / 1000.0, half_life_s) if duration_ms else 0.0
-                    times.append(acquired + dt.timedelta(seconds=mean_s))
-                rule = "each slice's AcquisitionTime + mean-count time within its frame (DecayCorrection NONE)"
-            meta["scan_time_rule"] = rule
-            if injection_datetime is not None:
-                injected_at, injection_rule = injection_datetime, "given"
-            else:
-                injected_at, injection_rule = _injection_time(first, min(times))
-            meta["injection_time_rule"] = injection_rule
-            decay_s = np.asarray([(t - injected_at).total_seconds() for t in times])
-            if (decay_s < 0).any():
-                raise DicomError(
-                    f"{name}: the scan ({min(times).time()}) precedes the injection ({injected_at.time()}); check "
-                    "the radiopharmaceutical start time"
-                )
-            meta["uptake_s"] = float(decay_s.min())
-            decayed_bq = dose_bq * np.exp2(-decay_s / half_life_s)
-        else:
-            raise DicomError(
-                f"{name}: DecayCorrection {decay_correction!r} is none of START, ADMIN, NONE; SUV cannot be computed"
-            )
+        decayed_bq = _decayed_dose_bq(datasets, injected_mbq, decay_correction, injection_datetime, meta)
     except DicomError as err:
         dose_problem = str(err)
-
-    suv = np.full(n, np.nan)
-    bqml = np.full(n, np.nan)
-    if units == "BQML":
-        bqml[:] = 1.0
-    elif units == "CNTS":
-        suv_private = [_private_float(ds, _PHILIPS_SUV_FACTOR, "philips") for ds in datasets]
-        activity_private = [_private_float(ds, _PHILIPS_ACTIVITY_FACTOR, "philips") for ds in datasets]
-        if all(v is not None for v in activity_private):
-            bqml[:] = np.asarray(activity_private, dtype=np.float64)
-        if all(v is not None for v in suv_private):
-            suv[:] = np.asarray(suv_private, dtype=np.float64)
-            meta["suv_source"] = "Philips SUV scale factor (7053,1000)"
-        elif np.isnan(bqml).any():
-            raise UnitsError(
-                f"{name}: Units CNTS without the Philips SUV scale factor (7053,1000) or activity concentration "
-                "scale factor (7053,1009); counts cannot be converted"
-            )
+    suv, bqml = _stated_factors(datasets, units, name, meta)
+    # The SUV formula is written out here rather than through `ludl.physics.units.suv_bw`: the decayed dose differs
+    # per slice (DecayCorrection NONE), where suv_bw takes one injected activity.
     if units == "GML":
-        suv[:] = 1.0
-        meta["suv_source"] = "Units GML (values are SUVbw)"
         if decayed_bq is not None and weight_problem is None:
             assert weight_kg is not None
-            bqml[:] = decayed_bq / (weight_kg * _G_PER_KG)
+            bqml[:] = decayed_bq / (weight_kg * G_PER_KG)
     elif np.isnan(suv).any():
         # Bq/mL → SUVbw needs both the weight and the decayed dose: report what is missing, naming the file.
         if weight_problem is not None:
@@ -303,7 +344,7 @@ def suv_scale_factors(
         if dose_problem is not None:
             raise DicomError(dose_problem)
         assert decayed_bq is not None and weight_kg is not None
-        suv = bqml * weight_kg * _G_PER_KG / decayed_bq
+        suv = bqml * weight_kg * G_PER_KG / decayed_bq
         meta.setdefault("suv_source", "Bq/mL · weight / decayed dose (QIBA)")
     if weight_kg is not None:
         meta["weight_kg"] = float(weight_kg)

@@ -157,6 +157,53 @@ def _pixels(dose_gy: npt.NDArray[Any]) -> tuple[npt.NDArray[np.uint32], str]:
     return stored, scaling_text
 
 
+def _check_writable(dose: Volume, summation_type: str) -> None:
+    """A dose in Gy with a summation type that needs no RT Plan; `UnitsError`/`InputError` otherwise."""
+    if dose.unit != "Gy":
+        raise UnitsError(
+            f"RT Dose holds absorbed dose in Gy only, got a {dose.unit!r} image; write it as NIfTI "
+            "(ludl.io.nifti.write_nifti) instead"
+        )
+    if summation_type in _NEEDS_REFERENCE:
+        raise InputError(
+            f"DoseSummationType {summation_type!r} requires a referenced RT Plan or treatment record, which ludl "
+            f"does not write; use the default {DOSE_SUMMATION_TYPE!r}"
+        )
+
+
+def _set_study_and_series(
+    ds: Any, ref: Mapping[str, Any], *, deidentify: bool, uid_seed: str | None, when: _dt.datetime
+) -> None:
+    """General Study (the reference's, unless de-identified) and RT Series attributes."""
+    date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+    ds.StudyInstanceUID = ref.get("StudyInstanceUID") or new_uid(uid_seed, "study")
+    keep_study = not deidentify
+    ds.StudyDate = ref.get("StudyDate", date) if keep_study else date
+    ds.StudyTime = ref.get("StudyTime", time) if keep_study else time
+    ds.StudyID = ref.get("StudyID", "") if keep_study else ""
+    ds.AccessionNumber = ref.get("AccessionNumber", "") if keep_study else ""
+    ds.ReferringPhysicianName = ref.get("ReferringPhysicianName", "") if keep_study else ""
+    ds.Modality = "RTDOSE"
+    ds.SeriesInstanceUID = new_uid(uid_seed, "rtdose-series")
+    ds.SeriesDate, ds.SeriesTime = date, time
+    ds.OperatorsName = ""
+
+
+def _set_image_pixel(ds: Any, dose: Volume) -> None:
+    """Image Plane, Image Pixel and Multi-frame attributes (frames along GridFrameOffsetVector, 32-bit unsigned)."""
+    import pydicom
+
+    for key, value in _geometry_attributes(dose).items():
+        setattr(ds, key, value)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.NumberOfFrames = dose.shape[0]
+    ds.FrameIncrementPointer = pydicom.tag.Tag(0x3004, 0x000C)  # GridFrameOffsetVector
+    ds.Rows, ds.Columns = dose.shape[1], dose.shape[2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
+
+
+# Over 80 lines only by its signature and Args docstring: the body is one sequence of steps.
 def write_rtdose(
     dose: Volume,
     path: str | os.PathLike[str],
@@ -196,16 +243,7 @@ def write_rtdose(
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import UID, ExplicitVRLittleEndian
 
-    if dose.unit != "Gy":
-        raise UnitsError(
-            f"RT Dose holds absorbed dose in Gy only, got a {dose.unit!r} image; write it as NIfTI "
-            "(ludl.io.nifti.write_nifti) instead"
-        )
-    if summation_type in _NEEDS_REFERENCE:
-        raise InputError(
-            f"DoseSummationType {summation_type!r} requires a referenced RT Plan or treatment record, which ludl "
-            f"does not write; use the default {DOSE_SUMMATION_TYPE!r}"
-        )
+    _check_writable(dose, summation_type)
     ref = reference_attributes(dose.meta if reference is None else reference)
     if reference is not None and "FrameOfReferenceUID" not in ref:
         raise DicomError(
@@ -228,21 +266,9 @@ def write_rtdose(
     ds.SOPInstanceUID = sop_uid
     # Patient module (type 2 attributes present, possibly empty).
     set_patient_module(ds, deidentify=deidentify, patient_id=patient_id, reference=ref)
-    # General Study.
-    ds.StudyInstanceUID = ref.get("StudyInstanceUID") or new_uid(uid_seed, "study")
-    keep_study = not deidentify
-    ds.StudyDate = ref.get("StudyDate", date) if keep_study else date
-    ds.StudyTime = ref.get("StudyTime", time) if keep_study else time
-    ds.StudyID = ref.get("StudyID", "") if keep_study else ""
-    ds.AccessionNumber = ref.get("AccessionNumber", "") if keep_study else ""
-    ds.ReferringPhysicianName = ref.get("ReferringPhysicianName", "") if keep_study else ""
-    # RT Series.
-    ds.Modality = "RTDOSE"
-    ds.SeriesInstanceUID = new_uid(uid_seed, "rtdose-series")
+    _set_study_and_series(ds, ref, deidentify=deidentify, uid_seed=uid_seed, when=when)
     ds.SeriesNumber = int(series_number)
-    ds.SeriesDate, ds.SeriesTime = date, time
     ds.SeriesDescription = series_description[:64]
-    ds.OperatorsName = ""
     # Frame of Reference and General Equipment.
     ds.FrameOfReferenceUID = ref.get("FrameOfReferenceUID") or new_uid(uid_seed, "frame-of-reference")
     ds.PositionReferenceIndicator = ref.get("PositionReferenceIndicator", "")
@@ -251,14 +277,7 @@ def write_rtdose(
     # General Image, Image Plane, Image Pixel, Multi-frame.
     ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = date, time
-    for key, value in _geometry_attributes(dose).items():
-        setattr(ds, key, value)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.NumberOfFrames = dose.shape[0]
-    ds.FrameIncrementPointer = pydicom.tag.Tag(0x3004, 0x000C)  # GridFrameOffsetVector
-    ds.Rows, ds.Columns = dose.shape[1], dose.shape[2]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 0
+    _set_image_pixel(ds, dose)
     # RT Dose.
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"

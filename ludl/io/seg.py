@@ -196,6 +196,30 @@ def _hd_volume(labels_compact: np.ndarray, labels: Volume, frame_of_reference_ui
     return hd.Volume(labels_compact, affine, "PATIENT", frame_of_reference_uid=frame_of_reference_uid)
 
 
+def _seg_sources(labels: Volume, reference: Any, uid_seed: str | None, date: str) -> tuple[list[Any], str]:
+    """The source images a SEG references (loaded, or one synthetic stand-in) and their FrameOfReferenceUID."""
+    if isinstance(reference, Volume | Mapping):
+        ref = reference_attributes(reference)
+        sources = [_synthetic_source(labels, ref, uid_seed, date)]
+    elif reference is None:
+        sources = [_synthetic_source(labels, reference_attributes(labels), uid_seed, date)]
+    else:
+        sources = _load_sources(reference)
+        if len(sources) == 1:
+            sources = [_with_functional_groups(sources[0])]
+    frame_uid = str(getattr(sources[0], "FrameOfReferenceUID", ""))
+    if not frame_uid:
+        raise DicomError("the source images carry no FrameOfReferenceUID; a SEG cannot be placed without one")
+    own_frame = labels.meta.get("FrameOfReferenceUID")
+    if own_frame and str(own_frame) != frame_uid:
+        raise GeometryError(
+            f"labels belong to Frame of Reference {own_frame} but the source images to {frame_uid}; "
+            "pass the series the labels were drawn on"
+        )
+    return sources, frame_uid
+
+
+# Over 80 lines only by its signature and Args docstring: the body is one sequence of steps.
 def write_seg(
     labels: Volume,
     path: str | os.PathLike[str],
@@ -238,24 +262,7 @@ def write_seg(
         raise InputError(f"label map must hold integers, got dtype {array.dtype}")
     when = timestamp or _dt.datetime.now()
     date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
-    if isinstance(reference, Volume | Mapping):
-        ref = reference_attributes(reference)
-        sources = [_synthetic_source(labels, ref, uid_seed, date)]
-    elif reference is None:
-        sources = [_synthetic_source(labels, reference_attributes(labels), uid_seed, date)]
-    else:
-        sources = _load_sources(reference)
-        if len(sources) == 1:
-            sources = [_with_functional_groups(sources[0])]
-    frame_uid = str(getattr(sources[0], "FrameOfReferenceUID", ""))
-    if not frame_uid:
-        raise DicomError("the source images carry no FrameOfReferenceUID; a SEG cannot be placed without one")
-    own_frame = labels.meta.get("FrameOfReferenceUID")
-    if own_frame and str(own_frame) != frame_uid:
-        raise GeometryError(
-            f"labels belong to Frame of Reference {own_frame} but the source images to {frame_uid}; "
-            "pass the series the labels were drawn on"
-        )
+    sources, frame_uid = _seg_sources(labels, reference, uid_seed, date)
     # Compact the caller's label values to segment numbers 1..n (highdicom's label-map style).
     lut_size = int(max(int(array.max(initial=0)), max(mapping.values()))) + 1
     lut = np.zeros(lut_size, dtype=np.uint16)
@@ -263,18 +270,16 @@ def write_seg(
         lut[value] = number
     clipped = np.clip(array.astype(np.int64), 0, lut_size - 1)
     compact = lut[clipped].astype(np.uint8 if len(mapping) < 256 else np.uint16)
-    descriptions = []
-    for number, name in enumerate(mapping, start=1):
-        category, kind = segment_codes(name)
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=name[:64],
-                segmented_property_category=category,
-                segmented_property_type=kind,
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            )
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=name[:64],
+            segmented_property_category=segment_codes(name)[0],
+            segmented_property_type=segment_codes(name)[1],
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
+        for number, name in enumerate(mapping, start=1)
+    ]
     seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=_hd_volume(compact, labels, frame_uid),
@@ -395,5 +400,5 @@ def read_seg(
     if grid is not None:
         from ludl.imaging.resample import resample_to
 
-        volume = resample_to(volume, grid, kind="nearest")
+        volume = resample_to(volume, grid)
     return volume, mapping

@@ -175,7 +175,7 @@ def test_another_reference_time_point_gives_the_same_region_doses(exact_cohort: 
 def test_corrected_doses_carry_the_corrected_neighbours_cross_dose() -> None:
     # A hot slab beside a cold one: correcting only the hot slab's TIA (×2) must double its self-dose and the
     # cross-dose it gives the cold slab, which a per-region factor on the cold slab's own dose cannot do.
-    from ludl.dosimetry.pipeline import corrected_region_doses, dose_map_gy
+    from ludl.dosimetry.dose import corrected_region_doses, dose_map_gy
     from ludl.dosimetry.regions import RegionSet
 
     labels = np.zeros((12, 12, 24), dtype=np.int32)

@@ -188,3 +188,44 @@ def test_invalid_requests_raise() -> None:
     bspline.SetParameters(tuple(np.random.default_rng(0).normal(0, 0.5, params.size)))
     with pytest.raises(GeometryError, match="affine"):
         resample_to(good, good, kind="activity", transform=bspline)
+
+
+@pytest.mark.parametrize(
+    ("unit", "kind"),
+    [
+        ("label", "nearest"),
+        ("mask", "nearest"),
+        ("Bq/mL", "activity"),
+        ("MBq/mL", "activity"),
+        ("MBq*h/mL", "activity"),
+        ("counts", "activity"),
+        ("SUV", "activity"),
+        ("HU", "linear"),
+        ("Gy", "linear"),
+        ("g/mL", "linear"),
+        ("1", "linear"),
+    ],
+)
+def test_unit_decides_the_interpolation(unit: str, kind: str) -> None:
+    assert Volume(np.zeros((2, 2, 2)), (1.0, 1.0, 1.0), unit=unit).resample_kind == kind
+
+
+def test_default_kind_conserves_activity_and_keeps_labels() -> None:
+    # A 2×2×2 block of 1 mL voxels onto one 8 mL voxel: conserving gives the block mean (∫ C dV = 8·mean),
+    # nearest/linear would give a corner value or an interpolated one at the block centre.
+    values = np.arange(8, dtype=np.float64).reshape(2, 2, 2)
+    coarse = Volume(np.zeros((1, 1, 1)), (2.0, 2.0, 2.0), origin_xyz_mm=(0.5, 0.5, 0.5))
+    activity = resample_to(Volume(values, (1.0, 1.0, 1.0), unit="Bq/mL"), coarse)
+    assert float(activity.array[0, 0, 0]) == pytest.approx(values.mean())
+    labels = Volume(np.array([[[3, 3], [3, 3]], [[3, 3], [3, 3]]], dtype=np.int16), (1.0, 1.0, 1.0), unit="label")
+    out = resample_to(labels, coarse)
+    assert out.array.dtype == np.int16 and int(out.array[0, 0, 0]) == 3
+
+
+def test_ct_outside_its_field_of_view_is_air() -> None:
+    ct = Volume(np.full((4, 4, 4), 40.0), (1.0, 1.0, 1.0), unit="HU")
+    out = resample_to(ct, _grid((4, 4, 8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)))
+    np.testing.assert_array_equal(out.array[:, :, 5:], -1000.0)  # air, not 0 HU (water)
+    np.testing.assert_array_equal(out.array[:, :, :3], 40.0)
+    density = Volume(np.ones((4, 4, 4)), (1.0, 1.0, 1.0), unit="g/mL")
+    np.testing.assert_array_equal(resample_to(density, out).array[:, :, 5:], 0.0)

@@ -8,13 +8,10 @@ import numpy as np
 import pytest
 
 from ludl.errors import DicomError, GeometryError
-from ludl.io.dicom_series import (
-    inspect_dicom_folder,
-    load_series,
-    multiframe_geometry,
-    parse_dicom_datetime,
-    read_dicom_file,
-)
+from ludl.io.dicom_file import read_dicom_file
+from ludl.io.dicom_geometry import multiframe_geometry
+from ludl.io.dicom_series import inspect_dicom_folder, load_series
+from ludl.io.dicom_tags import parse_dicom_datetime
 from tests.io.dicom_factory import truncate_file, write_image_series, write_nm_multiframe, write_rtstruct
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ludl.dosimetry.pipeline import label_fractions, majority_labels
+from ludl.imaging.label_grid import label_fractions, majority_labels
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 

@@ -1,0 +1,59 @@
+"""The files one patient-cycle's dosimetry writes: dose and TIA maps, RT Dose, region and registration tables, DVH,
+HTML summary (all atomic, no patient identifiers)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ludl.dosimetry.regions import write_regions_csv
+from ludl.dosimetry.registration import TimepointRegistration
+from ludl.dosimetry.timepoints import CycleData
+from ludl.io.atomic import atomic_write_text
+
+if TYPE_CHECKING:
+    from ludl.dosimetry.pipeline import DosimetryResult
+
+__all__ = ["write_outputs"]
+
+
+def _write_registration_csv(registrations: Sequence[TimepointRegistration], path: Path) -> Path:
+    """Pose and residual of every time point (the non-rigid residual is what the rigid fit leaves)."""
+    rows = [r.as_row() for r in registrations]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def write_outputs(result: DosimetryResult, data: CycleData, ref_index: int, out: Path) -> dict[str, Path]:
+    """Write the result's maps (NIfTI, RT Dose), tables (regions, registration), DVH and summary into `out`."""
+    from ludl.dosimetry.report import plot_dvh, summary_html
+    from ludl.io.nifti import write_nifti
+    from ludl.io.rtdose import write_rtdose
+
+    out.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    files["dose_nifti"] = write_nifti(result.dose, out / "dose_gy.nii.gz")
+    files["tia_nifti"] = write_nifti(result.tia, out / "tia_mbq_h_per_ml.nii.gz")
+    ref_spect = data.timepoints[ref_index].spect
+    reference = ref_spect if ref_spect.meta.get("FrameOfReferenceUID") else None
+    files["rtdose"] = write_rtdose(result.dose, out / "dose_rtdose.dcm", reference=reference, deidentify=True)
+    files["regions_csv"] = write_regions_csv(result.regions, out / "regions.csv")
+    files["registration_csv"] = _write_registration_csv(result.registrations, out / "registration.csv")
+    files["dvh_png"] = plot_dvh(np.asarray(result.dose.array), result.regions_map, out / "dvh.png")
+    files["summary_html"] = summary_html(
+        out / "summary.html",
+        rows=result.regions,
+        registrations=[r.as_row() for r in result.registrations],
+        settings=result.settings,
+        notes=result.notes,
+        whole_body_tumour_dose_gy=result.whole_body_tumour_dose_gy,
+    )
+    return files
