@@ -20,9 +20,9 @@ import numpy.typing as npt
 from ludl.io.atomic import atomic_write_text
 from ludl.io.manifest import ManifestRow
 from ludl.io.nifti import write_nifti
+from ludl.io.nm_write import write_nm_spect
 from ludl.synth.activity import ActivityModel, build_activity_model, injection_site_index
 from ludl.synth.config import SynthConfig
-from ludl.synth.dicom import write_nm_spect
 from ludl.synth.imaging import (
     PetSpec,
     PoseSpec,
