@@ -41,7 +41,9 @@ def schema_keys(schema: type, prefix: str = "") -> tuple[list[str], list[str]]:
 
 
 def override_key(override: str) -> str | None:
-    """The config key an override sets (``+a.b=1`` → ``a.b``); None for Hydra's own and for group paths."""
+    """The config key an override sets (``+a.b=1`` → ``a.b``); None for flags, Hydra's own keys and group paths."""
+    if override.startswith("-") or ("=" not in override and not override.startswith("~")):
+        return None  # -m, --cfg job …: Hydra's command-line flags and their values
     key = override.split("=", 1)[0].lstrip("+~").split("@", 1)[0].strip()
     if not key or key.startswith("hydra") or "/" in key:
         return None
