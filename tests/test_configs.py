@@ -159,7 +159,9 @@ def test_free_mappings_and_hydra_flags_pass_the_key_check() -> None:
     assert unknown_override_message("synth", ok) is None
 
 
-def test_missing_launcher_plugin_names_the_extra(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_launcher_plugin_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real = importlib.util.find_spec
 
     def without_joblib(name: str, *args: Any) -> Any:
@@ -251,7 +253,9 @@ def test_joblib_multirun_with_a_failing_job_exits_nonzero(
     missing = tmp_path / "no_such_cohort"
     out = tmp_path / "prepared"
     common = [f"out={out}", "workers=1", "stp_baselines=false", f"paths.kernel_cache_dir={tmp_path / 'k'}"]
-    code = _run("prepare", "-m", f"cohort={good},{missing}", *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    code = _run(
+        "prepare", "-m", f"cohort={good},{missing}", *common, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
+    )
     err = capfd.readouterr().err  # file-descriptor level: the workers are other processes
     assert code != 0
     assert str(missing) in err  # the failing job's own message, from its worker process

@@ -102,7 +102,9 @@ def _read_packaged_preset(name: str) -> SynthPreset:
         raise InputError(f"ludl/configs/preset/{name}.yaml must be a mapping with name: {name}; reinstall ludl")
     hints = get_type_hints(SynthPreset)
     # YAML writes 8 and 8.0 alike for a float field: make the type exact so the preset compares (and prints) equal.
-    typed = {k: (float(v) if hints.get(k) is float else tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+    typed: dict[str, Any] = {
+        k: (float(v) if hints.get(k) is float else tuple(v) if isinstance(v, list) else v) for k, v in values.items()
+    }
     return SynthPreset(**typed)
 
 
@@ -112,7 +114,9 @@ def _packaged_preset_names() -> list[str]:
 
 
 # tiny (tests), demo (2-core CPU), clinical (4.8 mm whole body): ludl/configs/preset/*.yaml, read once.
-PRESETS: Mapping[str, SynthPreset] = MappingProxyType({name: _read_packaged_preset(name) for name in _packaged_preset_names()})
+PRESETS: Mapping[str, SynthPreset] = MappingProxyType(
+    {name: _read_packaged_preset(name) for name in _packaged_preset_names()}
+)
 
 
 def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> SynthPreset:
