@@ -240,6 +240,21 @@ def test_synth_keeps_its_run_config_under_out_not_in_the_working_folder(
 # ------------------------------------------------------------------------------------------------ launchers
 
 
+def test_multirun_with_a_failing_job_exits_nonzero_and_keeps_the_working_folder_clean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.io.test_manifest import _make_cohort
+
+    good = _make_cohort(tmp_path / "cohort")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert _run("validate", "-m", f"cohort={good},{tmp_path / 'missing'}") != 0  # Hydra's basic launcher
+    assert _run("validate", "-m", f"cohort={good},{good}") == 0
+    assert list(work.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_joblib_multirun_with_a_failing_job_exits_nonzero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
