@@ -1,20 +1,48 @@
 """`ludl <job> key=value …`: thin Hydra entry points, one per job.
 
-Each job has a primary config `configs/<job>.yaml`; the function that does the work lives in
-its layer (``ludl.io.manifest``, ``ludl.dosimetry`` …) and takes plain arguments, never the
-config object. Heavy imports happen inside the job so `ludl --help` stays instant.
+Each job has a primary config ``ludl/configs/<job>.yaml`` (package data, ``pkg://ludl.configs``) on a structured
+schema (`ludl.configs.schema`); the function that does the work lives in its layer (``ludl.io.manifest``,
+``ludl.dosimetry`` …) and takes plain arguments, never the config object. Heavy imports happen inside the job so
+`ludl --help` stays instant. Every failure ends the process with a non-zero status and one line on stderr: a job's
+`LudlError`, an unknown key or a wrong type, a missing launcher plugin, a failed job of a multirun (under any
+launcher), Ctrl-C.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CONFIG_DIR", "JOBS", "main"]
+__all__ = ["CONFIG_DIR", "CONFIG_MODULE", "JOBS", "JobFailed", "main"]
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_MODULE = "ludl.configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs as a folder (tests, tools)
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+_INTERRUPTED = "interrupted; finished cases are kept, rerun the same command to resume"
+
+# `hydra/<group>=<option>` → the optional plugin module providing it (the `sweep` extra)
+_PLUGINS: dict[tuple[str, str], str] = {
+    ("hydra/launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
+    ("hydra/launcher", "submitit_slurm"): "hydra_plugins.hydra_submitit_launcher",
+    ("hydra/launcher", "submitit_local"): "hydra_plugins.hydra_submitit_launcher",
+    ("hydra/launcher", "slurm"): "hydra_plugins.hydra_submitit_launcher",
+    ("hydra/sweeper", "optuna"): "hydra_plugins.hydra_optuna_sweeper",
+}
+
+
+class JobFailed(Exception):
+    """A job of a multirun ended with a non-zero status; raised so Hydra's sweeper fails the whole command."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message, code)
+        self.message = message
+        self.code = code
 
 
 def _validate(cfg: Any) -> int:
@@ -54,33 +82,31 @@ def _synth(cfg: Any) -> int:
 
     from ludl.synth.cohort import run_synth
 
-    overrides = OmegaConf.to_container(cfg.overrides, resolve=True) if cfg.get("overrides") else None
+    overrides: dict[str, Any] = OmegaConf.to_container(cfg.overrides, resolve=True)  # type: ignore[assignment]
+    preset: dict[str, Any] = OmegaConf.to_container(cfg.preset, resolve=True)  # type: ignore[assignment]
+    name = str(preset.pop("name"))
+    overrides["preset"] = preset  # the group's fields (equal to the packaged preset unless overridden)
     summary = run_synth(
-        preset=str(cfg.preset),
-        n_patients=int(cfg.n_patients),
-        seed=int(cfg.seed),
-        out=Path(str(cfg.out)),
-        images=bool(cfg.images),
-        preview=bool(cfg.preview),
-        workers=int(cfg.workers) if cfg.get("workers") is not None else None,
-        overrides=overrides,  # type: ignore[arg-type]
+        preset=name,
+        n_patients=cfg.n_patients,
+        seed=cfg.seed,
+        out=Path(cfg.out),
+        images=cfg.images,
+        preview=cfg.preview,
+        workers=cfg.workers,
+        overrides=overrides,
     )
     print(summary.format())
     return 0
 
 
 def _dosimetry_options(cfg: Any) -> Any:
-    """The ground-truth `DosimetryOptions` shared by `dosimetry` and `prepare` (configs/dosimetry.yaml)."""
+    """The ground-truth `DosimetryOptions` of the ``dosimetry`` group (ludl/configs/dosimetry/default.yaml)."""
+    from omegaconf import OmegaConf
+
     from ludl.dosimetry.options import DosimetryOptions
 
-    return DosimetryOptions(
-        tia_mode=str(cfg.tia_mode),
-        model=str(cfg.model),
-        dose_method=str(cfg.dose_method),
-        pvc=str(cfg.pvc),
-        reference_timepoint=cfg.reference_timepoint,
-        kernel_cache_dir=Path(str(cfg.kernel_cache_dir)) if cfg.kernel_cache_dir else None,
-    )
+    return DosimetryOptions.from_mapping(OmegaConf.to_container(cfg.dosimetry, resolve=True))  # type: ignore[arg-type]
 
 
 def _dosimetry(cfg: Any) -> int:
@@ -89,13 +115,7 @@ def _dosimetry(cfg: Any) -> int:
     if cfg.cohort is None or cfg.patient is None:
         print("ludl dosimetry: give cohort=DIR patient=ID cycle=N out=DIR", file=sys.stderr)
         return 2
-    result = run_dosimetry(
-        Path(str(cfg.cohort)),
-        str(cfg.patient),
-        int(cfg.cycle),
-        Path(str(cfg.out)),
-        _dosimetry_options(cfg),
-    )
+    result = run_dosimetry(Path(cfg.cohort), str(cfg.patient), cfg.cycle, Path(cfg.out), _dosimetry_options(cfg))
     print(result.format())
     return 0
 
@@ -107,15 +127,15 @@ def _prepare(cfg: Any) -> int:
         print("ludl prepare: give cohort=DIR out=DIR (and shard=i/n on a cluster)", file=sys.stderr)
         return 2
     summary = run_prepare(
-        Path(str(cfg.cohort)),
-        Path(str(cfg.out)),
-        shard=str(cfg.shard),
-        workers=None if cfg.workers is None else int(cfg.workers),
-        overwrite=bool(cfg.overwrite),
-        n_folds=int(cfg.n_folds),
-        seed=int(cfg.seed),
-        nifti=bool(cfg.nifti),
-        stp_baselines=bool(cfg.stp_baselines),
+        Path(cfg.cohort),
+        Path(cfg.out),
+        shard=cfg.shard,
+        workers=cfg.workers,
+        overwrite=cfg.overwrite,
+        n_folds=cfg.n_folds,
+        seed=cfg.seed,
+        nifti=cfg.nifti,
+        stp_baselines=cfg.stp_baselines,
         options=_dosimetry_options(cfg),
     )
     print(summary.format())
@@ -135,7 +155,109 @@ JOBS: dict[str, tuple[Callable[[Any], int], str]] = {
 def _usage() -> str:
     lines = ["usage: ludl <job> [key=value ...]   (Hydra overrides; also `python -m ludl`)", "", "jobs:"]
     lines += [f"  {name:<10} {text}" for name, (_, text) in JOBS.items()]
+    lines += ["", "`ludl <job> --help` lists the job's keys with their defaults and meaning."]
     return "\n".join(lines)
+
+
+def _job_help(job: str) -> str:
+    """Help of one job: its keys, defaults and comments, from the packaged config."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    from ludl.configs.keys import format_job_help
+    from ludl.configs.schema import register_schemas
+
+    register_schemas()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name=job)
+    values = OmegaConf.to_container(cfg, resolve=True)
+    return format_job_help(job, JOBS[job][1], values)  # type: ignore[arg-type]
+
+
+def _missing_plugin(overrides: Sequence[str]) -> str | None:
+    """The `pip install` line for a launcher/sweeper the overrides select but is not installed; else None."""
+    for override in overrides:
+        group, _, option = override.lstrip("+").partition("=")
+        module = _PLUGINS.get((group.strip(), option.strip()))
+        if module is not None and importlib.util.find_spec(module) is None:
+            return (
+                f"ludl: {group}={option} needs the optional plugin {module.split('.')[-1]}; "
+                "install it with `pip install 'ludl[sweep]'`"
+            )
+    return None
+
+
+def _hydra_error_line(job: str, error: Exception) -> str:
+    """Hydra's composition error (wrong type, missing option …) as one line."""
+    text = ""
+    for line in str(error).splitlines():
+        line = line.strip()
+        if line.startswith("Config search path"):
+            break
+        if line:
+            text += (", " if text.endswith(":") or text.endswith(",") else "; " if text else "") + line
+            text = text.replace(":, ", ": ")
+    cause = error.__cause__
+    if cause is not None and str(cause):
+        text += ": " + str(cause).splitlines()[0]
+    return f"ludl {job}: {text} (see `ludl {job} --help`)"
+
+
+@contextmanager
+def _hydra_raises(argv0: str, overrides: Sequence[str]) -> Iterator[None]:
+    """Hydra's argv for the app, and its errors raised to us (not printed as tracebacks) while it runs."""
+    saved_argv, saved_full = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = [argv0, *overrides]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        if saved_full is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full
+
+
+def _run_job(job: str, overrides: list[str]) -> int:
+    """Run the Hydra app of `job`; the process status (0 = every job of the run or multirun succeeded)."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from hydra.types import RunMode
+    from omegaconf import DictConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ludl.configs.schema import register_schemas
+    from ludl.errors import LudlError
+
+    runner, _ = JOBS[job]
+    status = {"code": 0}
+
+    def _task(cfg: DictConfig) -> None:
+        try:
+            code = runner(cfg)
+        except LudlError as error:
+            print(f"ludl {job}: {error}", file=sys.stderr)
+            code = 1
+        status["code"] = max(status["code"], code)
+        # In a multirun the job may run in another process (joblib, SLURM): only an exception reaches the
+        # sweeper, which re-raises it in this process once every job has ended.
+        if code and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise JobFailed(f"ludl {job}: a job of the multirun failed (status {code}); see its message above", code)
+
+    register_schemas()
+    app = hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name=job)(_task)
+    try:
+        with _hydra_raises(f"ludl-{job}", overrides):
+            app()
+    except JobFailed as failed:
+        print(failed.message, file=sys.stderr)
+        return max(failed.code, status["code"], 1)
+    except (HydraException, OmegaConfBaseException) as error:
+        print(_hydra_error_line(job, error), file=sys.stderr)
+        return 2
+    return status["code"]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -148,34 +270,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if job not in JOBS:
         print(f"ludl: unknown job {job!r}\n\n{_usage()}", file=sys.stderr)
         raise SystemExit(2)
-    if not (CONFIG_DIR / f"{job}.yaml").is_file():
-        print(
-            f"ludl: config {CONFIG_DIR / (job + '.yaml')} not found; install ludl from its source tree "
-            "(`pip install -e .`) so configs/ sits beside the package",
-            file=sys.stderr,
-        )
+    if any(arg in {"-h", "--help"} for arg in overrides):
+        print(_job_help(job))
+        raise SystemExit(0)
+    from ludl.configs.keys import unknown_override_message
+
+    refused = unknown_override_message(job, overrides) or _missing_plugin(overrides)
+    if refused:
+        print(refused, file=sys.stderr)
         raise SystemExit(2)
-
-    import hydra
-    from omegaconf import DictConfig
-
-    from ludl.errors import LudlError
-
-    runner, _ = JOBS[job]
-    status = {"code": 0}
-
-    def _task(cfg: DictConfig) -> None:
-        try:
-            status["code"] = max(status["code"], runner(cfg))
-        except LudlError as error:
-            print(f"ludl {job}: {error}", file=sys.stderr)
-            status["code"] = max(status["code"], 1)
-
-    app = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=job)(_task)
-    saved = sys.argv
-    sys.argv = [f"ludl-{job}", *overrides]
     try:
-        app()
-    finally:
-        sys.argv = saved
-    raise SystemExit(status["code"])
+        code = _run_job(job, overrides)
+    except KeyboardInterrupt:
+        print(f"ludl {job}: {_INTERRUPTED}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    raise SystemExit(code)

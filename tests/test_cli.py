@@ -106,9 +106,9 @@ def test_dosimetry_job_runs_the_pipeline_with_the_given_options(
         "patient=P01",
         "cycle=1",
         f"out={out_dir}",
-        "tia_mode=region",
-        "pvc=none",
-        f"kernel_cache_dir={kernels}",
+        "dosimetry.tia_mode=region",
+        "dosimetry.pvc=none",
+        f"paths.kernel_cache_dir={kernels}",
     )
     assert code == 0
     cli_rows = {row["region"]: row for row in csv.DictReader((out_dir / "regions.csv").open())}
@@ -137,7 +137,7 @@ def test_prepare_job_writes_cases_and_splits_and_resumes(tmp_path: Path, capsys:
 
     cohort = cf.write_cohort(tmp_path / "cohort", cf.CohortSpec())
     out_dir = tmp_path / "prepared"
-    args = ("prepare", f"cohort={cohort}", f"out={out_dir}", "workers=1", f"kernel_cache_dir={tmp_path / 'k'}")
+    args = ("prepare", f"cohort={cohort}", f"out={out_dir}", "workers=1", f"paths.kernel_cache_dir={tmp_path / 'k'}")
     assert _run(*args) == 0
     cases = sorted((out_dir / "cases").iterdir())
     assert [case.name for case in cases] == ["P01_c1"]

@@ -3,7 +3,8 @@
 `tiny` is for tests (seconds per patient), `demo` for a 2-core CPU (≤ 5 s per patient), `clinical` for the
 clinical geometry (4.8 mm whole-body SPECT, 5 time points, ≤ 60 s per patient). The truth grid is the SPECT
 grid refined by `truth_factor` (COHORT.md SPECT table: truth on a grid finer than the SPECT's, e.g. 2×).
-Any field may be overridden by a mapping (what `configs/synth.yaml` gives).
+The numbers live in ``ludl/configs/preset/<name>.yaml`` (the ``preset`` config group of ``ludl synth``); this module
+reads them. Any field may be overridden by a mapping (what ``ludl synth preset.<field>=…`` gives).
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import dataclasses
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from importlib import resources
+from types import MappingProxyType
+from typing import Any, Literal, get_type_hints
+
+import yaml
 
 from ludl.errors import InputError
 
@@ -89,39 +94,29 @@ class SynthPreset:
         return (z * f, y * f, x * f)
 
 
-PRESETS: Mapping[str, SynthPreset] = {
-    # Tests: a small torso crop; 8 mm SPECT is coarse but keeps a patient at a few seconds.
-    "tiny": SynthPreset(
-        name="tiny",
-        extent="torso",
-        spect_shape_zyx=(48, 48, 48),
-        spect_spacing_mm=8.0,
-        truth_factor=2,
-        max_lesions=8,
-        pet_spacing_mm=8.0,
-    ),
-    # 2-core CPU: torso from neck to pelvis at 6 mm SPECT, 3 mm truth.
-    "demo": SynthPreset(
-        name="demo",
-        extent="torso",
-        spect_shape_zyx=(96, 64, 64),
-        spect_spacing_mm=6.0,
-        truth_factor=2,
-        max_lesions=40,
-        pet_spacing_mm=6.0,
-    ),
-    # Clinical geometry (COHORT.md SPECT table: 128², 4.8 mm), head to pelvis, DICOM SPECT.
-    "clinical": SynthPreset(
-        name="clinical",
-        extent="whole_body",
-        spect_shape_zyx=(200, 128, 128),
-        spect_spacing_mm=4.8,
-        truth_factor=2,
-        max_lesions=150,
-        image_format="dicom",
-        pet_spacing_mm=4.0,
-    ),
-}
+def _read_packaged_preset(name: str) -> SynthPreset:
+    """The preset ``ludl/configs/preset/<name>.yaml`` (the one place for the numbers; also a Hydra config group)."""
+    text = resources.files("ludl.configs").joinpath("preset", f"{name}.yaml").read_text(encoding="utf-8")
+    values = yaml.safe_load(text)
+    if not isinstance(values, dict) or values.get("name") != name:
+        raise InputError(f"ludl/configs/preset/{name}.yaml must be a mapping with name: {name}; reinstall ludl")
+    hints = get_type_hints(SynthPreset)
+    # YAML writes 8 and 8.0 alike for a float field: make the type exact so the preset compares (and prints) equal.
+    typed: dict[str, Any] = {
+        k: (float(v) if hints.get(k) is float else tuple(v) if isinstance(v, list) else v) for k, v in values.items()
+    }
+    return SynthPreset(**typed)
+
+
+def _packaged_preset_names() -> list[str]:
+    folder = resources.files("ludl.configs").joinpath("preset")
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+# tiny (tests), demo (2-core CPU), clinical (4.8 mm whole body): ludl/configs/preset/*.yaml, read once.
+PRESETS: Mapping[str, SynthPreset] = MappingProxyType(
+    {name: _read_packaged_preset(name) for name in _packaged_preset_names()}
+)
 
 
 def get_preset(name: str, overrides: Mapping[str, Any] | None = None) -> SynthPreset:

@@ -1,0 +1,148 @@
+"""Structured schemas of the job configs: the type of every key, so Hydra refuses unknown keys and wrong types.
+
+Each job's primary YAML lists ``<job>_schema`` first in its defaults; the YAML files hold every value and its
+comment (one place), these dataclasses only the types (`MISSING` until the YAML fills them). `register_schemas`
+puts them in Hydra's ConfigStore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING
+
+__all__ = ["JOB_SCHEMAS", "register_schemas"]
+
+
+@dataclass
+class PathsConf:
+    """``paths/``: output root and kernel cache."""
+
+    output_dir: str = MISSING
+    kernel_cache_dir: str | None = MISSING
+
+
+@dataclass
+class DosimetryConf:
+    """``dosimetry/``: the fields of `ludl.dosimetry.options.DosimetryOptions` (validated there)."""
+
+    tia_mode: str = MISSING
+    model: str = MISSING
+    dose_method: str = MISSING
+    pvc: str = MISSING
+    reference_timepoint: float | None = MISSING
+    kernel_cache_dir: str | None = MISSING
+
+
+@dataclass
+class ValidateConf:
+    """``ludl validate``."""
+
+    cohort: str | None = MISSING
+
+
+@dataclass
+class SynthOverridesConf:
+    """``synth.yaml`` ``overrides``: shortcuts over the priors and the preset; free mappings for the rest."""
+
+    shared_variance_fraction: float | None = MISSING
+    timepoints_h: list[float] | None = MISSING
+    activity_mbq: float | None = MISSING
+    max_lesions: int | None = MISSING
+    image_format: str | None = MISSING
+    priors: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SynthConf:
+    """``ludl synth``; ``preset`` is the ``preset/`` group (its fields are checked by `SynthPreset`)."""
+
+    paths: PathsConf = field(default_factory=PathsConf)
+    preset: Any = MISSING
+    n_patients: int = MISSING
+    seed: int = MISSING
+    out: str = MISSING
+    images: bool = MISSING
+    preview: bool = MISSING
+    workers: int | None = MISSING
+    overrides: SynthOverridesConf = field(default_factory=SynthOverridesConf)
+
+
+@dataclass
+class DosimetryJobConf:
+    """``ludl dosimetry``."""
+
+    paths: PathsConf = field(default_factory=PathsConf)
+    dosimetry: DosimetryConf = field(default_factory=DosimetryConf)
+    cohort: str | None = MISSING
+    patient: str | None = MISSING
+    cycle: int = MISSING
+    out: str = MISSING
+
+
+@dataclass
+class PrepareConf:
+    """``ludl prepare``."""
+
+    paths: PathsConf = field(default_factory=PathsConf)
+    dosimetry: DosimetryConf = field(default_factory=DosimetryConf)
+    cohort: str | None = MISSING
+    out: str = MISSING
+    shard: str = MISSING
+    workers: int | None = MISSING
+    overwrite: bool = MISSING
+    n_folds: int = MISSING
+    seed: int = MISSING
+    nifti: bool = MISSING
+    stp_baselines: bool = MISSING
+
+
+@dataclass
+class PhantomGeometryConf:
+    """``phantom.yaml`` ``phantom``: grid, frame times, activity and noise."""
+
+    shape_zyx: list[int] = MISSING
+    spacing_zyx_mm: list[float] = MISSING
+    times_h: list[float] = MISSING
+    injected_mbq: float = MISSING
+    noise_cv: float = MISSING
+
+
+@dataclass
+class PhantomFitConf:
+    """``phantom.yaml`` ``fit``."""
+
+    model: str = MISSING
+
+
+@dataclass
+class PhantomConf:
+    """``ludl phantom``."""
+
+    paths: PathsConf = field(default_factory=PathsConf)
+    seed: int = MISSING
+    out: str = MISSING
+    kernel_cache_dir: str | None = MISSING
+    phantom: PhantomGeometryConf = field(default_factory=PhantomGeometryConf)
+    fit: PhantomFitConf = field(default_factory=PhantomFitConf)
+
+
+# job name → its schema (stored as "<job>_schema")
+JOB_SCHEMAS: dict[str, type] = {
+    "synth": SynthConf,
+    "validate": ValidateConf,
+    "dosimetry": DosimetryJobConf,
+    "prepare": PrepareConf,
+    "phantom": PhantomConf,
+}
+
+
+def register_schemas() -> None:
+    """Store every job schema in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for job, schema in JOB_SCHEMAS.items():
+        store.store(name=f"{job}_schema", node=schema)
