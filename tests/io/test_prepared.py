@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ludl.data.store as store
-from ludl.data.store import (
+import ludl.io.prepared as store
+from ludl.io.prepared import (
     FORMAT_VERSION,
     SIDECAR,
     CaseTimepoint,
