@@ -49,6 +49,7 @@ def truth_regions_file(cohort_dir: str | Path) -> Path:
 
 def write_truth_regions(rows: Sequence[Sequence[str]], path: str | Path) -> Path:
     """Write region truth rows (cells already formatted, in `TRUTH_REGION_COLUMNS` order) as CSV, atomically."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(TRUTH_REGION_COLUMNS)
