@@ -535,6 +535,24 @@ def _outcomes(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[CaseOutcome
     yield from parallel(delayed(_prepare_one)(*job) for job in jobs)
 
 
+def _run_jobs(jobs: list[tuple[Any, ...]], workers: int | None) -> dict[str, CaseOutcome]:
+    """Run the case jobs (in `workers` processes; None: all cores) with a progress bar; outcomes by case id."""
+    from tqdm import tqdm
+
+    n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(jobs) or 1))
+    results: dict[str, CaseOutcome] = {}
+    progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
+    try:
+        for outcome in _outcomes(jobs, n_workers):
+            results[outcome.case_id] = outcome
+            progress.update(1)
+            if outcome.status == "failed":
+                progress.write(f"failed {outcome.case_id}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
+    finally:
+        progress.close()
+    return results
+
+
 def _summary_file(out: Path, index: int, count: int) -> Path:
     # One file per shard: shards may run at the same time and must not overwrite each other's summary.
     return out / (SUMMARY_FILE if count == 1 else f"prepare_summary.shard-{index}-of-{count}.json")
@@ -720,22 +738,11 @@ def run_prepare(
             results[cid] = CaseOutcome(cid, p, c, "skipped")
         else:
             todo.append((p, c))
-    n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(todo) or 1))
     jobs = [
         (cohort, p, c, cases_dir, manifest, config, bool(nifti), bool(overwrite), truth.get((p, c), {}), options)
         for p, c in todo
     ]
-    from tqdm import tqdm
-
-    progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
-    try:
-        for outcome in _outcomes(jobs, n_workers):
-            results[outcome.case_id] = outcome
-            progress.update(1)
-            if outcome.status == "failed":
-                progress.write(f"failed {outcome.case_id}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
-    finally:
-        progress.close()
+    results.update(_run_jobs(jobs, workers))
     ordered = tuple(results[case_id(p, c)] for p, c in mine)
     summary_file = _summary_file(out, index, count)
     summary = PrepareSummary(

@@ -17,10 +17,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ludl.errors import InputError, LudlError, ManifestError
+from ludl.errors import InputError, ManifestError
 from ludl.imaging.volume import Volume
 from ludl.io.cohort import CohortConfig, load_cohort_config
-from ludl.io.cohort_images import is_nifti, read_ct_row, read_spect_row, row_where
+from ludl.io.cohort_images import is_nifti, read_ct_row, read_mask_row, read_spect_row, row_where
 from ludl.io.manifest import Manifest, ManifestRow, load_manifest
 
 __all__ = ["CycleData", "TimePoint", "load_cycle", "read_spect_row"]  # read_spect_row: from ludl.io.cohort_images
@@ -151,6 +151,36 @@ def _check_patient_ids(manifest: Manifest, rows: Sequence[ManifestRow]) -> None:
         seen.setdefault(pid, row)
 
 
+def _read_timepoint(
+    manifest: Manifest, config: CohortConfig, rows: Sequence[ManifestRow], tp: float, injection: datetime | None
+) -> TimePoint:
+    """The SPECT beds and the CT of one nominal time point of a patient-cycle's rows."""
+    spect_rows = sorted(
+        (r for r in rows if r.role == "spect" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)),
+        key=lambda r: r.bed or 0,
+    )
+    ct_rows = [r for r in rows if r.role == "ct" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)]
+    if not ct_rows:
+        raise ManifestError(f"{row_where(manifest, spect_rows[0])}: no ct row at timepoint_h {tp:g}")
+    bed_times = [_row_time_h(manifest, r, injection) for r in spect_rows]
+    spect, bed_index = read_spect_row(manifest, config, spect_rows, bed_times)
+    ct_row = ct_rows[0]
+    ct = read_ct_row(manifest, ct_row)
+    fwhm = spect_rows[0].fwhm_mm or config.fwhm_mm
+    if fwhm is None:
+        raise ManifestError(f"{row_where(manifest, spect_rows[0])}: no fwhm_mm in the row nor in cohort.yaml defaults")
+    return TimePoint(
+        timepoint_h=float(tp),
+        spect=spect,
+        bed_index=bed_index,
+        bed_times_h=tuple(bed_times),
+        ct=ct,
+        fwhm_mm=float(fwhm),
+        spect_rows=tuple(spect_rows),
+        ct_row=ct_row,
+    )
+
+
 def load_cycle(
     cohort_dir: str | Path,
     patient_id: str,
@@ -166,8 +196,6 @@ def load_cycle(
         patient_id, cycle: the case; an unknown patient or cycle raises `ManifestError` listing what exists.
         manifest, config: already-loaded manifest and configuration (skip re-reading them).
     """
-    from ludl.io.labels import read_labels
-
     root = Path(cohort_dir)
     config = config or load_cohort_config(root)
     manifest = manifest or load_manifest(root, config)
@@ -184,36 +212,9 @@ def load_cycle(
     _check_patient_ids(manifest, rows)
     injection = manifest.injection_datetime(patient_id, cycle)
 
-    timepoints: list[TimePoint] = []
-    for tp in manifest.timepoints(patient_id, cycle, "spect"):
-        spect_rows = sorted(
-            (r for r in rows if r.role == "spect" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)),
-            key=lambda r: r.bed or 0,
-        )
-        ct_rows = [r for r in rows if r.role == "ct" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)]
-        if not ct_rows:
-            raise ManifestError(f"{row_where(manifest, spect_rows[0])}: no ct row at timepoint_h {tp:g}")
-        bed_times = [_row_time_h(manifest, r, injection) for r in spect_rows]
-        spect, bed_index = read_spect_row(manifest, config, spect_rows, bed_times)
-        ct_row = ct_rows[0]
-        ct = read_ct_row(manifest, ct_row)
-        fwhm = spect_rows[0].fwhm_mm or config.fwhm_mm
-        if fwhm is None:
-            raise ManifestError(
-                f"{row_where(manifest, spect_rows[0])}: no fwhm_mm in the row nor in cohort.yaml defaults"
-            )
-        timepoints.append(
-            TimePoint(
-                timepoint_h=float(tp),
-                spect=spect,
-                bed_index=bed_index,
-                bed_times_h=tuple(bed_times),
-                ct=ct,
-                fwhm_mm=float(fwhm),
-                spect_rows=tuple(spect_rows),
-                ct_row=ct_row,
-            )
-        )
+    timepoints = [
+        _read_timepoint(manifest, config, rows, tp, injection) for tp in manifest.timepoints(patient_id, cycle, "spect")
+    ]
 
     mask_rows = [r for r in rows if r.role == "mask"]
     if not mask_rows:
@@ -223,14 +224,7 @@ def load_cycle(
     mask_row = mask_rows[0]
     mask_tp = float(mask_row.timepoint_h) if mask_row.timepoint_h is not None else timepoints[0].timepoint_h
     grid = next((t.ct for t in timepoints if math.isclose(t.timepoint_h, mask_tp)), timepoints[0].ct)
-    try:
-        labels, found = read_labels(
-            manifest.image_path(mask_row),
-            grid=None if is_nifti(manifest.image_path(mask_row)) else grid,
-            names=dict(config.labels) or None,
-        )
-    except (LudlError, FileNotFoundError) as err:
-        raise InputError(f"{row_where(manifest, mask_row)}: {err}") from err
+    labels, found = read_mask_row(manifest, config, mask_row, grid)
     first = rows[0]
     residual = next((r.residual_mbq for r in rows if r.residual_mbq is not None), 0.0)
     extravasated = next((r.extravasated_mbq for r in rows if r.extravasated_mbq is not None), 0.0)

@@ -24,6 +24,7 @@ __all__ = [
     "NIFTI_SUFFIXES",
     "is_nifti",
     "read_ct_row",
+    "read_mask_row",
     "read_nifti_in_unit",
     "read_pet_suv_row",
     "read_spect_row",
@@ -151,6 +152,23 @@ def read_ct_row(manifest: Manifest, row: ManifestRow) -> Volume:
         return read_nifti_in_unit(path, "HU") if is_nifti(path) else read_ct(path)
     except (LudlError, FileNotFoundError) as err:
         raise InputError(f"{row_where(manifest, row)}: {err}") from err
+
+
+def read_mask_row(
+    manifest: Manifest, config: CohortConfig, row: ManifestRow, grid: Volume
+) -> tuple[Volume, dict[str, int]]:
+    """A mask row's label map and its region name → value (cohort.yaml ``labels``, else the names in the file).
+
+    A DICOM RTSTRUCT or SEG is rasterised onto `grid` (the CT it was drawn on); a NIfTI label map keeps its own grid.
+    """
+    from ludl.io.labels import read_labels
+
+    path = manifest.image_path(row)
+    try:
+        labels, found = read_labels(path, grid=None if is_nifti(path) else grid, names=dict(config.labels) or None)
+    except (LudlError, FileNotFoundError) as err:
+        raise InputError(f"{row_where(manifest, row)}: {err}") from err
+    return labels, dict(found)
 
 
 def read_pet_suv_row(manifest: Manifest, config: CohortConfig, row: ManifestRow) -> Volume:

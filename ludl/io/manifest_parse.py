@@ -86,6 +86,43 @@ class _RowParser:
             return None
 
 
+def _within_row_problems(
+    p: _RowParser, role: str, present: set[str], timepoint_h: float | None, time_h: float | None, pet_tracer: str | None
+) -> None:
+    """Time and tracer checks within one row."""
+    if role in ("spect", "ct", "mask"):
+        if timepoint_h is None and "timepoint_h" in present and p.text("timepoint_h") is None:
+            p.problem(f"timepoint_h is empty; a {role} row needs its nominal time point (4, 24, … h)")
+        elif timepoint_h is not None and timepoint_h < 0:
+            p.problem(f"timepoint_h is {fmt_number(timepoint_h)}: a {role} time point must be ≥ 0 h after injection")
+        if time_h is not None and time_h < 0:
+            p.problem(f"time_h is {fmt_number(time_h)}: a {role} image is acquired after the injection (≥ 0 h)")
+    if role in PET_ROLES and time_h is not None and time_h >= 0:
+        p.problem(
+            f"time_h is {fmt_number(time_h)} on a {role} row: the PET precedes therapy, give negative hours before "
+            "this cycle's injection"
+        )
+    if role == "spect" and p.text("time_h") is None and p.text("injection_datetime") is None:
+        p.problem("spect row has neither time_h nor injection_datetime: the scan time cannot be known")
+    if role == "pet" and pet_tracer is None:
+        p.problem("pet_tracer is empty; name the PET tracer (e.g. 68Ga-PSMA-11 or 18F-DCFPyL)")
+
+
+def _activity_problems(
+    p: _RowParser, injected: float | None, residual: float | None, extravasated: float | None
+) -> None:
+    """The row's activities must leave something administered, and no more extravasated than that."""
+    if injected is not None and residual is not None and residual >= injected:
+        p.problem(
+            f"residual_mbq {fmt_number(residual)} ≥ injected_mbq {fmt_number(injected)}: nothing would be administered"
+        )
+    elif injected is not None and extravasated is not None and extravasated > injected - (residual or 0.0):
+        p.problem(
+            f"extravasated_mbq {fmt_number(extravasated)} exceeds the administered activity "
+            f"{fmt_number(injected - (residual or 0.0))} MBq (injected − residual)"
+        )
+
+
 def _parse_row(cells: Mapping[str, str], line: int, present: set[str], file: str) -> tuple[ManifestRow, list[Problem]]:
     """One row → ManifestRow (with stand-in values where a cell is invalid) and its own problems."""
     problems: list[Problem] = []
@@ -131,32 +168,8 @@ def _parse_row(cells: Mapping[str, str], line: int, present: set[str], file: str
     for column in ("pet_injected_mbq", "weight_kg"):
         row_values[column] = p.number(column)
 
-    # Checks within the row.
-    if role in ("spect", "ct", "mask"):
-        if timepoint_h is None and "timepoint_h" in present and p.text("timepoint_h") is None:
-            p.problem(f"timepoint_h is empty; a {role} row needs its nominal time point (4, 24, … h)")
-        elif timepoint_h is not None and timepoint_h < 0:
-            p.problem(f"timepoint_h is {fmt_number(timepoint_h)}: a {role} time point must be ≥ 0 h after injection")
-        if time_h is not None and time_h < 0:
-            p.problem(f"time_h is {fmt_number(time_h)}: a {role} image is acquired after the injection (≥ 0 h)")
-    if role in PET_ROLES and time_h is not None and time_h >= 0:
-        p.problem(
-            f"time_h is {fmt_number(time_h)} on a {role} row: the PET precedes therapy, give negative hours before "
-            "this cycle's injection"
-        )
-    if role == "spect" and p.text("time_h") is None and p.text("injection_datetime") is None:
-        p.problem("spect row has neither time_h nor injection_datetime: the scan time cannot be known")
-    if role == "pet" and row_values["pet_tracer"] is None:
-        p.problem("pet_tracer is empty; name the PET tracer (e.g. 68Ga-PSMA-11 or 18F-DCFPyL)")
-    if injected is not None and residual is not None and residual >= injected:
-        p.problem(
-            f"residual_mbq {fmt_number(residual)} ≥ injected_mbq {fmt_number(injected)}: nothing would be administered"
-        )
-    elif injected is not None and extravasated is not None and extravasated > injected - (residual or 0.0):
-        p.problem(
-            f"extravasated_mbq {fmt_number(extravasated)} exceeds the administered activity "
-            f"{fmt_number(injected - (residual or 0.0))} MBq (injected − residual)"
-        )
+    _within_row_problems(p, role, present, timepoint_h, time_h, row_values["pet_tracer"])
+    _activity_problems(p, injected, residual, extravasated)
 
     row = ManifestRow(
         patient_id=patient_id,
