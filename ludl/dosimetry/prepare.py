@@ -553,6 +553,21 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int | None) -> dict[str, Cas
     return results
 
 
+def _write_splits(
+    cohort: Path, out: Path, cases: Sequence[tuple[str, int]], n_folds: int, seed: int
+) -> tuple[Splits, Path, list[str]]:
+    """``splits.json``: patient folds (at most one per patient) stratified by ``non_response``; with a note."""
+    patients = sorted({p for p, _ in cases})
+    folds = min(n_folds, len(patients))
+    notes = (
+        []
+        if folds == n_folds
+        else [f"n_folds={n_folds} but the cohort has {len(patients)} patient(s): {folds} fold(s) written"]
+    )
+    splits = make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=seed)
+    return splits, write_splits(splits, out / SPLITS_FILE), notes
+
+
 def _summary_file(out: Path, index: int, count: int) -> Path:
     # One file per shard: shards may run at the same time and must not overwrite each other's summary.
     return out / (SUMMARY_FILE if count == 1 else f"prepare_summary.shard-{index}-of-{count}.json")
@@ -717,15 +732,8 @@ def run_prepare(
     if not cases:
         raise InputError(f"{manifest.file} lists no SPECT rows: nothing to prepare")
     truth = read_truth(cohort)  # read once, here: a broken truth table stops the run before any case
-    notes: list[str] = []
-
-    patients = sorted({p for p, _ in cases})
-    folds = min(int(n_folds), len(patients))
-    if folds < int(n_folds):
-        notes.append(f"n_folds={n_folds} but the cohort has {len(patients)} patient(s): {folds} fold(s) written")
-    splits = make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=int(seed))
     out.mkdir(parents=True, exist_ok=True)
-    splits_file = write_splits(splits, out / SPLITS_FILE)
+    splits, splits_file, notes = _write_splits(cohort, out, cases, int(n_folds), int(seed))
 
     mine = shard_cases(cases, index, count)
     cases_dir = out / CASES_FOLDER
