@@ -48,11 +48,9 @@ def dosimetry_options(args: argparse.Namespace) -> Any:
 
 def truth_rows(cohort: Path) -> dict[tuple[str, int, str], dict[str, str]]:
     """Rows of ``truth/regions.csv`` by (patient, cycle, region); empty without the file."""
-    file = cohort / "truth" / "regions.csv"
-    if not file.is_file():
-        return {}
-    with open(file, newline="", encoding="utf-8") as fh:
-        return {(r["patient_id"], int(r["cycle"]), r["region"]): r for r in csv.DictReader(fh)}
+    from ludl.io.truth import read_truth_rows
+
+    return read_truth_rows(cohort)
 
 
 def summarise(errors: Sequence[float]) -> dict[str, float]:

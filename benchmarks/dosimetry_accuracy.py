@@ -63,14 +63,14 @@ def _patients(cohort: Path) -> list[str]:
 
 
 def evaluate_patient(
-    cohort: Path, patient: str, truth: dict[tuple[str, int, str], dict[str, str]], **options: Any
+    cohort: Path, patient: str, truth: dict[tuple[str, int, str], dict[str, str]], options: Any = None
 ) -> list[dict[str, Any]]:
     """Pipeline rows of one patient (cycle 1) joined with truth: one dict per region with both relative errors."""
     from ludl.dosimetry.pipeline import compute_dosimetry
     from ludl.dosimetry.timepoints import load_cycle
 
     start = time.perf_counter()
-    result = compute_dosimetry(load_cycle(cohort, patient, 1), **options)
+    result = compute_dosimetry(load_cycle(cohort, patient, 1), options)
     seconds = time.perf_counter() - start
     out: list[dict[str, Any]] = []
     for row in result.regions:
@@ -165,7 +165,7 @@ def main() -> None:
         options = dosimetry_options(args)
         start = time.perf_counter()
         for patient in _patients(cohort)[: args.patients]:
-            rows += evaluate_patient(cohort, patient, truth, **options)
+            rows += evaluate_patient(cohort, patient, truth, options)
         wall = time.perf_counter() - start
     n = len({r["patient_id"] for r in rows})
     print(

@@ -161,7 +161,7 @@ def main() -> None:
         cohort = cohort_path(args, tmp)
         start = time.perf_counter()
         raw = run_stp_baselines(
-            cohort, None, args.splits, Path(tmp) / "stp", write_maps=False, dosimetry_options=dosimetry_options(args)
+            cohort, None, args.splits, Path(tmp) / "stp", write_maps=False, options=dosimetry_options(args)
         )
         wall = time.perf_counter() - start
         rows = with_errors(raw, true_volumes_ml(cohort))

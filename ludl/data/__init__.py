@@ -1,27 +1,7 @@
-"""Prepared-case store and patient-level splits (later: MONAI transforms and the Lightning DataModule).
+"""Training data over prepared cases: the MONAI transforms, Dataset and Lightning DataModule (to come).
 
-The public names load their module on first use, so `import ludl.data` stays light.
+The prepared-case format itself (`ludl.io.prepared`, ``dataset.json``), the splits (`ludl.io.splits`) and the cohort
+readers live in `ludl.io`, so that `ludl prepare` and the dosimetry never import torch or Lightning.
 """
 
 from __future__ import annotations
-
-from ludl._lazy import lazy_getattr
-
-_PUBLIC = {
-    "PreparedCase": "ludl.data.store",
-    "PreparedTimepoint": "ludl.data.store",
-    "CaseTimepoint": "ludl.data.store",
-    "read_case": "ludl.data.store",
-    "write_case": "ludl.data.store",
-    "list_cases": "ludl.data.store",
-    "Splits": "ludl.data.splits",
-    "make_splits": "ludl.data.splits",
-    "read_splits": "ludl.data.splits",
-    "write_splits": "ludl.data.splits",
-    "load_outcomes": "ludl.data.splits",
-}
-
-__all__ = sorted(_PUBLIC)
-
-
-__getattr__ = lazy_getattr("ludl.data", _PUBLIC)

@@ -34,15 +34,12 @@ import csv
 import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ludl.data.splits import Splits, load_outcomes, make_splits, read_splits
-from ludl.data.store import to_jsonable
 from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry, dose_map_gy, region_fits
 from ludl.dosimetry.regions import RegionSet
@@ -53,8 +50,13 @@ from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write_text
 from ludl.io.manifest import load_manifest
+from ludl.io.outcomes import load_outcomes
+from ludl.io.prepared_sidecar import StpCase
+from ludl.io.splits import Splits, make_splits, read_splits
+from ludl.io.truth import read_truth
 from ludl.physics.kinetics import fit_tac
 from ludl.physics.stp import PriorInformedEstimator, RegionPrior, haenscheid_tia, madsen_tia
+from ludl.physics.units import MBQ_PER_BQ
 
 __all__ = [
     "METHODS",
@@ -108,11 +110,9 @@ STP_COLUMNS: tuple[str, ...] = (
     "true_mean_dose_gy",
     "volume_ml",
 )
-_BQ_TO_MBQ = 1e-6
 _REST = "_rest"  # the unlabelled voxels, as `ludl.dosimetry.pipeline.region_fits` names them
 _PARAMS = ("a0", "lambda1_per_h", "lambda2_per_h")
 _NAN = float("nan")
-_TEXT_KEYS = ("patient_id", "region", "kind", "region_class")  # region-row entries that are not numbers
 
 
 def region_class(region: str, kind: str) -> str | None:
@@ -128,91 +128,6 @@ def region_class(region: str, kind: str) -> str | None:
     if region in ("liver", "spleen", "red_marrow"):
         return region
     return OTHER_CLASS
-
-
-@dataclass(frozen=True, eq=False)
-class StpCase:
-    """One patient-cycle's multi-TP ground truth and region curves, what every STP method needs.
-
-    Attributes:
-        patient_id, cycle: the case.
-        injected_mbq: net administered activity (injected − residual), MBq.
-        timepoints_h: nominal time points, ascending.
-        regions: one row per region (and ``_rest``): ``region, kind, region_class, volume_ml, scored``, the
-            ground truth ``tia_mbq_h, tia_uncorrected_mbq_h, mean_dose_gy, mean_dose_uncorrected_gy, t_eff_h``
-            and the region's ``biexp_uptake`` fit ``a0, lambda1_per_h, lambda2_per_h, fit_cv`` (NaN when the fit
-            failed), plus ``patient_id, cycle, injected_mbq`` — the "region table" the population fits read.
-        curves: region → (actual times h, activity MBq), one entry per time point, uncorrected, reference grid.
-        truth: region → (true TIA MBq·h, true mean dose Gy) from a synthetic cohort's ``truth/regions.csv``.
-    """
-
-    patient_id: str
-    cycle: int
-    injected_mbq: float
-    timepoints_h: tuple[float, ...]
-    regions: tuple[dict[str, Any], ...]
-    curves: dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
-    truth: dict[str, tuple[float, float]]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON types (NaN as None): the ``stp_case`` entry of a prepared case's sidecar."""
-        document = {
-            "patient_id": self.patient_id,
-            "cycle": self.cycle,
-            "injected_mbq": self.injected_mbq,
-            "timepoints_h": self.timepoints_h,
-            "regions": self.regions,
-            "curves": {name: {"time_h": t, "activity_mbq": a} for name, (t, a) in self.curves.items()},
-            "truth": {name: {"tia_mbq_h": tia, "mean_dose_gy": dose} for name, (tia, dose) in self.truth.items()},
-        }
-        return dict(to_jsonable(document))
-
-    @classmethod
-    def from_dict(cls, document: Mapping[str, Any]) -> StpCase:
-        """The case `to_dict` wrote (None back to NaN); raises `InputError` for anything else."""
-        try:
-            regions = []
-            for row in document["regions"]:
-                out: dict[str, Any] = {}
-                for key, value in row.items():
-                    if key in _TEXT_KEYS:
-                        out[key] = value
-                    elif key == "cycle":
-                        out[key] = int(value)
-                    elif key == "scored":
-                        out[key] = bool(value)
-                    else:
-                        out[key] = _number(value)
-                regions.append(out)
-            curves = {
-                str(name): (_array(curve["time_h"]), _array(curve["activity_mbq"]))
-                for name, curve in document["curves"].items()
-            }
-            truth = {
-                str(name): (_number(value["tia_mbq_h"]), _number(value["mean_dose_gy"]))
-                for name, value in document["truth"].items()
-            }
-            return cls(
-                patient_id=str(document["patient_id"]),
-                cycle=int(document["cycle"]),
-                injected_mbq=_number(document["injected_mbq"]),
-                timepoints_h=tuple(float(t) for t in document["timepoints_h"]),
-                regions=tuple(regions),
-                curves=curves,
-                truth=truth,
-            )
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise InputError(
-                f"not an stp_case document ({type(err).__name__}: {err}); rerun `ludl prepare … overwrite=true`"
-            ) from err
-
-
-def _number(value: Any) -> float:
-    return _NAN if value is None else float(value)
-
-
-def _array(values: Sequence[Any]) -> npt.NDArray[np.float64]:
-    return np.array([_number(v) for v in values], dtype=np.float64)
 
 
 def _reference_grid(
@@ -501,7 +416,7 @@ def stp_dose_map(
     """
     if method not in ("haenscheid", "madsen"):
         raise InputError(f"voxel STP maps exist for 'haenscheid' and 'madsen', not {method!r}")
-    concentration = np.asarray(aligned.activity.array, dtype=np.float64) * _BQ_TO_MBQ  # MBq/mL
+    concentration = np.asarray(aligned.activity.array, dtype=np.float64) * MBQ_PER_BQ  # MBq/mL
     when = np.asarray(aligned.time_h_map, dtype=np.float64)
     inside = np.isfinite(when) & (when > 0) & (concentration > 0)
     tia = np.zeros(concentration.shape, dtype=np.float64)
@@ -523,37 +438,6 @@ def stp_dose_map(
 
 
 # ------------------------------------------------------------------------------------------------ cohort
-
-
-def read_truth(cohort_dir: str | Path) -> dict[tuple[str, int], dict[str, tuple[float, float]]]:
-    """A synthetic cohort's truth per (patient, cycle): region → (true TIA MBq·h, true mean dose Gy); {} without."""
-    file = Path(cohort_dir) / "truth" / "regions.csv"
-    if not file.is_file():
-        return {}
-    out: dict[tuple[str, int], dict[str, tuple[float, float]]] = {}
-    try:
-        with file.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("patient_id", "cycle", "region") if c not in (reader.fieldnames or ())]
-            if missing:
-                raise InputError(
-                    f"{file} lacks the column(s) {', '.join(missing)}; a truth table needs patient_id, cycle, region, "
-                    "tia_mbq_h, mean_dose_gy (or remove the file for a cohort without truth)"
-                )
-            for line, row in enumerate(reader, start=2):
-
-                def num(key: str, row: dict[str, str] = row) -> float:
-                    value = row.get(key) or ""
-                    return float(value) if value.strip() else _NAN
-
-                try:
-                    case = out.setdefault((row["patient_id"], int(row["cycle"])), {})
-                    case[row["region"]] = (num("tia_mbq_h"), num("mean_dose_gy"))
-                except ValueError as err:
-                    raise InputError(f"{file} line {line}: {err}; cycle and the values must be numbers") from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{file}: cannot read ({err})") from err
-    return out
 
 
 def _cell(value: Any) -> str:

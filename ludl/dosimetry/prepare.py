@@ -7,24 +7,26 @@ clinic hands it over at inference):
 - the SPECT (Bq/mL, as read) and its CT as mass density (g/mL, PHYSICS.md §4 curve);
 - the ground-truth TIA map (MBq·h/mL), mapped from the reference grid with the inverse of the time point's rigid
   registration, conserving ∫ TIA dV (`resample_to(kind="activity")`); the dose map (Gy) by linear interpolation; the
-  region labels by nearest neighbour; the mask of voxels the reference grid covers (``gt_fov``);
+  region labels by nearest neighbour and their canonical classes (``classes``); the mask of voxels the reference grid
+  covers (``gt_fov``);
 - the pre-therapy PET SUV (when the cohort has one): its CT is registered to the reference CT once and the PET is
   resampled through (time point → reference → PET), conserving ∫ SUV dV like any activity image;
 
-plus the sidecar (`ludl.data.store`): times, activities, grids, transforms, registration quality, ground-truth
-region statistics, PET tracer, and the case's region curves and ground truth for the single-time-point baselines
-(``stp_case``: `ludl.dosimetry.baselines.StpCase.to_dict`, with the true values of a synthetic cohort's
-``truth/regions.csv``). Finished cases are skipped, a case is written whole or not at all, a case failing
-with a `LudlError` is recorded with its reason in ``prepare_summary.json`` while the others finish, and the case list
-(sorted as the manifest orders patients) is sharded ``[i::n]`` for ``shard=i/n``. ``splits.json`` (patient-level
-folds stratified by ``non_response``) depends only on the manifest, outcomes and seed, so every shard writes the
-same file.
+plus the typed sidecar (`ludl.io.prepared_sidecar.CaseSidecar`, `TimepointInfo`): times, activities, grids,
+transforms, registration quality, ground-truth region statistics, labelled and unlabeled classes, dosimetry settings,
+PET tracer, intensity statistics, and the case's region curves and ground truth for the single-time-point baselines
+(``stp_case``: `StpCase.to_dict`, with the true values of a synthetic cohort's ``truth/regions.csv``). Finished cases
+are skipped, a case is written whole or not at all, a case failing with a `LudlError` is recorded with its reason in
+``prepare_summary.json`` while the others finish, and the case list (sorted as the manifest orders patients) is
+sharded ``[i::n]`` for ``shard=i/n``. ``splits.json`` (patient-level folds stratified by ``non_response``) depends
+only on the manifest, outcomes and seed, so every shard writes the same file.
 
 Once every case of the cohort is settled (prepared, or failed in this run or in another shard's summary), the shard
-that sees it builds ``stp_regions.csv`` (Hänscheid, Madsen and the prior-informed estimator at every scan time,
-`ludl.dosimetry.baselines.stp_cohort_table`) from the sidecars and ``splits.json``, leaving failed cases out. Each
-shard writes its summary before it looks, so the last one to finish sees the others; two that write it write the same
-content. Region statistics only: voxel dose maps of the STP methods come from `run_stp_baselines(write_maps=True)`.
+that sees it writes ``dataset.json`` (`ludl.io.prepared_dataset`, from the sidecars) and builds ``stp_regions.csv``
+(Hänscheid, Madsen and the prior-informed estimator at every scan time, `ludl.dosimetry.baselines.stp_cohort_table`)
+from the sidecars and ``splits.json``, leaving failed cases out. Each shard writes its summary before it looks, so the
+last one to finish sees the others; two that write them write the same content. Region statistics only: voxel dose
+maps of the STP methods come from `run_stp_baselines(write_maps=True)`.
 """
 
 from __future__ import annotations
@@ -43,19 +45,33 @@ from typing import Any
 
 import numpy as np
 
-from ludl.data.splits import SPLITS_FILE, Splits, load_outcomes, make_splits, write_splits
-from ludl.data.store import SIDECAR, CaseTimepoint, case_is_complete, clean_stale, read_case, to_jsonable, write_case
-from ludl.dosimetry.baselines import STP_FILE, StpCase, read_truth, stp_case, stp_cohort_table, write_stp_table
+from ludl.dosimetry.baselines import STP_FILE, stp_case, stp_cohort_table, write_stp_table
 from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry
 from ludl.dosimetry.registration import require_registered
 from ludl.dosimetry.timepoints import CycleData, load_cycle
-from ludl.errors import GeometryError, InputError, LudlError, UnitsError
+from ludl.errors import GeometryError, InputError, LudlError
 from ludl.imaging.resample import resample_to, transform_affine
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write_text
 from ludl.io.cohort import CohortConfig, load_cohort_config
+from ludl.io.cohort_images import read_ct_row, read_pet_suv_row, row_where
 from ludl.io.manifest import Manifest, ManifestRow, load_manifest
+from ludl.io.outcomes import load_outcomes
+from ludl.io.prepared import (
+    SIDECAR,
+    CaseTimepoint,
+    PreparedCase,
+    case_is_complete,
+    clean_stale,
+    read_case,
+    write_case,
+)
+from ludl.io.prepared_dataset import DATASET_FILE, build_dataset_descriptor, write_dataset_descriptor
+from ludl.io.prepared_sidecar import CaseSidecar, GroundTruthInfo, PetInfo, StpCase, TimepointInfo, to_jsonable
+from ludl.io.prepared_stats import class_map, classes_present, label_coverage
+from ludl.io.splits import SPLITS_FILE, Splits, make_splits, write_splits
+from ludl.io.truth import read_truth
 
 __all__ = [
     "CASES_FOLDER",
@@ -72,7 +88,6 @@ __all__ = [
 CASES_FOLDER = "cases"
 SUMMARY_FILE = "prepare_summary.json"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 # ------------------------------------------------------------------------------------------------ case list
@@ -142,6 +157,7 @@ class PrepareSummary:
         cases: one outcome per patient-cycle of this shard, in case order.
         splits_file, summary_file: ``splits.json`` and the summary JSON written.
         stp_file: ``stp_regions.csv`` when this shard wrote it (None: switched off, or cases still missing).
+        dataset_file: ``dataset.json`` when this shard wrote it (None: cases still missing).
         notes: remarks worth a look; seconds: wall time.
     """
 
@@ -152,6 +168,7 @@ class PrepareSummary:
     splits_file: Path | None = None
     summary_file: Path | None = None
     stp_file: Path | None = None
+    dataset_file: Path | None = None
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
 
@@ -197,6 +214,7 @@ class PrepareSummary:
                 "seconds": round(self.seconds, 3),
                 "splits_file": self.splits_file,
                 "stp_file": self.stp_file,
+                "dataset_file": self.dataset_file,
                 "notes": list(self.notes),
                 "cases": [asdict(c) for c in self.cases],
             }
@@ -216,6 +234,8 @@ class PrepareSummary:
         lines += [f"note: {note}" for note in self.notes]
         if self.splits_file is not None:
             lines.append(f"splits: {self.splits_file}")
+        if self.dataset_file is not None:
+            lines.append(f"dataset: {self.dataset_file}")
         if self.stp_file is not None:
             lines.append(f"STP baselines: {self.stp_file}")
         if self.summary_file is not None:
@@ -233,67 +253,25 @@ class _Pet:
     row: ManifestRow
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(_NIFTI_SUFFIXES)
-
-
-def _read_nifti_unit(path: Path, unit: str) -> Volume:
-    from ludl.io.nifti import read_nifti
-
-    try:
-        return read_nifti(path)
-    except UnitsError:
-        return read_nifti(path, unit=unit)  # a NIfTI written elsewhere: the cohort's unit for the role applies
-
-
-def _where(manifest: Manifest, row: ManifestRow) -> str:
-    return f"{row.role} {row.path!r} ({manifest.file.name} line {row.line})"
-
-
 def _load_pet(manifest: Manifest, config: CohortConfig, patient_id: str, cycle: int) -> tuple[_Pet | None, str]:
     """The patient's pre-therapy PET (this cycle's, else the latest earlier one) as SUV with its CT; or a note."""
-    from ludl.io.ct import read_ct
-    from ludl.io.pet import read_pet
-
     pets = [r for r in manifest.select(patient_id=patient_id, role="pet") if r.cycle <= cycle]
     if not pets:
         return None, ""
     row = max(pets, key=lambda r: r.cycle)
     cts = manifest.select(patient_id=patient_id, cycle=row.cycle, role="pet_ct")
     if not cts:
-        return None, f"{_where(manifest, row)} has no pet_ct row to register it with: PET left out"
-    path, ct_path = manifest.image_path(row), manifest.image_path(cts[0])
-    try:
-        if _is_nifti(path):
-            pet = _read_nifti_unit(path, config.unit("pet"))
-            if pet.unit == "Bq/mL":
-                if row.weight_kg is None or row.pet_injected_mbq is None:
-                    raise UnitsError(
-                        f"{_where(manifest, row)} is in Bq/mL: SUV needs weight_kg and pet_injected_mbq in the row"
-                    )
-                # SUVbw = C / (A_inj / body mass), the image taken as decay-corrected to injection (the PET norm).
-                pet = pet.with_array(
-                    np.asarray(pet.array, dtype=np.float64) * row.weight_kg * 1e3 / (row.pet_injected_mbq * 1e6),
-                    unit="SUV",
-                )
-            elif pet.unit != "SUV":
-                raise UnitsError(f"{_where(manifest, row)} has unit {pet.unit!r}; a PET must be SUV or Bq/mL")
-        else:
-            pet = read_pet(path, weight_kg=row.weight_kg, injected_mbq=row.pet_injected_mbq)
-        ct = _read_nifti_unit(ct_path, "HU") if _is_nifti(ct_path) else read_ct(ct_path)
-    except FileNotFoundError as err:
-        raise InputError(f"{_where(manifest, row)}: {err}") from err
-    except LudlError as err:
-        raise type(err)(f"{_where(manifest, row)}: {err}") from err
-    suv = np.nan_to_num(np.asarray(pet.array, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return _Pet(pet.with_array(suv), ct, row), ""
+        return None, f"{row_where(manifest, row)} has no pet_ct row to register it with: PET left out"
+    suv = read_pet_suv_row(manifest, config, row)
+    ct = read_ct_row(manifest, cts[0])
+    return _Pet(suv, ct, row), ""
 
 
 def _register_pet(pet: _Pet, reference_ct: Volume, manifest: Manifest) -> tuple[Any, dict[str, Any]]:
     """Rigid transform (reference points → PET points) through the PET's CT; raises when it cannot be registered."""
     from ludl.imaging.registration import register_rigid
 
-    where = _where(manifest, pet.row)
+    where = row_where(manifest, pet.row)
     try:
         # PET is weeks earlier on another scanner: start from the body-outline centroids, not the scanner frame.
         result = register_rigid(reference_ct, pet.ct, initial="body")
@@ -333,6 +311,7 @@ def _case_timepoints(
     from ludl.physics.dose import density_from_hu
 
     ref_grid = result.dose
+    region_values = result.regions_map.values
     labels_ref = ref_grid.with_array(np.asarray(result.regions_map.labels, dtype=np.int32), unit="label")
     ones_ref = ref_grid.with_array(np.ones(ref_grid.shape, dtype=np.uint8), unit="label")
     tia_ref_total = float(np.asarray(result.tia.array, dtype=np.float64).sum()) * ref_grid.voxel_volume_ml
@@ -358,78 +337,88 @@ def _case_timepoints(
             "tia": tia,
             "dose": dose,
             "labels": labels,
+            "classes": labels.with_array(class_map(labels.array, region_values), unit="label"),
             "gt_fov": grid.with_array(fov, unit="mask"),
         }
         if pet is not None:
             volumes["pet"] = resample_to(pet.suv, grid, kind="activity", transform=_compose(inverse, pet_transform))
         forward = transform_affine(reg.transform)
-        info = {
-            "time_h": tp.time_h,
-            "bed_times_h": list(tp.bed_times_h),
-            "acquisition_s": [r.acquisition_s for r in tp.spect_rows],
-            "fwhm_mm": tp.fwhm_mm,
-            "is_reference": reg.is_reference,
-            "activity_in_fov_mbq": in_fov_mbq,
-            "registration": reg.as_row(),
+        info = TimepointInfo(
+            time_h=tp.time_h,
+            bed_times_h=tuple(tp.bed_times_h),
+            acquisition_s=tuple(r.acquisition_s for r in tp.spect_rows),
+            fwhm_mm=tp.fwhm_mm,
+            is_reference=reg.is_reference,
+            activity_in_fov_mbq=in_fov_mbq,
+            registration=reg.as_row(),
             # 4×4 affines on LPS points (mm), SimpleITK convention: reference → this time point, and its inverse.
-            "transform_from_reference": forward.tolist(),
-            "transform_to_reference": np.linalg.inv(forward).tolist(),
-            "gt_tia_total_mbq_h": float(np.asarray(tia.array, dtype=np.float64).sum()) * grid.voxel_volume_ml,
-            "gt_tia_reference_total_mbq_h": tia_ref_total,
-            "gt_fov_fraction": float(fov.mean()),
-        }
+            transform_from_reference=_rows(forward),
+            transform_to_reference=_rows(np.linalg.inv(forward)),
+            gt_tia_total_mbq_h=float(np.asarray(tia.array, dtype=np.float64).sum()) * grid.voxel_volume_ml,
+            gt_tia_reference_total_mbq_h=tia_ref_total,
+            gt_fov_fraction=float(fov.mean()),
+        )
         out.append(CaseTimepoint(tp.timepoint_h, volumes, info))
     return out
+
+
+def _rows(matrix: Any) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix, dtype=np.float64))
 
 
 def _sidecar(
     data: CycleData,
     result: DosimetryResult,
+    options: DosimetryOptions,
     pet: _Pet | None,
     pet_info: Mapping[str, Any] | None,
     stp: StpCase,
     notes: list[str],
-) -> dict[str, Any]:
+) -> CaseSidecar:
     from ludl import __version__
 
     regions = result.regions_map
     pet_entry = None
     if pet is not None:
-        pet_entry = {
-            "tracer": pet.row.pet_tracer,
-            "time_h": pet.row.time_h,
-            "injected_mbq": pet.row.pet_injected_mbq,
-            "weight_kg": pet.row.weight_kg,
-            "cycle": pet.row.cycle,
-            "registration": dict(pet_info or {}),
-        }
-    return {
-        "ludl_version": __version__,
-        "patient_id": data.patient_id,
-        "cycle": data.cycle,
-        "nuclide": data.config.nuclide,
-        "injected_mbq": data.injected_mbq,
-        "residual_mbq": data.residual_mbq,
-        "extravasated_mbq": data.extravasated_mbq,
-        "net_administered_mbq": data.net_administered_mbq,
-        "timepoints_h": [t.timepoint_h for t in data.timepoints],
-        "reference_timepoint_h": result.settings.get("reference_timepoint_h"),
-        "mask_timepoint_h": data.mask_timepoint_h,
-        "ground_truth": {
-            "method": "multi-time-point conventional dosimetry (ludl.dosimetry.pipeline)",
-            "settings": dict(result.settings),
-            "tia_unit": "MBq*h/mL",
-            "dose_unit": "Gy",
-            "whole_body_tumour_dose_gy": result.whole_body_tumour_dose_gy,
-            "seconds": dict(result.seconds),
-        },
-        "region_values": dict(regions.values),
-        "region_kinds": dict(regions.kinds),
-        "regions": [dict(r) for r in result.regions],
-        "pet": pet_entry,
-        "stp_case": stp.to_dict(),
-        "notes": [*result.notes, *notes],
-    }
+        pet_entry = PetInfo(
+            tracer=pet.row.pet_tracer,
+            time_h=pet.row.time_h,
+            injected_mbq=pet.row.pet_injected_mbq,
+            weight_kg=pet.row.weight_kg,
+            cycle=pet.row.cycle,
+            registration=dict(pet_info or {}),
+        )
+    # What the cohort contours (cohort.yaml labels, else the names its label maps carry); the rest is unknown.
+    labelled, unlabeled = label_coverage(data.config.labels or data.label_values, data.config.unlabeled)
+    return CaseSidecar(
+        ludl_version=__version__,
+        patient_id=data.patient_id,
+        cycle=data.cycle,
+        nuclide=data.config.nuclide,
+        injected_mbq=data.injected_mbq,
+        residual_mbq=data.residual_mbq,
+        extravasated_mbq=data.extravasated_mbq,
+        net_administered_mbq=data.net_administered_mbq,
+        timepoints_h=tuple(t.timepoint_h for t in data.timepoints),
+        reference_timepoint_h=result.settings.get("reference_timepoint_h"),
+        mask_timepoint_h=data.mask_timepoint_h,
+        ground_truth=GroundTruthInfo(
+            method="multi-time-point conventional dosimetry (ludl.dosimetry.pipeline)",
+            settings=dict(result.settings),
+            whole_body_tumour_dose_gy=result.whole_body_tumour_dose_gy,
+            seconds=dict(result.seconds),
+        ),
+        dosimetry=options.settings(),
+        region_values=dict(regions.values),
+        region_kinds=dict(regions.kinds),
+        classes_present=classes_present(regions.labels, regions.values),
+        labelled_classes=labelled,
+        unlabeled=unlabeled,
+        regions=tuple(dict(r) for r in result.regions),
+        pet=pet_entry,
+        stp_case=stp,
+        notes=(*result.notes, *notes),
+    )
 
 
 def prepare_case(
@@ -461,6 +450,7 @@ def prepare_case(
     Raises:
         LudlError: bad input (with file and manifest line), as `load_cycle` and `compute_dosimetry` raise it.
     """
+    options = DosimetryOptions() if options is None else options
     config = config or load_cohort_config(cohort_dir)
     manifest = manifest or load_manifest(cohort_dir, config)
     data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
@@ -478,7 +468,7 @@ def prepare_case(
         ref = next(i for i, r in enumerate(result.registrations) if r.is_reference)
         pet_transform, pet_info = _register_pet(pet, data.timepoints[ref].ct, manifest)
     timepoints = _case_timepoints(data, result, pet, pet_transform)
-    sidecar = _sidecar(data, result, pet, pet_info, stp, notes)
+    sidecar = _sidecar(data, result, options, pet, pet_info, stp, notes)
     cid = case_id(patient_id, int(cycle))
     clean_stale(cases_dir, cid)
     return write_case(cases_dir, cid, timepoints, sidecar, nifti=nifti, overwrite=overwrite)
@@ -545,6 +535,39 @@ def _outcomes(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[CaseOutcome
     yield from parallel(delayed(_prepare_one)(*job) for job in jobs)
 
 
+def _run_jobs(jobs: list[tuple[Any, ...]], workers: int | None) -> dict[str, CaseOutcome]:
+    """Run the case jobs (in `workers` processes; None: all cores) with a progress bar; outcomes by case id."""
+    from tqdm import tqdm
+
+    n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(jobs) or 1))
+    results: dict[str, CaseOutcome] = {}
+    progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
+    try:
+        for outcome in _outcomes(jobs, n_workers):
+            results[outcome.case_id] = outcome
+            progress.update(1)
+            if outcome.status == "failed":
+                progress.write(f"failed {outcome.case_id}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
+    finally:
+        progress.close()
+    return results
+
+
+def _write_splits(
+    cohort: Path, out: Path, cases: Sequence[tuple[str, int]], n_folds: int, seed: int
+) -> tuple[Splits, Path, list[str]]:
+    """``splits.json``: patient folds (at most one per patient) stratified by ``non_response``; with a note."""
+    patients = sorted({p for p, _ in cases})
+    folds = min(n_folds, len(patients))
+    notes = (
+        []
+        if folds == n_folds
+        else [f"n_folds={n_folds} but the cohort has {len(patients)} patient(s): {folds} fold(s) written"]
+    )
+    splits = make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=seed)
+    return splits, write_splits(splits, out / SPLITS_FILE), notes
+
+
 def _summary_file(out: Path, index: int, count: int) -> Path:
     # One file per shard: shards may run at the same time and must not overwrite each other's summary.
     return out / (SUMMARY_FILE if count == 1 else f"prepare_summary.shard-{index}-of-{count}.json")
@@ -568,44 +591,60 @@ def _few(case_ids: Sequence[str], limit: int = 5) -> str:
     return ", ".join(case_ids[:limit]) + (f" … (+{len(case_ids) - limit})" if len(case_ids) > limit else "")
 
 
-def _write_stp_baselines(
-    out: Path,
-    cases: Sequence[tuple[str, int]],
-    splits: Splits,
-    outcomes: Mapping[str, CaseOutcome],
-    index: int,
-    count: int,
-) -> tuple[Path | None, list[str]]:
-    """``stp_regions.csv`` from the sidecars once every case of the cohort is settled; else None and why not."""
+@dataclass(frozen=True, eq=False)
+class _Settled:
+    """Where the cohort's cases stand once this shard is done: prepared (complete), left out (failed), waiting."""
+
+    prepared: dict[tuple[str, int], PreparedCase]
+    left_out: list[str]
+    waiting: list[str]
+
+
+def _settled_cases(
+    out: Path, cases: Sequence[tuple[str, int]], outcomes: Mapping[str, CaseOutcome], index: int, count: int
+) -> _Settled:
+    """Every case of the cohort: prepared, failed here or in another shard's summary, or still waiting."""
     failed_here = {(o.patient_id, o.cycle) for o in outcomes.values() if o.status == "failed"}
     failed_elsewhere = _failed_in_other_shards(out, index, count) if count > 1 else set()
-    found: dict[tuple[str, int], StpCase] = {}
-    left_out: list[str] = []
-    waiting: list[str] = []
-    without: list[str] = []
+    settled = _Settled({}, [], [])
     for p, c in cases:
         cid = case_id(p, c)
         folder = out / CASES_FOLDER / cid
         if (p, c) in failed_here:  # a complete folder left from an earlier run is not this run's ground truth
-            left_out.append(cid)
+            settled.left_out.append(cid)
         elif case_is_complete(folder):
-            entry = read_case(folder).sidecar.get("stp_case")
-            if entry is None:
-                without.append(cid)
-                continue
-            try:
-                found[(p, c)] = StpCase.from_dict(entry)
-            except InputError as err:
-                return None, [f"{STP_FILE} not written: {folder / SIDECAR}: {err}"]
+            settled.prepared[(p, c)] = read_case(folder)
         elif (p, c) in failed_elsewhere:
-            left_out.append(cid)
+            settled.left_out.append(cid)
         else:
-            waiting.append(cid)
-    if waiting:
-        return None, [
-            f"{STP_FILE} not written yet: {len(waiting)} case(s) are not prepared ({_few(waiting)}); the last shard "
-            "to finish writes it (rerun any shard once all are done to write it)"
-        ]
+            settled.waiting.append(cid)
+    return settled
+
+
+def _write_dataset(out: Path, settled: _Settled, options: DosimetryOptions) -> tuple[Path | None, list[str]]:
+    """``dataset.json`` from the sidecars of the prepared cases (failed cases left out); else None and why not."""
+    if not settled.prepared:
+        return None, [f"{DATASET_FILE} not written: no case was prepared"]
+    try:
+        descriptor = build_dataset_descriptor(list(settled.prepared.values()), options.settings())
+    except LudlError as err:
+        return None, [f"{DATASET_FILE} not written: {err}"]
+    return write_dataset_descriptor(descriptor, out / DATASET_FILE), []
+
+
+def _write_stp_baselines(out: Path, settled: _Settled, splits: Splits) -> tuple[Path | None, list[str]]:
+    """``stp_regions.csv`` from the sidecars of the prepared cases; else None and why not."""
+    found: dict[tuple[str, int], StpCase] = {}
+    without: list[str] = []
+    for key, case in settled.prepared.items():
+        entry = case.sidecar.get("stp_case")
+        if entry is None:
+            without.append(case.case_id)
+            continue
+        try:
+            found[key] = StpCase.from_dict(entry)
+        except InputError as err:
+            return None, [f"{STP_FILE} not written: {case.path / SIDECAR}: {err}"]
     if without:
         return None, [
             f"{STP_FILE} not written: {len(without)} case(s) have no stp_case entry, prepared by an older ludl "
@@ -617,8 +656,31 @@ def _write_stp_baselines(
         rows = stp_cohort_table(found, splits)
     except LudlError as err:
         return None, [f"{STP_FILE} not written: {err}"]
+    left_out = settled.left_out
     notes = [f"{STP_FILE}: {len(left_out)} failed case(s) left out ({_few(left_out)})"] if left_out else []
     return write_stp_table(rows, out / STP_FILE), notes
+
+
+def _write_cohort_files(
+    out: Path, settled: _Settled, splits: Splits, options: DosimetryOptions, stp_baselines: bool
+) -> tuple[Path | None, Path | None, list[str]]:
+    """``dataset.json`` and (when asked) ``stp_regions.csv`` once every case is settled; their paths and notes."""
+    names = f"{DATASET_FILE} and {STP_FILE}" if stp_baselines else DATASET_FILE
+    if settled.waiting:
+        return (
+            None,
+            None,
+            [
+                f"{names} not written yet: {len(settled.waiting)} case(s) are not prepared ({_few(settled.waiting)}); "
+                "the last shard to finish writes them (rerun any shard once all are done to write them)"
+            ],
+        )
+    dataset_file, notes = _write_dataset(out, settled, options)
+    stp_file = None
+    if stp_baselines:
+        stp_file, stp_notes = _write_stp_baselines(out, settled, splits)
+        notes += stp_notes
+    return dataset_file, stp_file, notes
 
 
 def run_prepare(
@@ -638,7 +700,7 @@ def run_prepare(
 
     Args:
         cohort_dir: cohort folder (cohort.yaml, manifest.csv, optional outcomes.csv).
-        out_dir: output folder: ``cases/<case_id>/`` (see `ludl.data.store`), ``splits.json``,
+        out_dir: output folder: ``cases/<case_id>/`` (see `ludl.io.prepared`), ``splits.json``, ``dataset.json``,
             ``prepare_summary.json`` (``prepare_summary.shard-i-of-n.json`` when sharded) and ``stp_regions.csv``.
         shard: ``"i/n"``: this process prepares cases ``[i::n]`` of the sorted case list.
         workers: parallel processes (joblib); None: all cores, 1: in this process.
@@ -670,15 +732,8 @@ def run_prepare(
     if not cases:
         raise InputError(f"{manifest.file} lists no SPECT rows: nothing to prepare")
     truth = read_truth(cohort)  # read once, here: a broken truth table stops the run before any case
-    notes: list[str] = []
-
-    patients = sorted({p for p, _ in cases})
-    folds = min(int(n_folds), len(patients))
-    if folds < int(n_folds):
-        notes.append(f"n_folds={n_folds} but the cohort has {len(patients)} patient(s): {folds} fold(s) written")
-    splits = make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=int(seed))
     out.mkdir(parents=True, exist_ok=True)
-    splits_file = write_splits(splits, out / SPLITS_FILE)
+    splits, splits_file, notes = _write_splits(cohort, out, cases, int(n_folds), int(seed))
 
     mine = shard_cases(cases, index, count)
     cases_dir = out / CASES_FOLDER
@@ -691,22 +746,11 @@ def run_prepare(
             results[cid] = CaseOutcome(cid, p, c, "skipped")
         else:
             todo.append((p, c))
-    n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(todo) or 1))
     jobs = [
         (cohort, p, c, cases_dir, manifest, config, bool(nifti), bool(overwrite), truth.get((p, c), {}), options)
         for p, c in todo
     ]
-    from tqdm import tqdm
-
-    progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
-    try:
-        for outcome in _outcomes(jobs, n_workers):
-            results[outcome.case_id] = outcome
-            progress.update(1)
-            if outcome.status == "failed":
-                progress.write(f"failed {outcome.case_id}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
-    finally:
-        progress.close()
+    results.update(_run_jobs(jobs, workers))
     ordered = tuple(results[case_id(p, c)] for p, c in mine)
     summary_file = _summary_file(out, index, count)
     summary = PrepareSummary(
@@ -722,9 +766,14 @@ def run_prepare(
     # Written before looking at the other shards, so that of two shards finishing together the later one sees this
     # shard's failures.
     atomic_write_text(summary_file, json.dumps(summary.to_dict(), indent=1, allow_nan=False) + "\n")
-    if not stp_baselines:
-        return summary
-    stp_file, stp_notes = _write_stp_baselines(out, cases, splits, results, index, count)
-    summary = replace(summary, stp_file=stp_file, notes=(*notes, *stp_notes), seconds=time.perf_counter() - start)
+    settled = _settled_cases(out, cases, results, index, count)
+    dataset_file, stp_file, more = _write_cohort_files(out, settled, splits, options, bool(stp_baselines))
+    summary = replace(
+        summary,
+        dataset_file=dataset_file,
+        stp_file=stp_file,
+        notes=(*notes, *more),
+        seconds=time.perf_counter() - start,
+    )
     atomic_write_text(summary_file, json.dumps(summary.to_dict(), indent=1, allow_nan=False) + "\n")
     return summary

@@ -17,17 +17,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ludl.errors import InputError, LudlError, ManifestError, UnitsError
+from ludl.errors import InputError, ManifestError
 from ludl.imaging.volume import Volume
 from ludl.io.cohort import CohortConfig, load_cohort_config
+from ludl.io.cohort_images import is_nifti, read_ct_row, read_mask_row, read_spect_row, row_where
 from ludl.io.manifest import Manifest, ManifestRow, load_manifest
 
-__all__ = ["CycleData", "TimePoint", "load_cycle", "read_spect_row"]
-
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_MBQ_PER_ML_TO_BQ_PER_ML = 1e6
+__all__ = ["CycleData", "TimePoint", "load_cycle", "read_spect_row"]  # read_spect_row: from ludl.io.cohort_images
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,110 +92,6 @@ class CycleData:
         return self.injected_mbq - self.residual_mbq
 
 
-def _where(manifest: Manifest, row: ManifestRow) -> str:
-    return f"{row.role} {row.path!r} ({manifest.file.name} line {row.line})"
-
-
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith(_NIFTI_SUFFIXES)
-
-
-def _read_nifti_as(path: Path, unit: str) -> Volume:
-    from ludl.io.nifti import read_nifti
-
-    try:
-        return read_nifti(path)
-    except UnitsError:
-        return read_nifti(path, unit=unit)  # no ludl note in the file: the cohort's unit for the role applies
-
-
-def _nifti_spect_bed(manifest: Manifest, config: CohortConfig, row: ManifestRow) -> Volume:
-    """One NIfTI SPECT bed in Bq/mL, calibrated from counts when the cohort says the images are counts."""
-    from ludl.io.nm import counts_to_bq_per_ml
-
-    path = manifest.image_path(row)
-    volume = _read_nifti_as(path, config.unit("spect"))
-    values = np.asarray(volume.array, dtype=np.float64)
-    if volume.unit == "Bq/mL":
-        out = values
-    elif volume.unit == "MBq/mL":
-        out = values * _MBQ_PER_ML_TO_BQ_PER_ML
-    elif volume.unit == "counts":
-        sensitivity = row.sensitivity_cps_per_mbq or config.sensitivity_cps_per_mbq
-        missing = [
-            name
-            for name, value in (("sensitivity_cps_per_mbq", sensitivity), ("acquisition_s", row.acquisition_s))
-            if value is None
-        ]
-        if missing:
-            raise UnitsError(
-                f"{_where(manifest, row)} holds counts but has no {' and '.join(missing)}: give them in the manifest "
-                "row (sensitivity may also be a cohort.yaml default) so the SPECT can be calibrated (PHYSICS.md §6)"
-            )
-        assert sensitivity is not None  # checked just above
-        out = counts_to_bq_per_ml(
-            values,
-            volume.voxel_volume_ml,
-            acquisition_s=row.acquisition_s,
-            sensitivity_cps_per_mbq=sensitivity,
-            deadtime_factor=row.deadtime_factor or 1.0,
-        )
-    else:
-        raise UnitsError(f"{_where(manifest, row)} has unit {volume.unit!r}; a SPECT must be Bq/mL, MBq/mL or counts")
-    return volume.with_array(out.astype(np.float32), unit="Bq/mL")
-
-
-def _stitch_nifti(beds: Sequence[Volume], where: str) -> tuple[Volume, np.ndarray]:
-    """Stitch NIfTI beds exactly as DICOM beds are stitched (`ludl.io.nm`): nearest bed centre wins an overlap."""
-    from ludl.io.nm import stitch_beds  # one stitching rule for DICOM and NIfTI beds
-
-    try:
-        return stitch_beds(list(beds))
-    except LudlError as err:
-        raise type(err)(f"{where}: {err}") from err
-
-
-def read_spect_row(
-    manifest: Manifest, config: CohortConfig, rows: Sequence[ManifestRow], bed_times_h: Sequence[float]
-) -> tuple[Volume, Volume]:
-    """Read the SPECT bed rows of one time point; returns (Bq/mL volume, bed-index label volume on its grid)."""
-    paths = [manifest.image_path(r) for r in rows]
-    where = "; ".join(_where(manifest, r) for r in rows)
-    for r, p in zip(rows, paths, strict=True):
-        if not p.exists():
-            raise InputError(f"{_where(manifest, r)}: file not found")
-    if all(_is_nifti(p) for p in paths):
-        beds = [_nifti_spect_bed(manifest, config, r) for r in rows]
-        if len(beds) == 1:
-            volume, bed_of_slice = beds[0], np.zeros(beds[0].shape[0], dtype=np.int64)
-        else:
-            volume, bed_of_slice = _stitch_nifti(beds, where)
-    elif not any(_is_nifti(p) for p in paths):
-        from ludl.io.nm import read_nm_beds
-
-        first = rows[0]
-        try:
-            volume, index = read_nm_beds(
-                paths,
-                list(bed_times_h),
-                sensitivity_cps_per_mbq=first.sensitivity_cps_per_mbq or config.sensitivity_cps_per_mbq,
-                acquisition_s=_acquisition_s(rows),
-                deadtime_factor=first.deadtime_factor or 1.0,
-            )
-        except LudlError as err:
-            raise type(err)(f"{where}: {err}") from err
-        bed_of_slice = np.asarray(index.array)[:, 0, 0].astype(np.int64)
-    else:
-        raise InputError(f"{where}: the beds of one time point mix NIfTI and DICOM; give them in one format")
-    index_map = np.broadcast_to(bed_of_slice.astype(np.int16)[:, None, None], volume.shape).copy()
-    return volume, volume.with_array(index_map, unit="label")
-
-
-def _acquisition_s(rows: Sequence[ManifestRow]) -> list[float] | None:
-    values = [r.acquisition_s for r in rows]
-    return [float(v) for v in values if v is not None] if all(v is not None for v in values) else None
-
-
 def _dicom_header(path: Path) -> Any:
     import pydicom
 
@@ -230,10 +122,11 @@ def _row_time_h(manifest: Manifest, row: ManifestRow, injection: datetime | None
     if row.time_h is not None:
         return float(row.time_h)
     path = manifest.image_path(row)
-    start = None if _is_nifti(path) else _dicom_start(_dicom_header(path))
+    start = None if is_nifti(path) else _dicom_start(_dicom_header(path))
     if start is None or injection is None:
         raise ManifestError(
-            f"{_where(manifest, row)}: no time_h and no DICOM acquisition time with an injection_datetime; give time_h"
+            f"{row_where(manifest, row)}: no time_h and no DICOM acquisition time with an injection_datetime; "
+            "give time_h"
         )
     return (start.replace(tzinfo=None) - injection.replace(tzinfo=None)).total_seconds() / 3600.0
 
@@ -243,7 +136,7 @@ def _check_patient_ids(manifest: Manifest, rows: Sequence[ManifestRow]) -> None:
     seen: dict[str, ManifestRow] = {}
     for row in rows:
         path = manifest.image_path(row)
-        if _is_nifti(path) or not path.exists():
+        if is_nifti(path) or not path.exists():
             continue
         header = _dicom_header(path)
         pid = str(header.get("PatientID", "") or "") if header is not None else ""
@@ -252,10 +145,40 @@ def _check_patient_ids(manifest: Manifest, rows: Sequence[ManifestRow]) -> None:
         if seen and pid not in seen:
             other_id, other = next(iter(seen.items()))
             raise InputError(
-                f"{_where(manifest, row)} has DICOM PatientID {pid!r} but {_where(manifest, other)} has "
+                f"{row_where(manifest, row)} has DICOM PatientID {pid!r} but {row_where(manifest, other)} has "
                 f"{other_id!r}: images of two patients in one patient-cycle; fix the manifest path"
             )
         seen.setdefault(pid, row)
+
+
+def _read_timepoint(
+    manifest: Manifest, config: CohortConfig, rows: Sequence[ManifestRow], tp: float, injection: datetime | None
+) -> TimePoint:
+    """The SPECT beds and the CT of one nominal time point of a patient-cycle's rows."""
+    spect_rows = sorted(
+        (r for r in rows if r.role == "spect" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)),
+        key=lambda r: r.bed or 0,
+    )
+    ct_rows = [r for r in rows if r.role == "ct" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)]
+    if not ct_rows:
+        raise ManifestError(f"{row_where(manifest, spect_rows[0])}: no ct row at timepoint_h {tp:g}")
+    bed_times = [_row_time_h(manifest, r, injection) for r in spect_rows]
+    spect, bed_index = read_spect_row(manifest, config, spect_rows, bed_times)
+    ct_row = ct_rows[0]
+    ct = read_ct_row(manifest, ct_row)
+    fwhm = spect_rows[0].fwhm_mm or config.fwhm_mm
+    if fwhm is None:
+        raise ManifestError(f"{row_where(manifest, spect_rows[0])}: no fwhm_mm in the row nor in cohort.yaml defaults")
+    return TimePoint(
+        timepoint_h=float(tp),
+        spect=spect,
+        bed_index=bed_index,
+        bed_times_h=tuple(bed_times),
+        ct=ct,
+        fwhm_mm=float(fwhm),
+        spect_rows=tuple(spect_rows),
+        ct_row=ct_row,
+    )
 
 
 def load_cycle(
@@ -273,9 +196,6 @@ def load_cycle(
         patient_id, cycle: the case; an unknown patient or cycle raises `ManifestError` listing what exists.
         manifest, config: already-loaded manifest and configuration (skip re-reading them).
     """
-    from ludl.io.ct import read_ct
-    from ludl.io.labels import read_labels
-
     root = Path(cohort_dir)
     config = config or load_cohort_config(root)
     manifest = manifest or load_manifest(root, config)
@@ -292,38 +212,9 @@ def load_cycle(
     _check_patient_ids(manifest, rows)
     injection = manifest.injection_datetime(patient_id, cycle)
 
-    timepoints: list[TimePoint] = []
-    for tp in manifest.timepoints(patient_id, cycle, "spect"):
-        spect_rows = sorted(
-            (r for r in rows if r.role == "spect" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)),
-            key=lambda r: r.bed or 0,
-        )
-        ct_rows = [r for r in rows if r.role == "ct" and r.timepoint_h is not None and math.isclose(r.timepoint_h, tp)]
-        if not ct_rows:
-            raise ManifestError(f"{_where(manifest, spect_rows[0])}: no ct row at timepoint_h {tp:g}")
-        bed_times = [_row_time_h(manifest, r, injection) for r in spect_rows]
-        spect, bed_index = read_spect_row(manifest, config, spect_rows, bed_times)
-        ct_row = ct_rows[0]
-        ct_path = manifest.image_path(ct_row)
-        try:
-            ct = _read_nifti_as(ct_path, "HU") if _is_nifti(ct_path) else read_ct(ct_path)
-        except (LudlError, FileNotFoundError) as err:
-            raise InputError(f"{_where(manifest, ct_row)}: {err}") from err
-        fwhm = spect_rows[0].fwhm_mm or config.fwhm_mm
-        if fwhm is None:
-            raise ManifestError(f"{_where(manifest, spect_rows[0])}: no fwhm_mm in the row nor in cohort.yaml defaults")
-        timepoints.append(
-            TimePoint(
-                timepoint_h=float(tp),
-                spect=spect,
-                bed_index=bed_index,
-                bed_times_h=tuple(bed_times),
-                ct=ct,
-                fwhm_mm=float(fwhm),
-                spect_rows=tuple(spect_rows),
-                ct_row=ct_row,
-            )
-        )
+    timepoints = [
+        _read_timepoint(manifest, config, rows, tp, injection) for tp in manifest.timepoints(patient_id, cycle, "spect")
+    ]
 
     mask_rows = [r for r in rows if r.role == "mask"]
     if not mask_rows:
@@ -333,14 +224,7 @@ def load_cycle(
     mask_row = mask_rows[0]
     mask_tp = float(mask_row.timepoint_h) if mask_row.timepoint_h is not None else timepoints[0].timepoint_h
     grid = next((t.ct for t in timepoints if math.isclose(t.timepoint_h, mask_tp)), timepoints[0].ct)
-    try:
-        labels, found = read_labels(
-            manifest.image_path(mask_row),
-            grid=None if _is_nifti(manifest.image_path(mask_row)) else grid,
-            names=dict(config.labels) or None,
-        )
-    except (LudlError, FileNotFoundError) as err:
-        raise InputError(f"{_where(manifest, mask_row)}: {err}") from err
+    labels, found = read_mask_row(manifest, config, mask_row, grid)
     first = rows[0]
     residual = next((r.residual_mbq for r in rows if r.residual_mbq is not None), 0.0)
     extravasated = next((r.extravasated_mbq for r in rows if r.extravasated_mbq is not None), 0.0)

@@ -246,6 +246,72 @@ def _read_yaml(path: Path) -> tuple[Any, list[str]]:
     return data, list(loader.duplicate_keys)
 
 
+def _parse_units(raw_units: object, problems: list[str]) -> dict[str, str]:
+    units: dict[str, str] = {}
+    if raw_units is None:
+        return units
+    if not isinstance(raw_units, Mapping):
+        problems.append(f"'units' must map role → unit, got {type(raw_units).__name__}")
+        return units
+    for role, unit in raw_units.items():
+        if not isinstance(role, str) or not isinstance(unit, str):
+            problems.append(f"'units' entry {role!r}: {unit!r} must be text: text")
+        else:
+            units[role] = unit
+    return units
+
+
+def _parse_defaults(raw_defaults: object, problems: list[str]) -> dict[str, float | None]:
+    defaults: dict[str, float | None] = {key: None for key in DEFAULTS_KEYS}
+    if raw_defaults is None:
+        return defaults
+    if not isinstance(raw_defaults, Mapping):
+        problems.append(f"'defaults' must be a mapping with {', '.join(DEFAULTS_KEYS)}")
+        return defaults
+    for key, value in raw_defaults.items():
+        if key not in DEFAULTS_KEYS:
+            problems.append(f"'defaults' has unknown key {key!r}; allowed keys are {', '.join(DEFAULTS_KEYS)}")
+        elif value is None:
+            continue
+        elif not _is_number(value):
+            problems.append(f"'defaults.{key}' must be a number, got {type(value).__name__} {value!r}")
+        else:
+            defaults[key] = float(value)
+    return defaults
+
+
+def _parse_labels(raw_labels: object, problems: list[str]) -> dict[str, int]:
+    labels: dict[str, int] = {}
+    if raw_labels is None:
+        return labels
+    if not isinstance(raw_labels, Mapping):
+        problems.append(f"'labels' must map region name → integer, got {type(raw_labels).__name__}")
+        return labels
+    for region, value in raw_labels.items():
+        if not isinstance(region, str):
+            problems.append(f"'labels' key {region!r} must be a region name (text)")
+        elif isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"'labels.{region}' must be an integer, got {type(value).__name__} {value!r}")
+        else:
+            labels[region] = value
+    return labels
+
+
+def _parse_unlabeled(raw_unlabeled: object, problems: list[str]) -> list[str]:
+    unlabeled: list[str] = []
+    if raw_unlabeled is None:
+        return unlabeled
+    if not isinstance(raw_unlabeled, list):
+        problems.append(f"'unlabeled' must be a list of region names, got {type(raw_unlabeled).__name__}")
+        return unlabeled
+    for region in raw_unlabeled:
+        if not isinstance(region, str):
+            problems.append(f"'unlabeled' entry {region!r} must be a region name (text)")
+        else:
+            unlabeled.append(region)
+    return unlabeled
+
+
 def parse_cohort_config(raw: object) -> tuple[CohortConfig | None, list[str]]:
     """Check a `cohort.yaml` document (already parsed) and return (config or None, every problem found)."""
     if not isinstance(raw, Mapping):
@@ -270,59 +336,10 @@ def parse_cohort_config(raw: object) -> tuple[CohortConfig | None, list[str]]:
     nuclide = text("nuclide", True)
     description = text("description", False) or ""
 
-    units: dict[str, str] = {}
-    raw_units = raw.get("units")
-    if raw_units is not None:
-        if not isinstance(raw_units, Mapping):
-            problems.append(f"'units' must map role → unit, got {type(raw_units).__name__}")
-        else:
-            for role, unit in raw_units.items():
-                if not isinstance(role, str) or not isinstance(unit, str):
-                    problems.append(f"'units' entry {role!r}: {unit!r} must be text: text")
-                else:
-                    units[role] = unit
-
-    defaults: dict[str, float | None] = {key: None for key in DEFAULTS_KEYS}
-    raw_defaults = raw.get("defaults")
-    if raw_defaults is not None:
-        if not isinstance(raw_defaults, Mapping):
-            problems.append(f"'defaults' must be a mapping with {', '.join(DEFAULTS_KEYS)}")
-        else:
-            for key, value in raw_defaults.items():
-                if key not in DEFAULTS_KEYS:
-                    problems.append(f"'defaults' has unknown key {key!r}; allowed keys are {', '.join(DEFAULTS_KEYS)}")
-                elif value is None:
-                    continue
-                elif not _is_number(value):
-                    problems.append(f"'defaults.{key}' must be a number, got {type(value).__name__} {value!r}")
-                else:
-                    defaults[key] = float(value)
-
-    labels: dict[str, int] = {}
-    raw_labels = raw.get("labels")
-    if raw_labels is not None:
-        if not isinstance(raw_labels, Mapping):
-            problems.append(f"'labels' must map region name → integer, got {type(raw_labels).__name__}")
-        else:
-            for region, value in raw_labels.items():
-                if not isinstance(region, str):
-                    problems.append(f"'labels' key {region!r} must be a region name (text)")
-                elif isinstance(value, bool) or not isinstance(value, int):
-                    problems.append(f"'labels.{region}' must be an integer, got {type(value).__name__} {value!r}")
-                else:
-                    labels[region] = value
-
-    unlabeled: list[str] = []
-    raw_unlabeled = raw.get("unlabeled")
-    if raw_unlabeled is not None:
-        if not isinstance(raw_unlabeled, list):
-            problems.append(f"'unlabeled' must be a list of region names, got {type(raw_unlabeled).__name__}")
-        else:
-            for region in raw_unlabeled:
-                if not isinstance(region, str):
-                    problems.append(f"'unlabeled' entry {region!r} must be a region name (text)")
-                else:
-                    unlabeled.append(region)
+    units = _parse_units(raw.get("units"), problems)
+    defaults = _parse_defaults(raw.get("defaults"), problems)
+    labels = _parse_labels(raw.get("labels"), problems)
+    unlabeled = _parse_unlabeled(raw.get("unlabeled"), problems)
 
     # Missing name or nuclide are already reported; check the rest with stand-ins so every problem shows at once.
     problems += _semantic_problems(

@@ -20,6 +20,7 @@ import numpy.typing as npt
 
 from ludl.imaging.volume import Volume
 from ludl.io.regions import REGION_KINDS
+from ludl.io.truth import TRUTH_REGION_COLUMNS
 from ludl.physics.dose import dose_from_tia, voxel_tia_mbq_h
 from ludl.physics.kernels import voxel_s_kernel
 from ludl.synth.activity import ActivityModel
@@ -37,17 +38,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-REGION_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "cycle",
-    "region",
-    "kind",
-    "volume_ml",
-    "mean_dose_gy",
-    "tia_mbq_h",
-    "t_eff_h",
-    "in_fov_fraction",
-)
+# The columns of truth/regions.csv live with its reader and writer in `ludl.io.truth`.
+REGION_COLUMNS = TRUTH_REGION_COLUMNS
 # Fine time grid of the voxel-curve quadrature (h).
 _TIME_GRID_H = np.concatenate([[0.0], np.geomspace(1e-3, 3000.0, 299)])
 _TRAPEZOID_WEIGHTS = (

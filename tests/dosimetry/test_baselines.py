@@ -17,12 +17,10 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from ludl.data.splits import make_splits
 from ludl.dosimetry.baselines import (
     METHODS,
     STP_COLUMNS,
     STP_FILE,
-    StpCase,
     clearance_t_eff_h,
     fit_population_priors,
     madsen_t_eff_h,
@@ -35,6 +33,8 @@ from ludl.dosimetry.regions import expand_regions
 from ludl.dosimetry.registration import AlignedTimePoint
 from ludl.errors import InputError
 from ludl.imaging.volume import Volume
+from ludl.io.prepared_sidecar import StpCase
+from ludl.io.splits import make_splits
 from ludl.physics.stp import PriorInformedEstimator
 
 LN2 = math.log(2.0)

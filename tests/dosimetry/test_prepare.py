@@ -22,15 +22,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-import ludl.data.store as store
-from ludl.data.splits import read_splits
-from ludl.data.store import read_case
+import ludl.io.prepared as store
 from ludl.dosimetry.baselines import (
     METHODS,
     STP_COLUMNS,
     STP_FILE,
-    StpCase,
-    read_truth,
     run_stp_baselines,
     stp_case,
 )
@@ -49,8 +45,15 @@ from ludl.dosimetry.timepoints import load_cycle
 from ludl.errors import InputError
 from ludl.imaging import Volume
 from ludl.imaging.resample import resample_spacing
+from ludl.io.cohort import load_cohort_config, write_cohort_config
 from ludl.io.manifest import ManifestRow, load_manifest, write_manifest
 from ludl.io.nifti import read_nifti, write_nifti
+from ludl.io.prepared import read_case
+from ludl.io.prepared_dataset import DATASET_FILE, read_dataset_descriptor
+from ludl.io.prepared_sidecar import StpCase
+from ludl.io.regions import SEGMENTATION_CLASSES
+from ludl.io.splits import read_splits
+from ludl.io.truth import read_truth
 from tests.dosimetry import cohort_factory as cf
 
 TPS = (0, 1, 2, 3)  # 4, 24, 48 and 96 h: the prior's biexp_uptake region fits need 4 points
@@ -58,6 +61,7 @@ PET_SHIFT_MM = (9.6, -4.8, 4.8)  # the PET weeks earlier, in another pose
 PET_SUV = {"body": 1.0, "kidney_left": 20.0, "kidney_right": 18.0, "liver": 8.0, "spleen": 9.0}
 PET_SUV_LESION = 15.0
 NON_RESPONSE = {"P01": 0, "P02": 1, "P03": 1}
+UNLABELED = ("lacrimal_left", "lacrimal_right")  # cohort.yaml: classes this cohort did not contour
 OWN_SPACING_MM = (6.0, 6.0, 6.0)
 
 
@@ -164,7 +168,8 @@ def cohort(tmp_path_factory: pytest.TempPathFactory, true_dose: np.ndarray) -> P
             spect = sub / "images/spect_96h.nii.gz"
             write_nifti(resample_spacing(read_nifti(spect), OWN_SPACING_MM, kind="activity"), spect)
         rows += [dataclasses.replace(r, path=f"{pid}/{r.path}") for r in own]
-    shutil.copy(root / "P01" / "cohort.yaml", root / "cohort.yaml")
+    config = load_cohort_config(root / "P01")
+    write_cohort_config(dataclasses.replace(config, unlabeled=UNLABELED), root)
     write_manifest(rows, root)
     lines = ["patient_id,psa_baseline,psa_week12,non_response"]
     lines += [f"{p},10,{8 if y else 2},{y}" for p, y in NON_RESPONSE.items()]
@@ -231,7 +236,7 @@ def test_case_round_trip_arrays_and_sidecar(cohort: Path, prepared: tuple[Path, 
         spect = tp.array("spect")
         assert isinstance(spect, np.memmap) or isinstance(spect.base, np.memmap)
         np.testing.assert_allclose(spect, np.asarray(source.array), rtol=1e-6)
-        assert set(tp.channels) == {"spect", "density", "pet", "tia", "dose", "labels", "gt_fov"}
+        assert set(tp.channels) == {"spect", "density", "pet", "tia", "dose", "labels", "classes", "gt_fov"}
         # Soft tissue at 0 HU is water (1 g/mL); kidney at 35 HU lies on the soft-tissue branch, ≥ 1 and far below
         # bone (the exact slope is the physics module's business, tested there).
         index = cf.region_index(cf.SHIFTS_MM[k])
@@ -279,6 +284,94 @@ def test_ground_truth_sits_in_each_time_points_pose_and_conserves_tia(prepared: 
             assert hit > 0.98, (name, k, hit)
 
 
+def _canonical_index(region: str) -> int:
+    """The class index of a region name, read from the class table (lesion instances → the lesion class)."""
+    by_name = {c.name: c.index for c in SEGMENTATION_CLASSES}
+    return by_name["lesion"] if region.startswith("lesion_") else by_name.get(region, 0)
+
+
+def test_classes_channel_is_the_canonical_class_of_every_label(prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    for name in ("P01_c1", "P02_c1"):
+        case = read_case(out / CASES_FOLDER / name)
+        values = case.sidecar["region_values"]
+        assert values["body"] > 0 and values["lesion_001"] != values["lesion_002"]  # instances, per case
+        for tp in case.timepoints:
+            labels, classes = np.asarray(tp.array("labels")), np.asarray(tp.array("classes"))
+            assert classes.dtype == np.uint8 and tp.volume("classes").unit == "label"
+            expected = np.zeros(labels.shape, dtype=np.int64)
+            for region, value in values.items():
+                expected[labels == value] = _canonical_index(region)
+            np.testing.assert_array_equal(classes, expected)
+            assert set(np.unique(classes)) >= {0, _canonical_index("liver"), _canonical_index("lesion")}
+
+
+def test_labelled_and_unlabeled_classes_reach_the_sidecar(prepared: tuple[Path, PrepareSummary]) -> None:
+    out, _ = prepared
+    meta = read_case(out / CASES_FOLDER / "P01_c1").meta
+    # cohort.yaml labels kidney_left, kidney_right, liver, spleen, body and lesion: the classes it contours.
+    assert meta.labelled_classes == ("kidney_left", "kidney_right", "liver", "spleen", "lesion")
+    assert set(UNLABELED) <= set(meta.unlabeled)
+    every = {c.name for c in SEGMENTATION_CLASSES if c.index > 0}
+    assert set(meta.unlabeled) == every - set(meta.labelled_classes)
+    assert set(meta.classes_present) == set(meta.labelled_classes)
+    assert meta.dosimetry["pvc"] == "none" and "kernel_cache_dir" not in meta.dosimetry
+    assert meta.stp_case is not None and meta.stp_case.patient_id == "P01"
+    descriptor = read_dataset_descriptor(out)
+    assert descriptor.unlabeled == meta.unlabeled and descriptor.labelled_classes == meta.labelled_classes
+
+
+def _numpy_stats(values: np.ndarray) -> tuple[float, float, float, float, float]:
+    low, mid, high = np.percentile(values, (0.5, 50.0, 99.5))
+    return float(values.mean()), float(values.std()), float(low), float(mid), float(high)
+
+
+def test_dataset_json_statistics_equal_numpy_over_the_written_arrays(
+    prepared: tuple[Path, PrepareSummary], kernels: Path
+) -> None:
+    out, summary = prepared
+    assert summary.dataset_file == out / DATASET_FILE
+    descriptor = read_dataset_descriptor(out / DATASET_FILE)
+    cases = [read_case(out / CASES_FOLDER / name) for name in ("P01_c1", "P02_c1")]  # P03 failed: left out
+    assert (descriptor.n_cases, descriptor.n_patients, descriptor.case_ids) == (2, 2, ("P01_c1", "P02_c1"))
+    assert descriptor.format_version == 2 and descriptor.channels["classes"]["dtype"] == "uint8"
+    assert [(c["index"], c["name"], c["kind"]) for c in descriptor.classes] == [
+        (c.index, c.name, c.kind) for c in SEGMENTATION_CLASSES
+    ]
+    assert descriptor.dosimetry == DosimetryOptions(kernel_cache_dir=kernels, pvc="none").settings()
+    assert descriptor.timepoints_h == {f"{cf.TIMES_H[k]:g}": 2 for k in TPS}
+    spacings = [tp.spacing_zyx_mm for c in cases for tp in c.timepoints]
+    assert descriptor.median_spacing_zyx_mm == pytest.approx(tuple(np.median(np.asarray(spacings), axis=0)))
+    # Body voxels: density above 0.1 g/mL, recomputed here from the stored density arrays.
+    channels = {"spect": "spect", "density": "density", "tia": "tia", "dose": "dose"}
+    pooled: dict[str, list[np.ndarray]] = {c: [] for c in (*channels, "spect_per_gbq", "pet")}
+    per_tp: dict[str, list[tuple[float, ...]]] = {c: [] for c in pooled}
+    for case in cases:
+        for tp in case.timepoints:
+            body = np.asarray(tp.array("density")) > 0.1
+            values = {c: np.asarray(tp.array(c), dtype=np.float64)[body] for c in channels}
+            values["spect_per_gbq"] = values["spect"] / (cf.INJECTED_MBQ / 1000.0)
+            if "pet" in tp.channels:
+                values["pet"] = np.asarray(tp.array("pet"), dtype=np.float64)[body]
+            for c, v in values.items():
+                pooled[c].append(v)
+                per_tp[c].append(_numpy_stats(v))
+                stored = tp.intensity[c]
+                assert stored.n_voxels == v.size
+                assert (stored.mean, stored.std, stored.p0_5, stored.p50, stored.p99_5) == pytest.approx(
+                    _numpy_stats(v), rel=1e-9, abs=1e-12
+                )
+    assert set(descriptor.intensity) == set(channels) | {"spect_per_gbq"}
+    assert set(descriptor.pet_intensity) == {"68Ga-PSMA-11"}  # P01's PET only
+    for c in pooled:
+        stats = descriptor.pet_intensity["68Ga-PSMA-11"] if c == "pet" else descriptor.intensity[c]
+        everything = np.concatenate(pooled[c])
+        assert stats.n_voxels == everything.size
+        assert (stats.mean, stats.std) == pytest.approx((everything.mean(), everything.std()), rel=1e-9)
+        medians = np.median(np.asarray(per_tp[c])[:, 2:], axis=0)  # percentiles: medians over the time points
+        assert (stats.p0_5, stats.p50, stats.p99_5) == pytest.approx(tuple(medians), rel=1e-9, abs=1e-12)
+
+
 def test_pet_is_registered_onto_every_time_point(prepared: tuple[Path, PrepareSummary]) -> None:
     out, _ = prepared
     case = read_case(out / CASES_FOLDER / "P01_c1")
@@ -306,13 +399,17 @@ def test_second_run_skips_finished_cases(prepared: tuple[Path, PrepareSummary], 
     out, _ = prepared
     before = {p: p.stat().st_mtime_ns for p in (out / CASES_FOLDER).rglob("*.npy")}
     table = (out / STP_FILE).read_text(encoding="utf-8")
+    descriptor = (out / DATASET_FILE).read_bytes()
     (out / STP_FILE).unlink()
+    (out / DATASET_FILE).unlink()
     again = prepare(out)
     assert (again.n_done, again.n_skipped, again.n_failed) == (0, 2, 1)
     assert {p: p.stat().st_mtime_ns for p in (out / CASES_FOLDER).rglob("*.npy")} == before
-    # Nothing was prepared, yet the STP table is written again from the sidecars, identical.
+    # Nothing was prepared, yet the STP table and dataset.json are written again from the sidecars, identical.
     assert again.stp_file == out / STP_FILE
     assert (out / STP_FILE).read_text(encoding="utf-8") == table
+    assert again.dataset_file == out / DATASET_FILE
+    assert (out / DATASET_FILE).read_bytes() == descriptor
 
 
 def test_crash_leaves_nothing_and_the_rerun_completes(
@@ -535,10 +632,12 @@ def test_stp_table_waits_for_every_shard_and_can_be_switched_off(
     assert off.n_skipped == 1 and off.stp_file is None and not (tmp_path / STP_FILE).exists()
     first = prepare(tmp_path, shard="0/3")  # P02 and P03 belong to shards that have not run
     assert first.stp_file is None and not (tmp_path / STP_FILE).exists()
+    assert first.dataset_file is None and not (tmp_path / DATASET_FILE).exists()
     assert any("2 case(s) are not prepared" in note for note in first.notes)
     shutil.copytree(out / CASES_FOLDER / "P02_c1", tmp_path / CASES_FOLDER / "P02_c1")  # shard 1/3 finished
     last = prepare(tmp_path, shard="2/3")  # P03 fails here; every case is now settled
     assert last.n_failed == 1 and last.stp_file == tmp_path / STP_FILE
+    assert (tmp_path / DATASET_FILE).read_bytes() == (out / DATASET_FILE).read_bytes()
     assert (tmp_path / STP_FILE).read_text(encoding="utf-8") == (out / STP_FILE).read_text(encoding="utf-8")
     # Shard 0/3 again: P03's failure is read from shard 2/3's summary, so it writes the same table.
     (tmp_path / STP_FILE).unlink()

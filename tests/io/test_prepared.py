@@ -10,8 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-import ludl.data.store as store
-from ludl.data.store import (
+import ludl.io.prepared as store
+from ludl.errors import GeometryError, InputError
+from ludl.imaging import Volume
+from ludl.io.nifti import read_nifti
+from ludl.io.prepared import (
     FORMAT_VERSION,
     SIDECAR,
     CaseTimepoint,
@@ -23,9 +26,6 @@ from ludl.data.store import (
     to_jsonable,
     write_case,
 )
-from ludl.errors import GeometryError, InputError
-from ludl.imaging import Volume
-from ludl.io.nifti import read_nifti
 
 # A non-trivial direction (axes permuted, z flipped) and anisotropic voxels: geometry must survive the round trip.
 DIRECTION = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
@@ -163,3 +163,37 @@ def test_to_jsonable_makes_plain_json() -> None:
         "d": True,
     }
     assert timepoint_folder(0.5) == "tp_0p5h" and timepoint_folder(168) == "tp_168h"
+
+
+def test_a_version_1_case_is_refused_with_the_rerun_message(tmp_path: Path) -> None:
+    path = write_case(tmp_path, "A_c1", [_timepoint(4.0)], {"patient_id": "A", "cycle": 1})
+    doc = json.loads((path / SIDECAR).read_text())
+    doc["format_version"] = 1  # what ludl wrote before the classes channel and the typed sidecars
+    (path / SIDECAR).write_text(json.dumps(doc))
+    assert FORMAT_VERSION == 2 and not case_is_complete(path) and list_cases(tmp_path) == ()
+    with pytest.raises(InputError) as caught:
+        read_case(path)
+    message = str(caught.value)
+    assert str(path / SIDECAR) in message and "format version 1" in message
+    assert "rerun `ludl prepare … overwrite=true`" in message
+
+
+def test_intensity_statistics_of_the_stored_values_over_body_voxels(tmp_path: Path) -> None:
+    tp = _timepoint(4.0)
+    g = tp.volumes["spect"]
+    density = np.full(g.shape, 1.0, dtype=np.float32)
+    density[0] = 0.0012  # an air slab: not body
+    volumes = {**tp.volumes, "density": g.with_array(density, unit="g/mL")}
+    path = write_case(tmp_path, "A_c1", [CaseTimepoint(4.0, volumes)], {"patient_id": "A", "injected_mbq": 7400.0})
+    written = read_case(path).timepoint(4.0)
+    stats = written.intensity
+    assert set(stats) == {"spect", "density", "tia", "dose", "spect_per_gbq"}
+    spect = np.asarray(written.array("spect"), dtype=np.float64)[1:].ravel()
+    assert stats["spect"].n_voxels == spect.size
+    assert stats["spect"].mean == pytest.approx(spect.mean(), rel=1e-12)
+    assert stats["spect"].std == pytest.approx(spect.std(), rel=1e-12)
+    assert stats["spect"].p0_5 == pytest.approx(np.percentile(spect, 0.5), rel=1e-12)
+    assert stats["spect"].p99_5 == pytest.approx(np.percentile(spect, 99.5), rel=1e-12)
+    assert stats["spect_per_gbq"].p50 == pytest.approx(np.median(spect) / 7.4, rel=1e-12)
+    assert (stats["dose"].mean, stats["dose"].std) == (2.5, 0.0)
+    assert stats["density"].n_voxels == spect.size and stats["density"].mean == 1.0

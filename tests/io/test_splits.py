@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ludl.data.splits import SPLITS_FILE, load_outcomes, make_splits, read_splits, write_splits
 from ludl.errors import InputError
+from ludl.io.outcomes import load_outcomes
+from ludl.io.splits import SPLITS_FILE, make_splits, read_splits, write_splits
 
 PATIENTS = [f"P{i:02d}" for i in range(1, 24)]
 # 8 non-responders, 12 responders, 3 unknown.

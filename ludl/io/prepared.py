@@ -11,6 +11,12 @@ The channels a time point may hold are `CHANNELS` (name → file stem, unit, dty
 temporary sibling (``.<case_id>.tmp-<random>``) and renamed onto ``<case_id>`` only when every file is on disk, the
 sidecar last: a reader, a resumed run or a crashed writer never sees half a case. A stale temporary folder left by a
 killed process is removed by `clean_stale` before the case is written again.
+
+The sidecar's case-level part is a `CaseSidecar`, each time point's a `TimepointInfo`
+(`ludl.io.prepared_sidecar`); `write_case` adds each time point's grid, files and the intensity statistics of its
+float channels over body voxels (`ludl.io.prepared_stats`; SPECT also per injected GBq). Version 2 added the
+``classes`` channel, ``labelled_classes``/``unlabeled``, the statistics and typed sidecars. The dataset-level
+descriptor ``dataset.json`` is `ludl.io.prepared_dataset`.
 """
 
 from __future__ import annotations
@@ -31,9 +37,12 @@ import numpy.typing as npt
 
 from ludl.errors import InputError
 from ludl.imaging.volume import Volume
+from ludl.io.prepared_sidecar import CaseSidecar, TimepointInfo, to_jsonable
+from ludl.io.prepared_stats import IntensityStats, body_mask, intensity_statistics
 
 __all__ = [
     "CHANNELS",
+    "FLOAT_CHANNELS",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "SIDECAR",
@@ -51,7 +60,7 @@ __all__ = [
 
 FORMAT_NAME = "ludl-prepared-case"
 # Bump when a file, unit or sidecar key changes meaning; readers refuse other versions (rerun `ludl prepare`).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SIDECAR = "case.json"
 # channel → (file stem, unit, stored dtype). float32 keeps 7 significant digits, far below any dosimetric error.
 CHANNELS: dict[str, tuple[str, str, str]] = {
@@ -61,31 +70,14 @@ CHANNELS: dict[str, tuple[str, str, str]] = {
     "tia": ("tia_mbq_h_per_ml", "MBq*h/mL", "float32"),  # ground-truth TIA map (multi-time-point)
     "dose": ("dose_gy", "Gy", "float32"),  # ground-truth dose map (multi-time-point)
     "labels": ("labels", "label", "int32"),  # region map; values in the sidecar's ``region_values``
+    "classes": ("classes", "label", "uint8"),  # canonical classes (`ludl.io.regions.SEGMENTATION_CLASSES` indices)
     "gt_fov": ("gt_fov", "mask", "bool"),  # True where the ground truth's (reference) grid covers the voxel
 }
+# Channels with intensity statistics in the sidecar (the others are labels and masks).
+FLOAT_CHANNELS: tuple[str, ...] = tuple(c for c, (_, _, dtype) in CHANNELS.items() if dtype == "float32")
 _REQUIRED = ("spect",)
+_MBQ_PER_GBQ = 1.0e3  # SPECT statistics per injected GBq (no GBq factor in ludl.physics.units yet)
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types: NumPy scalars/arrays to Python, NaN/inf to None, tuples to lists, paths to strings."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, (str, type(None))):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
 
 
 def timepoint_folder(timepoint_h: float) -> str:
@@ -100,12 +92,12 @@ class CaseTimepoint:
     Attributes:
         timepoint_h: nominal time point (h).
         volumes: channel name (`CHANNELS`) → Volume, all on the grid of ``volumes["spect"]``.
-        info: extra sidecar entries for this time point (actual times, transforms, registration quality …).
+        info: what prepare knows of the time point (`TimepointInfo`), or extra sidecar entries as a mapping.
     """
 
     timepoint_h: float
     volumes: Mapping[str, Volume]
-    info: Mapping[str, Any] = field(default_factory=dict)
+    info: TimepointInfo | Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,6 +124,16 @@ class PreparedTimepoint:
         """Voxel size (z, y, x) in mm."""
         s = self.info["spacing_zyx_mm"]
         return (float(s[0]), float(s[1]), float(s[2]))
+
+    @property
+    def meta(self) -> TimepointInfo:
+        """The typed time-point entry (times, transforms, registration, ground-truth totals)."""
+        return TimepointInfo.from_dict(self.info)
+
+    @property
+    def intensity(self) -> dict[str, IntensityStats]:
+        """Intensity statistics over body voxels per float channel, plus ``spect_per_gbq`` (per injected GBq)."""
+        return {str(k): IntensityStats.from_dict(v) for k, v in self.info.get("intensity", {}).items()}
 
     def array(self, channel: str, *, mmap: bool = True) -> npt.NDArray[Any]:
         """The channel's array (z, y, x); memory-mapped read-only by default."""
@@ -188,6 +190,11 @@ class PreparedCase:
         return int(self.sidecar["cycle"])
 
     @property
+    def meta(self) -> CaseSidecar:
+        """The typed case-level sidecar."""
+        return CaseSidecar.from_dict(self.sidecar)
+
+    @property
     def region_values(self) -> dict[str, int]:
         """Region name → value in every time point's ``labels`` array."""
         return {str(k): int(v) for k, v in self.sidecar.get("region_values", {}).items()}
@@ -236,12 +243,24 @@ def case_is_complete(path: str | Path) -> bool:
     return _sidecar_version(Path(path)) == FORMAT_VERSION
 
 
-def _write_array(path: Path, array: npt.NDArray[Any], dtype: str) -> None:
+def _write_array(path: Path, array: npt.NDArray[Any], dtype: str) -> npt.NDArray[Any]:
+    """Write the array in its stored dtype; returns what was written."""
+    stored = np.ascontiguousarray(array, dtype=np.dtype(dtype))
     with open(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array, dtype=np.dtype(dtype)), allow_pickle=False)
+        np.save(fh, stored, allow_pickle=False)
+    return stored
 
 
-def _timepoint_entry(tp: CaseTimepoint, folder: Path, nifti: bool) -> dict[str, Any]:
+def _intensity(stored: Mapping[str, npt.NDArray[Any]], injected_mbq: float | None) -> dict[str, Any]:
+    """Statistics of the float channels as stored, over body voxels (all voxels without a density channel)."""
+    mask = body_mask(stored["density"]) if "density" in stored else None
+    out = {c: intensity_statistics(stored[c], mask) for c in FLOAT_CHANNELS if c in stored}
+    if injected_mbq is not None and injected_mbq > 0 and "spect" in out:
+        out["spect_per_gbq"] = out["spect"].scaled(_MBQ_PER_GBQ / injected_mbq)
+    return {name: stats.to_dict() for name, stats in out.items()}
+
+
+def _timepoint_entry(tp: CaseTimepoint, folder: Path, nifti: bool, injected_mbq: float | None = None) -> dict[str, Any]:
     unknown = sorted(set(tp.volumes) - set(CHANNELS))
     if unknown:
         raise InputError(f"unknown channel(s) {', '.join(unknown)}; channels are {', '.join(CHANNELS)}")
@@ -251,23 +270,25 @@ def _timepoint_entry(tp: CaseTimepoint, folder: Path, nifti: bool) -> dict[str, 
     grid = tp.volumes["spect"]
     folder.mkdir()
     files: dict[str, dict[str, Any]] = {}
+    stored: dict[str, npt.NDArray[Any]] = {}
     for channel in CHANNELS:  # fixed order: the sidecar lists channels the same way for every case
         if channel not in tp.volumes:
             continue
         volume = tp.volumes[channel]
         volume.require_same_grid(grid, what=f"{channel} and spect at {tp.timepoint_h:g} h")
         stem, unit, dtype = CHANNELS[channel]
-        _write_array(folder / f"{stem}.npy", np.asarray(volume.array), dtype)
+        stored[channel] = _write_array(folder / f"{stem}.npy", np.asarray(volume.array), dtype)
         files[channel] = {"file": f"{stem}.npy", "unit": unit, "dtype": dtype}
         if nifti:
             from ludl.io.nifti import write_nifti
 
-            stored = np.asarray(volume.array).astype(np.uint8 if dtype == "bool" else dtype)
-            copy = Volume(stored, grid.spacing_zyx_mm, grid.origin_xyz_mm, grid.direction, unit=unit)
+            viewable = stored[channel].astype(np.uint8 if dtype == "bool" else dtype)
+            copy = Volume(viewable, grid.spacing_zyx_mm, grid.origin_xyz_mm, grid.direction, unit=unit)
             write_nifti(copy, folder / f"{stem}.nii.gz")
             files[channel]["nifti"] = f"{stem}.nii.gz"
+    info = tp.info.to_dict() if isinstance(tp.info, TimepointInfo) else to_jsonable(dict(tp.info))
     return {
-        **to_jsonable(dict(tp.info)),
+        **info,
         "timepoint_h": float(tp.timepoint_h),
         "folder": folder.name,
         "shape_zyx": list(grid.shape),
@@ -275,6 +296,7 @@ def _timepoint_entry(tp: CaseTimepoint, folder: Path, nifti: bool) -> dict[str, 
         "origin_xyz_mm": list(grid.origin_xyz_mm),
         "direction": np.asarray(grid.direction, dtype=np.float64).ravel().tolist(),
         "files": files,
+        "intensity": _intensity(stored, injected_mbq),
     }
 
 
@@ -282,7 +304,7 @@ def write_case(
     root: str | Path,
     case_id: str,
     timepoints: Sequence[CaseTimepoint],
-    sidecar: Mapping[str, Any],
+    sidecar: CaseSidecar | Mapping[str, Any],
     *,
     nifti: bool = False,
     overwrite: bool = False,
@@ -293,8 +315,8 @@ def write_case(
         root: the store folder (created if missing).
         case_id: the case folder name (de-identified; letters, digits, ``_ - .``).
         timepoints: one `CaseTimepoint` per time point (each on its own SPECT grid).
-        sidecar: case-level entries of ``case.json`` (patient_id, cycle, activities, regions …); must be JSON-able
-            after `to_jsonable`.
+        sidecar: the case-level part of ``case.json`` (`CaseSidecar`), or entries that are JSON-able after
+            `to_jsonable`; its ``injected_mbq`` scales the SPECT statistics per injected GBq.
         nifti: also write a ``.nii.gz`` copy of every array, for viewing.
         overwrite: replace an existing case; otherwise an existing complete case raises `InputError`.
 
@@ -309,16 +331,19 @@ def write_case(
     dest = root / case_id
     if dest.exists() and case_is_complete(dest) and not overwrite:
         raise InputError(f"{dest} is already a complete prepared case; pass overwrite=True to replace it")
+    case_entries = sidecar.to_dict() if isinstance(sidecar, CaseSidecar) else to_jsonable(dict(sidecar))
+    injected = case_entries.get("injected_mbq")
+    injected_mbq = float(injected) if isinstance(injected, (int, float)) else None
     tmp = root / f".{case_id}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         entries = []
         for tp in sorted(timepoints, key=lambda t: t.timepoint_h):
-            entries.append(_timepoint_entry(tp, tmp / timepoint_folder(tp.timepoint_h), nifti))
+            entries.append(_timepoint_entry(tp, tmp / timepoint_folder(tp.timepoint_h), nifti, injected_mbq))
         document = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
-            **to_jsonable(dict(sidecar)),
+            **case_entries,
             "case_id": case_id,
             "timepoints": entries,
         }

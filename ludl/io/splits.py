@@ -9,7 +9,6 @@ cohort's by at most one patient's worth.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ __all__ = [
     "SPLITS_FILE",
     "SPLITS_VERSION",
     "Splits",
-    "load_outcomes",
     "make_splits",
     "read_splits",
     "write_splits",
@@ -132,27 +130,6 @@ def make_splits(
         stratified_by="non_response" if stratified else None,
         strata=strata if stratified else {p: _UNKNOWN for p in patients},
     )
-
-
-def load_outcomes(cohort_dir: str | Path) -> dict[str, int | None] | None:
-    """``non_response`` per patient from the cohort's ``outcomes.csv`` (None when the file is absent)."""
-    file = Path(cohort_dir) / "outcomes.csv"
-    if not file.is_file():
-        return None
-    try:
-        text = file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"{file}: cannot read ({err}); run `ludl validate cohort=…` to check it") from err
-    out: dict[str, int | None] = {}
-    for line, row in enumerate(csv.DictReader(text.splitlines()), start=2):
-        patient = (row.get("patient_id") or "").strip()
-        label = (row.get("non_response") or "").strip()
-        if not patient:
-            continue
-        if label not in ("", "0", "1"):
-            raise InputError(f"{file} line {line}: non_response is {label!r}; must be 0, 1 or empty")
-        out[patient] = int(label) if label else None
-    return out
 
 
 def write_splits(splits: Splits, path: str | Path) -> Path:
