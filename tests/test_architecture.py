@@ -20,6 +20,8 @@ ARCHITECTURE_DOC = REPO_ROOT / "docs" / "architecture.md"
 
 # The shared base every layer may use, and the entry points; everything else is a layer named by its package.
 BASE_MODULES = frozenset({"ludl", "ludl.errors", "ludl._lazy", "ludl.progress"})
+# The packaged configs (YAML and their dataclass schemas) are base too: the CLI composes them, synth reads presets.
+BASE_PACKAGES = ("ludl.configs",)
 CLI_MODULES = frozenset({"ludl.cli", "ludl.__main__"})
 
 # layer → the ludl layers it may import besides itself and the base (docs/architecture.md "Layers").
@@ -100,7 +102,7 @@ def ludl_imports(path: Path, root: Path = PACKAGE) -> list[Import]:
 
 def layer_of(module: str) -> str:
     """Layer of a dotted ludl module name: `base`, `cli` or the package below `ludl` (`unknown` if not a layer)."""
-    if module in BASE_MODULES:
+    if module in BASE_MODULES or any(module == p or module.startswith(p + ".") for p in BASE_PACKAGES):
         return "base"
     if module in CLI_MODULES:
         return "cli"

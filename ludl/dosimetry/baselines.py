@@ -40,10 +40,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ludl.dosimetry.dose import dose_map_gy
 from ludl.dosimetry.options import DosimetryOptions
-from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry, dose_map_gy, region_fits
+from ludl.dosimetry.pipeline import DosimetryResult, compute_dosimetry
 from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.registration import AlignedTimePoint, align_timepoints
+from ludl.dosimetry.tia import REST_REGION, region_fits
 from ludl.dosimetry.timepoints import CycleData, load_cycle
 from ludl.errors import InputError, LudlError
 from ludl.imaging.resample import resample_to
@@ -110,7 +112,6 @@ STP_COLUMNS: tuple[str, ...] = (
     "true_mean_dose_gy",
     "volume_ml",
 )
-_REST = "_rest"  # the unlabelled voxels, as `ludl.dosimetry.pipeline.region_fits` names them
 _PARAMS = ("a0", "lambda1_per_h", "lambda2_per_h")
 _NAN = float("nan")
 
@@ -177,7 +178,7 @@ def stp_case(
     fits, curves, _notes = region_fits(aligned, regions, "biexp_uptake", grid.voxel_volume_ml)
     base = {"patient_id": data.patient_id, "cycle": data.cycle, "injected_mbq": data.net_administered_mbq}
     rows: list[dict[str, Any]] = []
-    gt_rows = [*result.regions, {"region": _REST, "kind": "rest", "scored": False}]
+    gt_rows = [*result.regions, {"region": REST_REGION, "kind": "rest", "scored": False}]
     for gt in gt_rows:
         name = str(gt["region"])
         fit = fits.get(name)

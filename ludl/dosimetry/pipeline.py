@@ -60,12 +60,8 @@ from ludl.physics.kinetics import TacFit
 __all__ = [
     "DosimetryResult",
     "compute_dosimetry",
-    "dose_map_gy",
-    "region_fits",
     "run_dosimetry",
 ]
-# `dose_map_gy` and `region_fits` are re-exported only for `ludl.dosimetry.baselines`, until it imports them from
-# `ludl.dosimetry.dose` and `ludl.dosimetry.tia`.
 
 # Activity seen in the field of view above this share of the administered activity means a calibration problem.
 _MAX_FOV_SHARE = 1.10

@@ -105,7 +105,7 @@ def _dicom_header(path: Path) -> Any:
 
 
 def _dicom_start(header: Any) -> datetime | None:
-    from ludl.io.dicom_series import parse_dicom_datetime
+    from ludl.io.dicom_tags import parse_dicom_datetime
 
     if header is None:
         return None

@@ -27,18 +27,15 @@ from ludl.io.dicom_file import (
     read_header,
 )
 from ludl.io.dicom_geometry import SeriesGeometry, multiframe_geometry, stack_geometry
-from ludl.io.dicom_tags import frame_count, parse_dicom_datetime, sop_class_name
+from ludl.io.dicom_tags import frame_count, sop_class_name
 
 __all__ = [
     "FolderReport",
     "SeriesSummary",
     "inspect_dicom_folder",
     "load_series",
-    "parse_dicom_datetime",
     "select_series",
 ]
-# `parse_dicom_datetime` is re-exported only for `ludl.dosimetry.timepoints`, until it imports it from
-# `ludl.io.dicom_tags`.
 
 
 @dataclass(frozen=True, eq=False)

@@ -39,6 +39,7 @@ from ludl.errors import InputError
 from ludl.imaging.volume import Volume
 from ludl.io.prepared_sidecar import CaseSidecar, TimepointInfo, to_jsonable
 from ludl.io.prepared_stats import IntensityStats, body_mask, intensity_statistics
+from ludl.physics.units import MBQ_PER_GBQ
 
 __all__ = [
     "CHANNELS",
@@ -76,7 +77,6 @@ CHANNELS: dict[str, tuple[str, str, str]] = {
 # Channels with intensity statistics in the sidecar (the others are labels and masks).
 FLOAT_CHANNELS: tuple[str, ...] = tuple(c for c, (_, _, dtype) in CHANNELS.items() if dtype == "float32")
 _REQUIRED = ("spect",)
-_MBQ_PER_GBQ = 1.0e3  # SPECT statistics per injected GBq (no GBq factor in ludl.physics.units yet)
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -256,7 +256,7 @@ def _intensity(stored: Mapping[str, npt.NDArray[Any]], injected_mbq: float | Non
     mask = body_mask(stored["density"]) if "density" in stored else None
     out = {c: intensity_statistics(stored[c], mask) for c in FLOAT_CHANNELS if c in stored}
     if injected_mbq is not None and injected_mbq > 0 and "spect" in out:
-        out["spect_per_gbq"] = out["spect"].scaled(_MBQ_PER_GBQ / injected_mbq)
+        out["spect_per_gbq"] = out["spect"].scaled(MBQ_PER_GBQ / injected_mbq)
     return {name: stats.to_dict() for name, stats in out.items()}
 
 

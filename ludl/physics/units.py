@@ -14,6 +14,7 @@ __all__ = [
     "BQ_PER_MBQ",
     "G_PER_KG",
     "MBQ_PER_BQ",
+    "MBQ_PER_GBQ",
     "ML_PER_MM3",
     "S_PER_H",
     "bq_per_ml_from_suv",
@@ -22,6 +23,7 @@ __all__ = [
 
 BQ_PER_MBQ = 1.0e6
 MBQ_PER_BQ = 1.0e-6
+MBQ_PER_GBQ = 1.0e3
 G_PER_KG = 1.0e3
 ML_PER_MM3 = 1.0e-3
 S_PER_H = 3600.0

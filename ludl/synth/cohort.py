@@ -37,14 +37,15 @@ import numpy.typing as npt
 
 from ludl.io.atomic import atomic_write_text
 from ludl.io.cohort import CohortConfig, write_cohort_config
-from ludl.io.manifest import OUTCOME_COLUMNS, write_manifest
+from ludl.io.manifest import write_manifest
+from ludl.io.outcomes import OUTCOME_COLUMNS
 from ludl.io.regions import lesion_name
+from ludl.io.truth import write_truth_regions
 from ludl.synth.bound import BOUND_COLUMNS, summarise_bound
 from ludl.synth.config import SynthConfig, make_config, patient_id
 from ludl.synth.labels import cohort_label_values
 from ludl.synth.patient import PatientResult, generate_patient
 from ludl.synth.tables import csv_text, num_text
-from ludl.synth.truth import REGION_COLUMNS
 
 __all__ = [
     "PatientResult",
@@ -127,7 +128,7 @@ def _write_cohort_files(config: SynthConfig, out: Path, results: Sequence[Patien
     truth = out / "truth"
     truth.mkdir(parents=True, exist_ok=True)
     region_cells = [row.cells() for res in results for row in res.region_rows]
-    atomic_write_text(truth / "regions.csv", csv_text(REGION_COLUMNS, region_cells))
+    write_truth_regions(region_cells, truth / "regions.csv")
     response_cells = [[res.patient_id, num_text(res.p_non_response)] for res in results]
     atomic_write_text(truth / "response.csv", csv_text(("patient_id", "p_non_response"), response_cells))
     latent_keys = tuple(results[0].latent)

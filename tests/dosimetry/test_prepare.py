@@ -680,18 +680,18 @@ def test_nifti_copies_on_request(tmp_path: Path, prepare: Prepare) -> None:
 
 
 def test_configs_compose_without_the_launcher_plugins() -> None:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose, initialize_config_module
 
-    from ludl.cli import CONFIG_DIR
+    from ludl.cli import CONFIG_MODULE
+    from ludl.configs.schema import register_schemas
 
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+    register_schemas()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         cfg = compose(config_name="prepare", overrides=["cohort=/c", "out=/o", "shard=1/4"])
         expected = {"cohort", "out", "shard", "workers", "overwrite", "n_folds", "seed", "nifti", "stp_baselines"}
         assert expected <= set(cfg) and parse_shard(str(cfg.shard)) == (1, 4)
         assert cfg.stp_baselines is True
-        dosimetry = compose(config_name="dosimetry")
-        for key in ("tia_mode", "model", "dose_method", "pvc", "reference_timepoint", "kernel_cache_dir"):
-            assert cfg[key] == dosimetry[key]
-        for launcher, key in (("joblib", "n_jobs"), ("submitit_slurm", "tasks_per_node")):
+        assert cfg.dosimetry == compose(config_name="dosimetry").dosimetry  # one group, composed by both jobs
+        for launcher, key in (("joblib", "n_jobs"), ("slurm", "tasks_per_node")):
             c = compose(config_name="prepare", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
             assert key in c.hydra.launcher and c.hydra.launcher._target_.startswith("hydra_plugins.")
