@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,11 +187,13 @@ def _in_fov_fractions(
 
 
 @contextmanager
-def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
-    """Add the wall time of the block to ``seconds[stage]``."""
+def _timed(seconds: dict[str, float], stage: str, on_stage: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[stage]``; tell `on_stage` when the stage is done."""
     start = time.perf_counter()
     yield
     seconds[stage] = time.perf_counter() - start
+    if on_stage is not None:
+        on_stage(stage)
 
 
 @dataclass(frozen=True, eq=False)
@@ -353,24 +355,33 @@ def _settings(options: DosimetryOptions, data: CycleData, ref_tp: TimePoint, gri
     }
 
 
-def compute_dosimetry(data: CycleData, options: DosimetryOptions | None = None) -> DosimetryResult:
-    """Register, integrate, convolve and tabulate one loaded patient-cycle; writes nothing (see `run_dosimetry`)."""
+# The stages `compute_dosimetry` times (and reports to its `on_stage` callback), in order.
+STAGES: tuple[str, ...] = ("register", "resample", "tia", "dose", "regions")
+
+
+def compute_dosimetry(
+    data: CycleData, options: DosimetryOptions | None = None, on_stage: Callable[[str], None] | None = None
+) -> DosimetryResult:
+    """Register, integrate, convolve and tabulate one loaded patient-cycle; writes nothing (see `run_dosimetry`).
+
+    `on_stage(name)` is called after each of `STAGES` (e.g. to advance a progress bar).
+    """
     o = DosimetryOptions() if options is None else options
     check_points(data, o.model)
     seconds: dict[str, float] = {}
-    with _timed(seconds, "register"):
+    with _timed(seconds, "register", on_stage):
         ref_index = _reference_index(data, o.reference_timepoint)
         ref_tp = data.timepoints[ref_index]
         registrations, notes = _register(data, ref_index)
-    with _timed(seconds, "resample"):
+    with _timed(seconds, "resample", on_stage):
         g = _on_reference_grid(data, registrations, ref_index)
-    with _timed(seconds, "tia"):
+    with _timed(seconds, "tia", on_stage):
         integrated = _integrate(g, o, ref_index)
         notes += integrated.notes
     tia = integrated.tia
-    with _timed(seconds, "dose"):
+    with _timed(seconds, "dose", on_stage):
         dose = dose_map_gy(tia, g.density_g_per_ml, g.grid.spacing_zyx_mm, o.dose_method, o.kernel_cache_dir)
-    with _timed(seconds, "regions"):
+    with _timed(seconds, "regions", on_stage):
         rows, pvc_notes = _region_rows(data, g, ref_tp, integrated, dose, o)
         notes += pvc_notes
     notes += _activity_notes(data, g.aligned)
@@ -411,13 +422,18 @@ def run_dosimetry(
         LudlError: bad input — unknown patient or cycle, a SPECT without calibration, a CT that cannot be registered,
             fewer time points than the model needs — with the file and manifest line.
     """
+    from ludl.progress import progress
+
     options = DosimetryOptions() if options is None else options
-    start = time.perf_counter()
-    data = load_cycle(cohort_dir, patient_id, int(cycle))
-    load_s = time.perf_counter() - start
-    result = compute_dosimetry(data, options)
-    start = time.perf_counter()
-    files = write_outputs(result, data, _reference_index(data, options.reference_timepoint), Path(out_dir))
+    with progress(len(STAGES) + 2, "dosimetry", unit="stage") as step:
+        start = time.perf_counter()
+        data = load_cycle(cohort_dir, patient_id, int(cycle))
+        load_s = time.perf_counter() - start
+        step(note="load")
+        result = compute_dosimetry(data, options, on_stage=lambda stage: step(note=stage))
+        start = time.perf_counter()
+        files = write_outputs(result, data, _reference_index(data, options.reference_timepoint), Path(out_dir))
+        step(note="write")
     seconds = {"load": load_s, **result.seconds, "write": time.perf_counter() - start}
     return DosimetryResult(
         regions=result.regions,

@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -537,19 +536,15 @@ def _outcomes(jobs: list[tuple[Any, ...]], workers: int) -> Iterator[CaseOutcome
 
 def _run_jobs(jobs: list[tuple[Any, ...]], workers: int | None) -> dict[str, CaseOutcome]:
     """Run the case jobs (in `workers` processes; None: all cores) with a progress bar; outcomes by case id."""
-    from tqdm import tqdm
+    from ludl.progress import progress
 
     n_workers = max(1, min(int(workers) if workers is not None else (os.cpu_count() or 1), len(jobs) or 1))
     results: dict[str, CaseOutcome] = {}
-    progress = tqdm(total=len(jobs), desc="prepare", unit="case", disable=not sys.stderr.isatty())
-    try:
+    with progress(len(jobs), "prepare", unit="case") as step:
         for outcome in _outcomes(jobs, n_workers):
             results[outcome.case_id] = outcome
-            progress.update(1)
-            if outcome.status == "failed":
-                progress.write(f"failed {outcome.case_id}: {outcome.reason.splitlines()[0] if outcome.reason else ''}")
-    finally:
-        progress.close()
+            reason = outcome.reason.splitlines()[0] if outcome.reason else ""
+            step(note=f"{outcome.case_id} {outcome.status}" + (f": {reason}" if outcome.status == "failed" else ""))
     return results
 
 
