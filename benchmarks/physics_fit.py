@@ -49,7 +49,7 @@ def make_study(
     # Elliptic cylinder along the longest axis: semi-axes 0.80 and 0.64 of the half-widths → 40 % fill.
     mask = (grids[cross[0]] / 0.80) ** 2 + (grids[cross[1]] / 0.64) ** 2 <= 1.0
     n = int(mask.sum())
-    # Per-voxel kinetics: log-normal background plus hot organs/lesions (COHORT.md orders of magnitude).
+    # Per-voxel kinetics: log-normal background plus hot organs/lesions (docs/synthetic-cohort.md orders of magnitude).
     uptake = np.exp(rng.normal(math.log(1e-5), 0.5, n))  # fraction of injected activity per voxel
     hot = rng.random(n) < 0.03
     uptake[hot] *= rng.uniform(5.0, 50.0, int(hot.sum()))

@@ -14,7 +14,7 @@ the field of view at every scan), ≥ 4 mL of true volume (the bound's lesion ro
     python benchmarks/stp_accuracy.py --cohort /tmp/demo8 --kernel-cache /tmp/kc   # reuse a cohort
     python benchmarks/stp_accuracy.py --cohort /tmp/demo8 --splits out/splits.json --csv stp.csv
 
-Literature pattern it should reproduce (PHYSICS.md §3): Hänscheid is near exact where the scan time is close to the
+Literature pattern it should reproduce (docs/physics.md §3): Hänscheid is near exact where the scan time is close to the
 region's effective half-life (kidneys at 48 h), and badly low for slowly clearing lesions at 24 h.
 """
 

@@ -100,7 +100,8 @@ def test_preset_group_is_the_presets_of_the_code(name: str, composed: Any) -> No
 
 def test_presets_read_from_the_packaged_yaml() -> None:
     assert set(PRESETS) == {p.stem for p in (CONFIG_DIR / "preset").glob("*.yaml")}
-    # COHORT.md / README: lesion caps tiny 8, demo 40, clinical 150; clinical is 4.8 mm whole body in DICOM
+    # docs/synthetic-cohort.md, README: lesion caps tiny 8, demo 40, clinical 150; clinical is 4.8 mm whole body in
+    # DICOM
     assert {name: p.max_lesions for name, p in PRESETS.items()} == {"tiny": 8, "demo": 40, "clinical": 150}
     clinical = PRESETS["clinical"]
     assert (clinical.spect_spacing_mm, clinical.extent, clinical.image_format) == (4.8, "whole_body", "dicom")

@@ -2,9 +2,9 @@
 
 For every patient-cycle and every single time point present (4, 24, 48, 96, 168 h), each method turns that one scan
 into a region TIA and mean dose, stored beside the multi-time-point ground truth (``stp_regions.csv``) so that
-evaluation compares methods (DESIGN.md "Evaluation"):
+evaluation compares methods (docs/architecture.md "Evaluation"):
 
-- ``haenscheid``: TIA = A(t)·2t/ln2 (PHYSICS.md §3);
+- ``haenscheid``: TIA = A(t)·2t/ln2 (docs/physics.md §3);
 - ``madsen``: TIA = A(t)·e^{λt}/λ with λ = ln2/T_eff, T_eff the *training split's* median clearance T_eff of the
   region class (a mono-exponential through each multi-TP curve from its peak on: `clearance_t_eff_h`,
   `madsen_t_eff_h`);

@@ -1,4 +1,6 @@
-"""Absorbed dose of a TIA map: voxel S kernel convolution with CT density scaling, or local deposition (PHYSICS.md §4).
+"""Absorbed dose of a TIA map: voxel S kernel convolution with CT density scaling, or local deposition.
+
+The physics and its sources: docs/physics.md §4.
 
 `corrected_region_doses` gives each region the mean dose of its partial-volume-corrected activity distribution.
 """
@@ -37,7 +39,7 @@ def dose_map_gy(
             voxel_tia,
             kernel,
             density_g_per_ml=density,
-            kernel_density_g_per_ml=MEDIA["soft_tissue"].density_g_per_ml,  # ρ_k/ρ_CT, PHYSICS.md §4
+            kernel_density_g_per_ml=MEDIA["soft_tissue"].density_g_per_ml,  # ρ_k/ρ_CT, docs/physics.md §4
         ),
         dtype=np.float64,
     )

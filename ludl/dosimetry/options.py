@@ -17,7 +17,8 @@ from ludl.physics.kinetics import MODELS
 
 __all__ = ["DOSE_METHODS", "PVC_METHODS", "TIA_MODES", "DosimetryOptions"]
 
-TIA_MODES: tuple[str, ...] = ("voxel", "region")  # PHYSICS.md §2: voxel-wise fits | region kinetics × voxel activity
+# docs/physics.md §2: voxel-wise fits | region kinetics × voxel activity
+TIA_MODES: tuple[str, ...] = ("voxel", "region")
 DOSE_METHODS: tuple[str, ...] = ("dvk", "ldm")  # voxel S kernel ⊛ TIA · ρ_k/ρ_CT | local energy deposition
 PVC_METHODS: tuple[str, ...] = ("none", "rc", "gtm")  # partial-volume correction of region means
 

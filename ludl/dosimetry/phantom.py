@@ -56,7 +56,7 @@ class _Region:
     t_uptake_h: float
 
 
-# Published magnitudes (COHORT.md): kidneys ≈ 0.5 Gy/GBq with T_eff ≈ 35 h, liver ≈ 0.1 Gy/GBq with
+# Published magnitudes (docs/synthetic-cohort.md): kidneys ≈ 0.5 Gy/GBq with T_eff ≈ 35 h, liver ≈ 0.1 Gy/GBq with
 # T_eff ≈ 23 h, lesions T_eff ≈ 70 h with a few Gy/GBq; the body background clears fast.
 _REGIONS = (
     _Region("kidney_left", "organ", (0.0, 30.0, 70.0), (45.0, 28.0, 25.0), 0.020, 35.0, 1.0),

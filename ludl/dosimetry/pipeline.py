@@ -3,7 +3,7 @@
 `run_dosimetry` is the public entry (``ludl dosimetry cohort=… patient=… cycle=… out=…``); `compute_dosimetry`
 does the same work on an already-loaded `CycleData` without writing files, for `ludl prepare` and the STP baselines.
 
-Stages (PHYSICS.md §2, §4, §6), one function each here, the work in the modules named:
+Stages (docs/physics.md §2, §4, §6), one function each here, the work in the modules named:
 1. every time point's CT is registered rigidly to the reference time point's CT (default: the one the label map was
    drawn on); its SPECT is resampled onto the reference SPECT grid conserving activity (`ludl.dosimetry.registration`);
    the label map goes onto that grid by majority of its finer voxels (`ludl.imaging.label_grid`);

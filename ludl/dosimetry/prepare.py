@@ -1,10 +1,11 @@
-"""`ludl prepare`: every patient-cycle of a cohort as a prepared case (DESIGN.md "Data formats", "Scaling out").
+"""`ludl prepare`: every patient-cycle of a cohort as a prepared case (docs/cohort-format.md; "Scaling out" in
+docs/architecture.md).
 
 For each patient-cycle with SPECT rows: load it (`load_cycle`), run the multi-time-point pipeline
 (`compute_dosimetry`, the ground truth), then write, per time point and on *that* time point's own SPECT grid (as a
 clinic hands it over at inference):
 
-- the SPECT (Bq/mL, as read) and its CT as mass density (g/mL, PHYSICS.md §4 curve);
+- the SPECT (Bq/mL, as read) and its CT as mass density (g/mL, docs/physics.md §4 curve);
 - the ground-truth TIA map (MBq·h/mL), mapped from the reference grid with the inverse of the time point's rigid
   registration, conserving ∫ TIA dV (`resample_to(kind="activity")`); the dose map (Gy) by linear interpolation; the
   region labels by nearest neighbour and their canonical classes (``classes``); the mask of voxels the reference grid

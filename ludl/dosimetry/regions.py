@@ -1,11 +1,11 @@
 """Per-region dose statistics of one patient-cycle: the `regions.csv` table, kidney BED, whole-body tumour dose.
 
-Regions come from the label map with the cohort's names (DESIGN.md "Public names"); a label ``lesion`` holding all
-lesions is split into connected components ``lesion_001``, ``lesion_002``, … (26-connectivity; order carries no
-meaning). Voxel statistics (median, max, D2/D50/D98) are taken on the dose map as computed; partial-volume correction
-acts on region means only (it has no voxel-level meaning), and both the corrected and the uncorrected mean are
-reported. A lesion is scored only when ≥ 95 % of it lies inside the SPECT field of view at every time point
-(DESIGN.md); unscored lesions keep their row with empty dose values and `scored` = False.
+Regions come from the label map with the cohort's names (docs/architecture.md "Public names"); a label ``lesion``
+holding all lesions is split into connected components ``lesion_001``, ``lesion_002``, … (26-connectivity; order carries
+no meaning). Voxel statistics (median, max, D2/D50/D98) are taken on the dose map as computed; partial-volume correction
+acts on region means only (it has no voxel-level meaning), and both the corrected and the uncorrected mean are reported.
+A lesion is scored only when ≥ 95 % of it lies inside the SPECT field of view at every time point
+(docs/architecture.md); unscored lesions keep their row with empty dose values and `scored` = False.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ __all__ = [
     "write_regions_csv",
 ]
 
-MIN_IN_FOV_FRACTION = 0.95  # DESIGN.md "Public names": a lesion is scored only when ≥ 95 % lies in the FOV
+MIN_IN_FOV_FRACTION = 0.95  # docs/architecture.md "Public names": a lesion is scored only when ≥ 95 % lies in the FOV
 _KIDNEYS = ("kidney_left", "kidney_right")
 REGION_COLUMNS: tuple[str, ...] = (
     "region",
@@ -165,7 +165,7 @@ def region_table(
         in_fov_fraction: region name → smallest share of the region inside the SPECT field of view over time points.
         corrected_mean_dose_gy: region name → partial-volume-corrected mean dose (Gy) computed from the corrected
             activity distribution; regions not in it (or None) get the observed mean dose × their ``pvc_factor``.
-        alpha_beta_gy, t_repair_h: kidney radiobiology for BED (PHYSICS.md §5).
+        alpha_beta_gy, t_repair_h: kidney radiobiology for BED (docs/physics.md §5).
     """
     dose = np.asarray(dose_gy, dtype=np.float64)
     tia = np.asarray(tia_mbq_h_per_ml, dtype=np.float64)

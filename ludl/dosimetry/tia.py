@@ -1,4 +1,4 @@
-"""Time-integrated activity of one patient-cycle: region curve fits and the voxel TIA map (PHYSICS.md §2).
+"""Time-integrated activity of one patient-cycle: region curve fits and the voxel TIA map (docs/physics.md §2).
 
 ``tia_mode="voxel"`` fits every voxel's curve (vectorised `fit_voxels`), once per distinct set of voxel times (bed
 positions and field-of-view patterns); ``"region"`` fits each region's total curve (`fit_tac`) and spreads it as

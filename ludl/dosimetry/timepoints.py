@@ -1,6 +1,6 @@
 """Load one patient-cycle from a cohort: SPECT per time point (beds stitched, calibrated), CT, label map, activities.
 
-Everything a conventional multi-time-point dosimetry needs comes from the manifest (DESIGN.md "Data formats"):
+Everything a conventional multi-time-point dosimetry needs comes from the manifest (docs/cohort-format.md):
 SPECT rows (one per bed) with their own acquisition times, the CT of each time point, the label map (mask row) and
 the cycle's activities. Calibration of count images uses the row's ``sensitivity_cps_per_mbq`` or the cohort
 default, and the row's ``acquisition_s`` and ``deadtime_factor``; nothing is guessed (a count image without them

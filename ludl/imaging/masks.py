@@ -1,7 +1,7 @@
 """Label-map and mask utilities: bounding boxes, crops, name → mask, connected components, region volumes.
 
 Label maps are integer `Volume`s (unit ``"label"``) whose values the cohort's ``labels`` mapping names
-(region name → integer, DESIGN.md "Data formats"); masks are boolean `Volume`s (unit ``"mask"``).
+(region name → integer, docs/architecture.md "Data formats"); masks are boolean `Volume`s (unit ``"mask"``).
 """
 
 from __future__ import annotations

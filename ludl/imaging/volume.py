@@ -21,7 +21,7 @@ from ludl.errors import GeometryError, UnitsError
 
 __all__ = ["ACTIVITY_UNITS", "AIR_HU", "UNITS", "ResampleKind", "Volume"]
 
-# Units a Volume may carry. Activity images hold concentrations (DESIGN.md "Units inside ludl").
+# Units a Volume may carry. Activity images hold concentrations (docs/architecture.md "Units inside ludl").
 UNITS = frozenset(
     {
         "Bq/mL",  # activity concentration

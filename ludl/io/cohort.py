@@ -1,13 +1,13 @@
 """The `cohort.yaml` schema: name, nuclide, units per role, calibration defaults and the label map's classes.
 
-A cohort folder (DESIGN.md "Data formats") holds `cohort.yaml`, `manifest.csv` and optionally `outcomes.csv`.
+A cohort folder (docs/architecture.md "Data formats") holds `cohort.yaml`, `manifest.csv` and optionally `outcomes.csv`.
 This module owns the YAML half and the manifest roles; region names and kinds live in `ludl.io.regions`. Example::
 
     name: demo
     nuclide: Lu-177
     units: {spect: Bq/mL, ct: HU, pet: SUV, pet_ct: HU, mask: label}
     defaults:
-      sensitivity_cps_per_mbq: 9.4   # system volume sensitivity, PHYSICS.md §6
+      sensitivity_cps_per_mbq: 9.4   # system volume sensitivity, docs/physics.md §6
       fwhm_mm: 12.0                  # nominal reconstructed SPECT resolution
     labels: {kidney_left: 1, kidney_right: 2, liver: 9, lesion: 20}
     unlabeled: [lacrimal_left, lacrimal_right]
@@ -46,7 +46,7 @@ __all__ = [
     "write_cohort_config",
 ]
 
-# Manifest roles (DESIGN.md "Data formats"): one image per manifest row.
+# Manifest roles (docs/architecture.md "Data formats"): one image per manifest row.
 ROLES: tuple[str, ...] = ("spect", "ct", "pet", "pet_ct", "mask")
 
 # Units an image of each role may carry when the file itself does not say (NIfTI); DICOM carries its own.

@@ -3,7 +3,7 @@
 The one place that turns a manifest row into an image the pipelines can use, for `ludl dosimetry`, `ludl prepare`
 and inference alike: NIfTI files carry their unit in a ludl note or take the cohort's unit for the role
 (cohort.yaml ``units``); count images are calibrated with the row's ``sensitivity_cps_per_mbq`` (or the cohort
-default), ``acquisition_s`` and ``deadtime_factor`` (PHYSICS.md §6); nothing is guessed. Errors name the file and
+default), ``acquisition_s`` and ``deadtime_factor`` (docs/physics.md §6); nothing is guessed. Errors name the file and
 the manifest line.
 """
 
@@ -76,7 +76,7 @@ def _nifti_spect_bed(manifest: Manifest, config: CohortConfig, row: ManifestRow)
             raise UnitsError(
                 f"{row_where(manifest, row)} holds counts but has no {' and '.join(missing)}: give them in the "
                 "manifest row (sensitivity may also be a cohort.yaml default) so the SPECT can be calibrated "
-                "(PHYSICS.md §6)"
+                "(docs/physics.md §6)"
             )
         out = counts_to_bq_per_ml(
             values,

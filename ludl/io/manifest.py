@@ -1,7 +1,8 @@
 """The cohort manifest (`manifest.csv`): one row per image; `load_manifest`, the `Manifest` queries, `write_manifest`.
 
-DESIGN.md "Data formats" is the contract (columns and `ManifestRow` in `ludl.io.manifest_schema`). `load_manifest`
-parses and checks the CSV alone and raises one `ManifestError` listing every problem. The other jobs live beside it:
+docs/architecture.md "Data formats" is the contract (columns and `ManifestRow` in `ludl.io.manifest_schema`).
+`load_manifest` parses and checks the CSV alone and raises one `ManifestError` listing every problem. The other jobs
+live beside it:
 parsing (`manifest_parse`), row checks (`manifest_checks`), image headers (`manifest_images`), outcomes
 (`ludl.io.outcomes`) and whole-cohort validation (`ludl.io.validation`: `validate_cohort`, `ValidationReport`); their
 public names stay importable from here.

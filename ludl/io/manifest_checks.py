@@ -179,7 +179,7 @@ def config_row_problems(rows: Sequence[ManifestRow], config: CohortConfig, file:
                     out.add(
                         r.line,
                         "spect images are in counts but acquisition_s is empty; give the acquisition "
-                        "time the reconstruction stands for (PHYSICS.md §6)",
+                        "time the reconstruction stands for (docs/physics.md §6)",
                     )
         elif r.role == "pet" and config.unit("pet") == "Bq/mL" and r.path.lower().endswith(ITK_SUFFIXES):
             missing = [c for c in ("pet_injected_mbq", "weight_kg") if getattr(r, c) is None]

@@ -194,7 +194,8 @@ def read_manifest_rows(csv_path: Path, file: str) -> tuple[list[ManifestRow], li
     try:
         text = csv_path.read_text(encoding="utf-8-sig")  # utf-8-sig: spreadsheets add a byte-order mark
     except FileNotFoundError:
-        return [], [Problem(file, None, "file not found; every cohort needs a manifest.csv (DESIGN.md)")], False
+        problem = Problem(file, None, "file not found; every cohort needs a manifest.csv (docs/cohort-format.md)")
+        return [], [problem], False
     except UnicodeDecodeError:
         return [], [Problem(file, None, "not UTF-8 text; save the manifest as UTF-8 CSV")], False
     except OSError as err:

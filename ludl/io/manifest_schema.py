@@ -1,6 +1,6 @@
 """The manifest's schema: columns, numeric rules, `ManifestRow`, and `Problem` (what every cohort check reports).
 
-DESIGN.md "Data formats" is the contract: columns `MANIFEST_COLUMNS`, empty cell = "not applicable / use the
+docs/architecture.md "Data formats" is the contract: columns `MANIFEST_COLUMNS`, empty cell = "not applicable / use the
 default". Row numbers in problems are *line numbers of the file* (1-based; the CSV header is line 1).
 """
 
@@ -79,7 +79,7 @@ NON_IMAGE_MODALITIES = frozenset({"RTSTRUCT", "SEG", "RTDOSE", "RTPLAN", "REG", 
 PET_ROLES = frozenset({"pet", "pet_ct"})
 # Patient IDs become folder names downstream: keep them portable.
 PATIENT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# Numeric columns: (comparison, bound, unit) — DESIGN.md "Data formats"; deadtime_factor = true/observed rate ≥ 1.
+# Numeric columns: (comparison, bound, unit) — docs/cohort-format.md; deadtime_factor = true/observed rate ≥ 1.
 NUMBER_RULES: Mapping[str, tuple[str, float, str]] = MappingProxyType(
     {
         "timepoint_h": ("any", 0.0, "h"),
@@ -119,7 +119,7 @@ class Problem:
 
 @dataclass(frozen=True, kw_only=True)
 class ManifestRow:
-    """One image of the cohort (DESIGN.md "Data formats"); empty cells are None.
+    """One image of the cohort (docs/architecture.md "Data formats"); empty cells are None.
 
     Attributes:
         patient_id, cycle, role: which patient, therapy cycle (≥ 1) and kind of image (`ROLES`).

@@ -1,7 +1,7 @@
 """Read quantitative SPECT (DICOM NM, RECON TOMO) as activity concentration in Bq/mL, bed by bed.
 
 Values: a RealWorldValueMappingSequence item is preferred over RescaleSlope/Intercept because it states its
-units (UCUM code); Bq/mL-type units are used as they are, counts are calibrated (PHYSICS.md §6):
+units (UCUM code); Bq/mL-type units are used as they are, counts are calibrated (docs/physics.md §6):
 A[MBq] = C / (t_acq · S), concentration = A / V_voxel · 1e6 Bq/MBq · deadtime factor. Nothing is guessed: counts
 without `sensitivity_cps_per_mbq` and `acquisition_s` raise `UnitsError`, missing geometry `GeometryError`.
 Geometry comes from `ludl.io.dicom_geometry` (DetectorInformationSequence, signed SpacingBetweenSlices, SliceVector),
@@ -75,7 +75,7 @@ def counts_to_bq_per_ml(
     Args:
         counts: counts per voxel over the acquisition (cps per voxel when `acquisition_s` is None).
         voxel_volume_ml: volume of one voxel, mL.
-        acquisition_s: acquisition time the reconstruction stands for, s (PHYSICS.md §6: a manifest field).
+        acquisition_s: acquisition time the reconstruction stands for, s (docs/physics.md §6: a manifest field).
         sensitivity_cps_per_mbq: system volume sensitivity S, cps/MBq.
         deadtime_factor: true/observed count rate, ≥ 1.
     """

@@ -1,7 +1,7 @@
 """``outcomes.csv``: its columns, its reader (`load_outcomes`) and its validation (`outcome_problems`).
 
-One row per patient: ``patient_id, psa_baseline, psa_week12, non_response`` (DESIGN.md "Data formats"). Optional,
-like PET: validation and dosimetry work without it; `ludl prepare` stratifies its folds by ``non_response``.
+One row per patient: ``patient_id, psa_baseline, psa_week12, non_response`` (docs/architecture.md "Data formats").
+Optional, like PET: validation and dosimetry work without it; `ludl prepare` stratifies its folds by ``non_response``.
 """
 
 from __future__ import annotations

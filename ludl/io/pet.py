@@ -1,7 +1,7 @@
 """Read PET (DICOM PT) as SUVbw, following the QIBA vendor-neutral SUV pseudo-code.
 
 Source: QIBA FDG-PET/CT Technical Committee, "Vendor-neutral pseudo-code for SUV calculation" (QIBA wiki,
-2013), extended as the IBSI/OncoRay SUV digital reference objects test it (PHYSICS.md §6, testdata/suv_dro):
+2013), extended as the IBSI/OncoRay SUV digital reference objects test it (docs/physics.md §6, testdata/suv_dro):
 
 - Units BQML: SUV = C[Bq/mL] · weight[g] / decayed dose[Bq]; GML: the values already are SUVbw; CNTS (Philips):
   SUV = value · (7053,1000) SUV scale factor, or value · (7053,1009) activity scale factor → Bq/mL → as BQML.

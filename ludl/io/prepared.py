@@ -66,7 +66,7 @@ SIDECAR = "case.json"
 # channel → (file stem, unit, stored dtype). float32 keeps 7 significant digits, far below any dosimetric error.
 CHANNELS: dict[str, tuple[str, str, str]] = {
     "spect": ("spect_bq_per_ml", "Bq/mL", "float32"),  # that time point's SPECT as the clinic hands it over
-    "density": ("density_g_per_ml", "g/mL", "float32"),  # its CT as mass density (PHYSICS.md §4 curve)
+    "density": ("density_g_per_ml", "g/mL", "float32"),  # its CT as mass density (docs/physics.md §4 curve)
     "pet": ("pet_suv", "SUV", "float32"),  # pre-therapy PET, registered and resampled onto this grid
     "tia": ("tia_mbq_h_per_ml", "MBq*h/mL", "float32"),  # ground-truth TIA map (multi-time-point)
     "dose": ("dose_gy", "Gy", "float32"),  # ground-truth dose map (multi-time-point)

@@ -33,7 +33,7 @@ __all__ = [
 
 KINDS: tuple[str, ...] = ("organ", "lesion", "marrow", "body")
 
-# Canonical region names (DESIGN.md "Public names"), shared by label maps, truth and ground truth.
+# Canonical region names (docs/architecture.md "Public names"), shared by label maps, truth and ground truth.
 ORGAN_REGIONS: tuple[str, ...] = (
     "kidney_left",
     "kidney_right",

@@ -1,6 +1,6 @@
 """DICOM RT Dose: write absorbed-dose maps for molecular radiotherapy, read any grid-based RT Dose as a Gy `Volume`.
 
-Written objects follow PHYSICS.md §6: DoseUnits GY, DoseType PHYSICAL, 32-bit unsigned pixels with DoseGridScaling,
+Written objects follow docs/physics.md §6: DoseUnits GY, DoseType PHYSICAL, 32-bit unsigned pixels with DoseGridScaling,
 relative GridFrameOffsetVector (first 0), the Frame of Reference of the source SPECT/CT, new UIDs, and a
 DoseSummationType that needs no Referenced RT Plan (see `DOSE_SUMMATION_TYPE`). De-identified by default.
 Only doses go here: a TIA map or any non-Gy image is refused (write NIfTI instead).

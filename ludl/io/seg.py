@@ -10,8 +10,8 @@ patient, study and Frame of Reference:
   not lie on the source grid; the SEG then references a source instance that exists nowhere — viewers align it via
   the Frame of Reference, which is what matters for dosimetry.
 
-Segment labels are the region names (DESIGN.md "Public names"); categories/types use SNOMED CT codes where ludl
-knows the organ, "Tissue" otherwise. Reading returns a label `Volume` whose values are the segment numbers, or the
+Segment labels are the region names (docs/architecture.md "Public names"); categories/types use SNOMED CT codes where
+ludl knows the organ, "Tissue" otherwise. Reading returns a label `Volume` whose values are the segment numbers, or the
 caller's own label values when a name → value mapping is given.
 """
 
@@ -35,7 +35,7 @@ from ludl.io.rtdose import new_uid, reference_attributes
 __all__ = ["read_seg", "segment_codes", "write_seg"]
 
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-# Region name stem → pydicom.sr.codedict SCT keyword (DESIGN.md region names; laterality stays in the label).
+# Region name stem → pydicom.sr.codedict SCT keyword (docs/architecture.md region names; laterality stays in the label).
 _ORGAN_CODES = {
     "kidney": "Kidney",
     "parotid": "ParotidGland",

@@ -1,4 +1,4 @@
-"""Patient-level k-fold splits stratified by outcome, written as ``splits.json`` (DESIGN.md "Data formats").
+"""Patient-level k-fold splits stratified by outcome, written as ``splits.json`` (docs/architecture.md "Data formats").
 
 Every step that learns from a cohort (population baselines, training) reads the same file, so that no patient's
 cycles ever sit on both sides of a split. Folds are dealt per stratum (``non_response`` = 0, 1, unknown): the

@@ -54,9 +54,9 @@ FREE_PARAMS: dict[str, tuple[str, ...]] = {
     TRAPEZOID: (),
 }
 
-# Fixed uptake rate of `triexp`: uptake half-time 1 h. COHORT.md: organs reach their peak within 1–4 h,
+# Fixed uptake rate of `triexp`: uptake half-time 1 h. docs/synthetic-cohort.md: organs reach their peak within 1–4 h,
 # uptake time constant 0.5–2 h (an assumption there too). A free 5-parameter tri-exponential is not
-# identifiable from 5 clinical points (PHYSICS.md §2), hence the fixed rate.
+# identifiable from 5 clinical points (docs/physics.md §2), hence the fixed rate.
 DEFAULT_UPTAKE_RATE_PER_H = LN2 / 1.0
 # Fastest rate fitted (T½ ≈ 4 min): with the first scan hours after injection, faster rates are
 # indistinguishable from instantaneous ones and LM would otherwise drift along a flat valley.

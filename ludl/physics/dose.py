@@ -1,6 +1,6 @@
 """From time-integrated activity (TIA) to absorbed dose: units, FFT convolution, LDM, density, sphere model.
 
-Conventions (DESIGN.md "Units inside ludl", PHYSICS.md §4):
+Conventions (docs/architecture.md "Units inside ludl", docs/physics.md §4):
 - TIA *maps* hold MBq·h/mL; the functions here take per-voxel TIA in MBq·h (`voxel_tia_mbq_h` converts).
 - Published dose-voxel kernels are in mGy/(MBq·s); `MGY_PER_MBQ_S_TO_GY_PER_MBQ_H` is the one place the
   unit change happens. Doses come out in Gy.
@@ -48,7 +48,7 @@ __all__ = [
 # 1 mGy/(MBq·s) × 3600 s/h × 1e-3 Gy/mGy = 3.6 Gy/(MBq·h). The only kernel-unit conversion in ludl.
 MGY_PER_MBQ_S_TO_GY_PER_MBQ_H = 3.6
 
-# ICRU Report 44 soft tissue, the medium dose-voxel kernels are made for (PHYSICS.md §4).
+# ICRU Report 44 soft tissue, the medium dose-voxel kernels are made for (docs/physics.md §4).
 SOFT_TISSUE_DENSITY_G_PER_ML = 1.04
 # Dry air near sea level, ICRU Report 37/NIST (1.205e-3 g/cm³), rounded as in GATE's Schneider table.
 AIR_DENSITY_G_PER_ML = 0.0012
@@ -346,7 +346,7 @@ def dose_from_tia(
     """Absorbed dose (Gy) by dose-voxel-kernel convolution: D = (K ⊛ TIA) · 3.6 · ρ_k / max(ρ_CT, ρ_floor).
 
     The ρ_k/ρ_CT factor (not 1/ρ_CT, which counts density twice: ≈ 4 % low in soft tissue) turns the kernel
-    medium's dose into dose to the local CT density (PHYSICS.md §4); ρ_CT is clipped at the floor so air
+    medium's dose into dose to the local CT density (docs/physics.md §4); ρ_CT is clipped at the floor so air
     does not blow dose up (see DENSITY_FLOOR_G_PER_ML). Negative FFT round-off (≈ 1e-7 of the peak) is set to 0.
 
     Args:

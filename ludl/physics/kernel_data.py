@@ -1,6 +1,6 @@
 """Packaged physics data of the dose-kernel model: media, table reading, photon build-up, scaled electron kernels.
 
-The tables (``ludl/physics/data/*.csv``, sources in their headers and in PHYSICS.md §4):
+The tables (``ludl/physics/data/*.csv``, sources in their headers and in docs/physics.md §4):
 
 - ``electron_scaled_dpk_water.csv``: Monte Carlo scaled dose point kernels F(x, E) of monoenergetic electrons in
   water, x = r / r0(E) (EGSnrc/EDKnrc, Mainegra-Hing, Rogers & Kawrakow 2005, Med Phys 32:685; 10 keV, 15 keV,
@@ -76,7 +76,7 @@ class Medium:
 MEDIA: dict[str, Medium] = {
     "soft_tissue": Medium(
         name="soft_tissue",
-        density_g_per_ml=1.04,  # ICRU Report 44 soft tissue (PHYSICS.md §4), as in Lanconelli et al. 2012
+        density_g_per_ml=1.04,  # ICRU Report 44 soft tissue (docs/physics.md §4), as in Lanconelli et al. 2012
         estar_column="soft_tissue_icrp",
         photon_columns=("muscle_mu", "muscle_muen"),
         buildup_material="water",
@@ -85,11 +85,11 @@ MEDIA: dict[str, Medium] = {
     ),
     "bone": Medium(
         name="bone",
-        density_g_per_ml=1.85,  # cortical/compact bone as pinned in PHYSICS.md §4 (ICRU 46 lists 1.92)
+        density_g_per_ml=1.85,  # cortical/compact bone as pinned in docs/physics.md §4 (ICRU 46 lists 1.92)
         estar_column="bone_cortical_icrp",
         photon_columns=("bone_mu", "bone_muen"),
         buildup_material="aluminum",
-        source="ρ 1.85 g/cm³ (cortical bone, PHYSICS.md §4); electron ranges ESTAR Bone, cortical (ICRP); "
+        source="ρ 1.85 g/cm³ (cortical bone, docs/physics.md §4); electron ranges ESTAR Bone, cortical (ICRP); "
         "photons Hubbell-Seltzer ICRU-44 cortical bone; build-up ANS-6.4.3 aluminium",
     ),
 }

@@ -92,7 +92,7 @@ MIN_SPACING_MM = 0.5
 MAX_SPACING_MM = 20.0
 # Largest kernel edge (voxels): 129 × 2.2 mm already spans 28 cm, several photon mean free paths (≈ 7 cm at 208 keV).
 MAX_KERNEL_SIZE = 129
-MIN_KERNEL_SIZE = 11  # the default size covers at least 11 voxels per axis (PHYSICS.md §4)
+MIN_KERNEL_SIZE = 11  # the default size covers at least 11 voxels per axis (docs/physics.md §4)
 
 _N_THETA = 96  # octant direction rule for the near-field rays: Gauss–Legendre in cos θ and in φ
 _N_PHI = 96

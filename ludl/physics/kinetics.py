@@ -1,6 +1,6 @@
 """Time-activity curves → time-integrated activity (TIA): model fits, model selection, analytic integrals.
 
-PHYSICS.md §2. Activities are *not* decay-corrected (what a calibrated SPECT shows at scan time); every
+docs/physics.md §2. Activities are *not* decay-corrected (what a calibrated SPECT shows at scan time); every
 clearance rate is bounded below by the physical decay constant of the nuclide, so a fit that would
 clear slower than physical decay is clamped to it.
 

@@ -1,7 +1,7 @@
 """Radionuclide decay data (ICRP Publication 107) and decay helpers.
 
 Numbers are read from the packaged ICRP-107 tables (`icrp107-database` on PyPI), never
-retyped: a nuclide is a data entry. 177Lu reference values (PHYSICS.md §1): T½ = 6.647 d,
+retyped: a nuclide is a data entry. 177Lu reference values (docs/physics.md §1): T½ = 6.647 d,
 mean β⁻ 133.27 keV, IE 13.52 keV, Auger 1.13 keV, photons 35.10 keV per decay.
 
 Only single-step decays are modelled now; `Nuclide.progeny` is where a chain (225Ac) will

@@ -1,6 +1,6 @@
 """The dose point kernel of a nuclide: radial energy deposition around a point source, and sphere S values.
 
-Model (PHYSICS.md §4). The isotropic dose point kernel D(r) of the nuclide (dose per decay at distance r from a
+Model (docs/physics.md §4). The isotropic dose point kernel D(r) of the nuclide (dose per decay at distance r from a
 point source in an infinite homogeneous medium) is the sum of
 
 - **electrons**: Monte Carlo scaled dose point kernels of monoenergetic electrons in water, F(x, E) with

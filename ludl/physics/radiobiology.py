@@ -2,7 +2,7 @@
 
 BED follows the linear-quadratic model with incomplete repair for a continuously decaying dose rate
 (Dale 1985, Br J Radiol 58:515; Dale 1996, Int J Radiat Biol 69:395): BED = D·(1 + G·D/(α/β)), G the
-Lea–Catcheside factor. Kidney defaults α/β = 2.6 Gy and T_rep = 2.8 h (PHYSICS.md §5; common choices
+Lea–Catcheside factor. Kidney defaults α/β = 2.6 Gy and T_rep = 2.8 h (docs/physics.md §5; common choices
 in 177Lu renal dosimetry, e.g. Bodei 2008, Eur J Nucl Med Mol Imaging 35:1847).
 
 These are reporting quantities (NumPy only), not training targets.
@@ -34,8 +34,8 @@ __all__ = [
     "whole_body_tumour_dose",
 ]
 
-KIDNEY_ALPHA_BETA_GY = 2.6  # PHYSICS.md §5
-KIDNEY_T_REPAIR_H = 2.8  # PHYSICS.md §5
+KIDNEY_ALPHA_BETA_GY = 2.6  # docs/physics.md §5
+KIDNEY_T_REPAIR_H = 2.8  # docs/physics.md §5
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -140,7 +140,7 @@ def eqd2_gy(bed: npt.ArrayLike, alpha_beta_gy: npt.ArrayLike = KIDNEY_ALPHA_BETA
 
 
 def cumulative_bed_gy(bed_per_cycle_gy: npt.ArrayLike, axis: int = 0) -> FloatArray:
-    """Cumulative BED over cycles (Gy): BED adds over cycles (PHYSICS.md §5); cycles along `axis`."""
+    """Cumulative BED over cycles (Gy): BED adds over cycles (docs/physics.md §5); cycles along `axis`."""
     b = _as_float(bed_per_cycle_gy, "bed_per_cycle_gy")
     if b.ndim == 0 or b.shape[axis] == 0:
         raise InputError("bed_per_cycle_gy needs at least one cycle along the cycle axis")

@@ -1,6 +1,6 @@
 """Single-time-point (STP) TIA estimates: Hänscheid, Madsen, and a prior-informed population estimator.
 
-PHYSICS.md §3. These are the classical baselines a single-scan network must beat. Activities are not
+docs/physics.md §3. These are the classical baselines a single-scan network must beat. Activities are not
 decay-corrected; TIA is in activity unit × h (MBq·h for MBq).
 
 - `haenscheid_tia`: A(t)·2t/ln2 (Hänscheid et al. 2018, J Nucl Med 59:75), exact for mono-exponential

@@ -1,6 +1,7 @@
 """Unit factors and the one SUV formula: every layer converts through these names, never a bare ``1e6``.
 
-Activity images hold concentrations in Bq/mL, regions' activities are in MBq, TIA in MBq·h (DESIGN.md "Units").
+Activity images hold concentrations in Bq/mL, regions' activities are in MBq, TIA in MBq·h (docs/architecture.md "Units
+inside ludl").
 """
 
 from __future__ import annotations

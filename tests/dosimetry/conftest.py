@@ -57,7 +57,7 @@ def run_cached(tmp_path_factory: pytest.TempPathFactory, kernel_cache: Path) -> 
 
 @pytest.fixture(scope="session")
 def true_dose(kernel_cache: Path) -> npt.NDArray[np.float64]:
-    """Dose of the exact TIA map with the same kernel and density (PHYSICS.md §4) in the reference pose."""
+    """Dose of the exact TIA map with the same kernel and density (docs/physics.md §4) in the reference pose."""
     spacing = (cf.SPACING_MM,) * 3
     kernel = voxel_s_kernel(spacing, cache_dir=kernel_cache)
     return np.asarray(

@@ -1,7 +1,7 @@
 """STP baselines on a cohort: Hänscheid, Madsen and the prior-informed estimator against analytic kinetics.
 
-Expected values come from closed forms (PHYSICS.md §3: Hänscheid's ratio x·2^{1−x}, Madsen's exactness with the true
-T_eff), from medians computed by hand, and from the literature's qualitative pattern (Hänscheid poor for lesions at
+Expected values come from closed forms (docs/physics.md §3: Hänscheid's ratio x·2^{1−x}, Madsen's exactness with the
+true T_eff), from medians computed by hand, and from the literature's qualitative pattern (Hänscheid poor for lesions at
 24 h, good near T_eff), never from the code's own output.
 """
 
@@ -45,7 +45,7 @@ DOSE_PER_TIA = 2e-3  # Gy per MBq·h (uncorrected), arbitrary but fixed
 
 
 def _region_row(pid: str, name: str, kind: str, cls: str, a0: float, l1: float, l2: float) -> dict[str, Any]:
-    tia = a0 * (1.0 / l1 - 1.0 / l2)  # ∫ a0 (e^{−λ1 t} − e^{−λ2 t}) dt, PHYSICS.md §2
+    tia = a0 * (1.0 / l1 - 1.0 / l2)  # ∫ a0 (e^{−λ1 t} − e^{−λ2 t}) dt, docs/physics.md §2
     return {
         "patient_id": pid,
         "cycle": 1,
@@ -90,7 +90,7 @@ def test_haenscheid_is_exact_at_t_eff_and_follows_x_2_pow_1_minus_x() -> None:
     case = _mono("P1", 48.0)
     for t_h, x in ((48.0, 1.0), (96.0, 2.0), (24.0, 0.5), (168.0, 3.5)):
         (row,) = stp_region_table(case, t_h, "haenscheid")
-        ratio = x * 2.0 ** (1.0 - x)  # PHYSICS.md §3
+        ratio = x * 2.0 ** (1.0 - x)  # docs/physics.md §3
         assert row["tia_mbq_h"] / row["gt_tia_mbq_h"] == pytest.approx(ratio, rel=1e-6)
         assert row["mean_dose_gy"] / row["gt_mean_dose_gy"] == pytest.approx(ratio, rel=1e-6)
     (row,) = stp_region_table(case, 48.0, "haenscheid")

@@ -56,7 +56,7 @@ def test_partial_volume_correction_brings_blurred_doses_to_the_truth(
     raw = _errors(result, true_dose, "mean_dose_uncorrected_gy")
     for name in SCORED:
         assert abs(corrected[name]) < 0.5 * abs(raw[name]), (name, corrected[name], raw[name])
-    # A 4 mL lesion reads ≈ 45 % low at 10 mm FWHM without correction (COHORT.md: RC ≈ 0.5).
+    # A 4 mL lesion reads ≈ 45 % low at 10 mm FWHM without correction (docs/synthetic-cohort.md: RC ≈ 0.5).
     assert min(raw.values()) < -0.3
     organs = [corrected[n] for n in SCORED if not n.startswith("lesion")]
     lesions = [corrected[n] for n in SCORED if n.startswith("lesion")]

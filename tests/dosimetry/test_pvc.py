@@ -54,7 +54,7 @@ def test_sphere_recovery_matches_the_analytic_value(radius_mm: float, fwhm_mm: f
 
 
 def test_literature_magnitude_for_a_4ml_sphere() -> None:
-    # COHORT.md: a 4 mL sphere recovers ≈ 0.5 at 10 mm FWHM and ≈ 0.33 at 15 mm.
+    # docs/synthetic-cohort.md: a 4 mL sphere recovers ≈ 0.5 at 10 mm FWHM and ≈ 0.33 at 15 mm.
     radius = (3 * 4000.0 / (4 * math.pi)) ** (1 / 3)
     assert _sphere_rc(radius, 10.0) == pytest.approx(0.5, abs=0.06)
     labels = _sphere_labels(radius, 1.0, 71)

@@ -65,7 +65,7 @@ def test_table_statistics_fov_rule_and_bed() -> None:
     assert k["max_dose_gy"] == pytest.approx(5.0) and k["volume_ml"] == pytest.approx(4.8)
     assert k["tia_uncorrected_mbq_h"] == pytest.approx(0.3 * 48 * 0.1)
     assert k["t_eff_h"] == pytest.approx(40.0, rel=1e-3)
-    # Dale BED for mono-exponential clearance: G = λ/(λ + μ), kidney α/β 2.6 Gy, T_rep 2.8 h (PHYSICS.md §5).
+    # Dale BED for mono-exponential clearance: G = λ/(λ + μ), kidney α/β 2.6 Gy, T_rep 2.8 h (docs/physics.md §5).
     lam, mu = math.log(2) / 40.0, math.log(2) / 2.8
     assert k["bed_gy"] == pytest.approx(3.75 * (1 + lam / (lam + mu) * 3.75 / 2.6), rel=1e-3)
     assert by[small]["scored"] is False and math.isnan(by[small]["mean_dose_gy"])  # 90 % < 95 % in the FOV

@@ -32,7 +32,7 @@ def test_time_points_beds_and_activities(exact_cohort: Path) -> None:
 def test_counts_are_calibrated_like_the_bq_per_ml_images(tmp_path: Path) -> None:
     spec = cf.CohortSpec(timepoint_indices=(0, 1, 2), units="counts", sensitivity_cps_per_mbq=9.4, acquisition_s=1200.0)
     data = load_cycle(cf.write_cohort(tmp_path / "counts", spec), "P01", 1)
-    expected = cf.activity_mbq_per_ml(cf.ACTUAL_H[0], cf.SHIFTS_MM[0]) * 1e6  # Bq/mL, PHYSICS.md §6
+    expected = cf.activity_mbq_per_ml(cf.ACTUAL_H[0], cf.SHIFTS_MM[0]) * 1e6  # Bq/mL, docs/physics.md §6
     np.testing.assert_allclose(data.timepoints[0].spect.array, expected, rtol=1e-5, atol=1e-3)
     assert data.timepoints[0].spect.unit == "Bq/mL"
 

@@ -27,7 +27,7 @@ from ludl.io.manifest import (
 )
 from ludl.io.regions import is_region_name, lesion_name, region_kind
 
-# The columns as DESIGN.md "Data formats" lists them (the contract, typed out here on purpose).
+# The columns as docs/architecture.md "Data formats" lists them (the contract, typed out here on purpose).
 COLUMNS = [
     "patient_id",
     "cycle",

@@ -99,7 +99,7 @@ def test_counts_are_calibrated_with_sensitivity_time_and_deadtime(tmp_path: Path
         tmp_path / "nm.dcm", stored, pixel_spacing_mm=(spacing_mm, spacing_mm), spacing_between_slices_mm=spacing_mm
     )
     volume = read_nm(path, sensitivity_cps_per_mbq=10.0, acquisition_s=1800.0, deadtime_factor=1.25)
-    # PHYSICS.md §6 by hand: 1000 counts / (1800 s · 10 cps/MBq) = 0.0556 MBq in a 0.110592 mL voxel.
+    # docs/physics.md §6 by hand: 1000 counts / (1800 s · 10 cps/MBq) = 0.0556 MBq in a 0.110592 mL voxel.
     voxel_ml = (spacing_mm / 10.0) ** 3
     expected = 1_000 / (1800.0 * 10.0) * 1e6 / voxel_ml * 1.25
     np.testing.assert_allclose(volume.array, expected, rtol=1e-6)

@@ -1,6 +1,6 @@
 """TIA → dose: unit conversion, FFT convolution, density scaling, LDM, HU curve and sphere model.
 
-Expected numbers come from outside the code: PHYSICS.md §1/§4, direct convolution (scipy.ndimage),
+Expected numbers come from outside the code: docs/physics.md §1/§4, direct convolution (scipy.ndimage),
 energy conservation and the Schneider et al. 2000 HU table.
 """
 
@@ -25,7 +25,7 @@ from ludl.physics.dose import (
     voxel_tia_mbq_h,
 )
 
-# PHYSICS.md §1: electron energy per TIA of 177Lu, 0.023700 mGy·g/(MBq·s); mean life 230.150 h.
+# docs/physics.md §1: electron energy per TIA of 177Lu, 0.023700 mGy·g/(MBq·s); mean life 230.150 h.
 E_ELECTRON_MGY_G_PER_MBQ_S = 0.023700
 LU177_MEAN_LIFE_H = 230.150
 SOFT_TISSUE_G_PER_ML = 1.04  # ICRU 44
@@ -60,7 +60,7 @@ def test_kernel_unit_factor_derived_independently() -> None:
 
 def test_end_to_end_units_one_mbq_decaying_in_one_voxel() -> None:
     # 1 MBq decaying physically in one 4.8 mm unit-density voxel, all electron energy local:
-    # TIA = 230.150 MBq·h = 828 540 MBq·s; 0.2143 mGy per MBq·s (PHYSICS.md §4) → 177.55 Gy.
+    # TIA = 230.150 MBq·h = 828 540 MBq·s; 0.2143 mGy per MBq·s (docs/physics.md §4) → 177.55 Gy.
     tia = np.zeros((5, 5, 5))
     tia[2, 2, 2] = LU177_MEAN_LIFE_H
     dose = dose_from_tia(tia, _delta_kernel(0.2143))
@@ -195,7 +195,7 @@ def test_density_ratio_not_double_counted() -> None:
     rho = np.full(tia.shape, SOFT_TISSUE_G_PER_ML)
     # Soft tissue CT with a soft-tissue kernel: no change (ρ_k/ρ_CT = 1) …
     np.testing.assert_allclose(dose_from_tia(tia, kernel, density_g_per_ml=rho), plain, rtol=1e-12)
-    # … whereas dividing by ρ_CT alone (kernel density taken as 1) is 1/1.04: ≈ 3.8 % low (PHYSICS.md §4).
+    # … whereas dividing by ρ_CT alone (kernel density taken as 1) is 1/1.04: ≈ 3.8 % low (docs/physics.md §4).
     naive = dose_from_tia(tia, kernel, density_g_per_ml=rho, kernel_density_g_per_ml=1.0)
     assert 1.0 - naive[2, 2, 2] / plain[2, 2, 2] == pytest.approx(1.0 - 1.0 / 1.04, rel=1e-9)
     assert 0.035 < 1.0 - naive[2, 2, 2] / plain[2, 2, 2] < 0.04
@@ -287,7 +287,7 @@ def test_low_precision_and_autocast_computed_in_fp32(rng: np.random.Generator) -
 
 
 def test_ldm_reference_voxel() -> None:
-    # PHYSICS.md §4: 1 MBq·s in a 4.8 mm voxel of unit density → 0.2143 mGy.
+    # docs/physics.md §4: 1 MBq·s in a 4.8 mm voxel of unit density → 0.2143 mGy.
     one_mbq_s_in_mbq_h = 1.0 / 3600.0
     d = ldm_dose(np.array([one_mbq_s_in_mbq_h]), (4.8, 4.8, 4.8))
     assert d[0] * 1e3 == pytest.approx(0.2143, abs=1e-4)
@@ -334,7 +334,7 @@ def test_density_from_hu_bilinear_against_references() -> None:
     # Schneider et al. 2000 (GATE Schneider2000DensitiesTable): 1000 HU → 1.63838, 1400 HU → 1.87534 g/cm³.
     assert rho[5] == pytest.approx(1.63838, rel=0.01)
     assert rho[6] == pytest.approx(1.87534, rel=0.02)
-    assert 1.85 <= rho[6] <= 1.92  # ICRU 46 cortical bone range quoted in PHYSICS.md §4
+    assert 1.85 <= rho[6] <= 1.92  # ICRU 46 cortical bone range quoted in docs/physics.md §4
     fine = density_from_hu(np.linspace(-1100, 3000, 500))
     assert np.all(np.diff(fine) >= 0)
     assert abs(density_from_hu(1e-6) - density_from_hu(-1e-6)) < 1e-8  # continuous at water

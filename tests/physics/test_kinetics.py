@@ -1,6 +1,6 @@
 """Tests of ludl.physics.kinetics: TAC fits, model selection and TIA.
 
-Expected values come from outside the code under test: PHYSICS.md §1 (1 MBq decaying physically gives
+Expected values come from outside the code under test: docs/physics.md §1 (1 MBq decaying physically gives
 230.150 MBq·h), closed-form integrals written out here, numerical quadrature of the true curve
 (scipy.integrate.quad) and scipy.optimize.curve_fit for standard errors.
 """
@@ -19,8 +19,8 @@ from ludl.physics._fit_numpy import NumpyXp
 from ludl.physics._tac_selection import select_by_aic
 from ludl.physics.kinetics import fit_tac, fit_voxels, min_points, model_curve, tia_of, trapezoid_tia
 
-LAMBDA_PHYS = math.log(2.0) / 159.528  # 177Lu, PHYSICS.md §1 (ICRP 107: 6.647 d)
-TIMES_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0])  # common clinical protocol (COHORT.md)
+LAMBDA_PHYS = math.log(2.0) / 159.528  # 177Lu, docs/physics.md §1 (ICRP 107: 6.647 d)
+TIMES_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0])  # common clinical protocol (docs/synthetic-cohort.md)
 LN2_1H = math.log(2.0)  # triexp default uptake rate, T½ = 1 h
 
 # Curves of each parametric family with their closed-form TIA (∫₀^∞), written out independently of
@@ -52,7 +52,7 @@ def _noisy(curve, rng, n, cv=0.05, times=TIMES_H):
 
 def test_physical_decay_from_one_mbq_gives_mean_life() -> None:
     fit = fit_tac(TIMES_H, np.exp(-LAMBDA_PHYS * TIMES_H), model="mono")
-    assert fit.tia == pytest.approx(230.150, abs=1e-3)  # PHYSICS.md §1
+    assert fit.tia == pytest.approx(230.150, abs=1e-3)  # docs/physics.md §1
     assert fit.params["lambda1_per_h"] == pytest.approx(LAMBDA_PHYS, rel=1e-9)
     assert fit.t_eff_h == pytest.approx(159.528, rel=1e-9)
 

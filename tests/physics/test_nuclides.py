@@ -1,4 +1,4 @@
-"""Decay data against ICRP-107 numbers quoted in PHYSICS.md §1."""
+"""Decay data against ICRP-107 numbers quoted in docs/physics.md §1."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def test_lu177_half_life_and_mean_life() -> None:
     lu = get_nuclide("Lu-177")
     assert lu.half_life_h == pytest.approx(159.528, rel=1e-6)  # 6.647 d
     assert lu.decay_constant_per_h == pytest.approx(4.34499e-3, rel=1e-5)
-    # 1 MBq decaying physically from t = 0 gives 230.150 MBq·h (PHYSICS.md §1).
+    # 1 MBq decaying physically from t = 0 gives 230.150 MBq·h (docs/physics.md §1).
     assert lu.mean_life_h == pytest.approx(230.150, abs=1e-3)
 
 
@@ -25,7 +25,7 @@ def test_lu177_energies_per_decay() -> None:
     assert lu.conversion_auger_mev * 1e3 == pytest.approx(13.52 + 1.13, abs=0.01)
     assert lu.electron_energy_mev * 1e3 == pytest.approx(147.92, abs=0.01)
     assert lu.photon_energy_mev * 1e3 == pytest.approx(35.10, abs=0.01)
-    # 0.023700 mGy·g/(MBq·s) = 2.37e-8 J/(MBq·s) (PHYSICS.md §1).
+    # 0.023700 mGy·g/(MBq·s) = 2.37e-8 J/(MBq·s) (docs/physics.md §1).
     assert lu.electron_energy_j_per_mbq_s == pytest.approx(2.36999e-8, rel=1e-4)
 
 

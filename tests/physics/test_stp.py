@@ -1,7 +1,7 @@
 """Tests of ludl.physics.stp: single-time-point TIA formulas and the prior-informed estimator.
 
 Expected values: analytic mono-exponential truths (TIA = A0/λ), the published Hänscheid ratio
-x·2^{1−x} (max +6.1 % at x = 1/ln2 ≈ 1.44, −10 % at x = 0.764 and 2.437: PHYSICS.md §3), and Monte-Carlo
+x·2^{1−x} (max +6.1 % at x = 1/ln2 ≈ 1.44, −10 % at x = 0.764 and 2.437: docs/physics.md §3), and Monte-Carlo
 ensembles drawn with numpy's generator, independent of the estimator's quadrature.
 """
 
@@ -17,9 +17,9 @@ from ludl.physics.kinetics import fit_tac
 from ludl.physics.stp import PriorInformedEstimator, RegionPrior, haenscheid_tia, madsen_tia
 
 LN2 = math.log(2.0)
-LAMBDA_PHYS = LN2 / 159.528  # 177Lu (PHYSICS.md §1)
+LAMBDA_PHYS = LN2 / 159.528  # 177Lu (docs/physics.md §1)
 INJ_MBQ = 7400.0
-# A kidney-like class: uptake fraction 1 %, T_eff 40 h, uptake half-time 1.5 h (COHORT.md ranges).
+# A kidney-like class: uptake fraction 1 %, T_eff 40 h, uptake half-time 1.5 h (docs/synthetic-cohort.md ranges).
 MEAN = np.array([math.log(0.01), math.log(LN2 / 40.0), math.log(LN2 / 1.5)])
 BROAD = np.diag([0.4, 0.35, 0.3]) ** 2
 
