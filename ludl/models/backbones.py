@@ -10,6 +10,7 @@ Patch sizes must be divisible by the total down-sampling: 2^(levels−1) for `dy
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 
 from monai.networks.nets import DynUNet, SegResNet, SwinUNETR, UNet
@@ -19,10 +20,12 @@ from ludl.errors import InputError
 __all__ = ["BACKBONES", "dynunet", "segresnet", "swinunetr", "unet"]
 
 
-def _check_levels(filters: Sequence[int], name: str) -> list[int]:
+def _check_levels(filters: Sequence[int], name: str, min_levels: int = 2) -> list[int]:
     out = [int(f) for f in filters]
-    if len(out) < 2 or any(f < 1 for f in out):
-        raise InputError(f"{name} needs at least two positive filter counts (one per level), got {list(filters)}")
+    if len(out) < min_levels or any(f < 1 for f in out):
+        raise InputError(
+            f"{name} needs at least {min_levels} positive filter counts (one per level), got {list(filters)}"
+        )
     return out
 
 
@@ -49,7 +52,7 @@ def dynunet(
         >>> net(torch.zeros(1, 4, 16, 16, 16)).shape  # doctest: +SKIP
         torch.Size([1, 16, 16, 16, 16])
     """
-    levels = _check_levels(filters, "dynunet")
+    levels = _check_levels(filters, "dynunet", min_levels=3)  # DynUNet's own minimum
     strides = [1] + [2] * (len(levels) - 1)
     return DynUNet(
         spatial_dims=3,
@@ -88,6 +91,9 @@ def swinunetr(in_channels: int, out_channels: int, feature_size: int = 12) -> Sw
     """MONAI SwinUNETR; feature_size must be a multiple of 12 (its 3/6/12/24 attention heads)."""
     if feature_size % 12:
         raise InputError(f"swinunetr feature_size must be a multiple of 12, got {feature_size}")
+    if importlib.util.find_spec("einops") is None:
+        # MONAI imports it only inside forward(); fail here, with the fix, instead of at the first step.
+        raise InputError("the swinunetr backbone needs the einops package: pip install einops")
     return SwinUNETR(in_channels=in_channels, out_channels=out_channels, feature_size=feature_size, spatial_dims=3)
 
 

@@ -188,7 +188,14 @@ class DoseNet(nn.Module):
         return torch.cat(channels, dim=1)
 
     def _tau_prior_logit(self, time_h: torch.Tensor) -> torch.Tensor:
-        """The raw value at which `bounded_tau` gives the prior τ for each scan time (0 for no prior)."""
+        """The raw value at which `bounded_tau` gives the prior τ for each scan time (0 without a prior).
+
+        The head's output is added to it. On the log scale, τ = e·t·exp(span·sigmoid(raw)) and Hänscheid's τ sits
+        6 % above e·t where sigmoid ≈ exp: the head output then acts as log(d / d_prior) with d = log(τ / (e·t)),
+        the log-distance from the bound — O(±3) for real kinetics (τ from 1.02 to 20 × e·t), well conditioned and
+        stable. (Dividing by the sigmoid's slope to make the head predict log τ directly was tried: the map becomes
+        doubly exponential and one Adam step could throw τ across three decades.)
+        """
         if self.tau_prior == "none":
             return torch.zeros_like(time_h)
         lower = self.tau_bounds.lower_h(time_h)
@@ -218,7 +225,7 @@ class DoseNet(nn.Module):
         if self.kinetics_head is None or self.physics is None:
             raise RuntimeError("DoseNet in tau mode was built without its kinetics head or physics layer")
         # τ in fp32 even under autocast: bf16 would round it (and so the dose) by up to 0.4 %.
-        raw = self.kinetics_head(features).float() + self._tau_prior_logit(time_h.float())
+        raw = self._tau_prior_logit(time_h.float()) + self.kinetics_head(features).float()
         tau = bounded_tau(raw, time_h.reshape(-1).float(), self.tau_bounds.tau_max_h, self.tau_scale)
         phys = self.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
         residual = None
