@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ludl.errors import InputError
-from ludl.models.heads import DirectDoseHead, KineticsHead, ResidualDoseHead, SegmentationHead
+from ludl.models.heads import VoxelHeads
 from ludl.models.physics_layer import (
     DEFAULT_TAU_MAX_H,
     DosePhysicsLayer,
@@ -109,7 +109,6 @@ class DoseNet(nn.Module):
         tau_prior: "haenscheid" starts τ at 2t/ln 2 (the head learns a correction), "none" at the bounds' middle.
         residual: add the residual dose head in tau mode.
         residual_max_gy_per_gbq: bound of the residual.
-        head_hidden: hidden width of the pointwise heads.
         physics: the physics layer (default: soft-tissue 177Lu kernels).
         normalisation: input normalisation.
     """
@@ -127,7 +126,6 @@ class DoseNet(nn.Module):
         tau_prior: Literal["haenscheid", "none"] = "haenscheid",
         residual: bool = True,
         residual_max_gy_per_gbq: float = 0.5,
-        head_hidden: int = 16,
         physics: DosePhysicsLayer | None = None,
         normalisation: InputNormalisation | None = None,
     ) -> None:
@@ -149,19 +147,12 @@ class DoseNet(nn.Module):
         self.tau_prior = tau_prior
         self.normalisation = normalisation or InputNormalisation()
         # Backbones end in a linear 1×1×1 conv: a nonlinearity first, or a 1×1×1 head would just be a second one.
-        self.feature_act = nn.LeakyReLU(0.01)
+        self.feature_act = nn.LeakyReLU(0.01, inplace=True)  # the final conv's backward needs its input only
         self.film = nn.Linear(1, 2 * feature_channels) if time_conditioning == "film" else None
         if self.film is not None:
             nn.init.zeros_(self.film.weight)  # starts as the identity (scale 1, shift 0)
             nn.init.zeros_(self.film.bias)
-        self.seg_head = SegmentationHead(feature_channels, n_classes)
-        self.kinetics_head = KineticsHead(feature_channels, head_hidden) if dose_mode == "tau" else None
-        self.residual_head = (
-            ResidualDoseHead(feature_channels, head_hidden, residual_max_gy_per_gbq)
-            if dose_mode == "tau" and residual
-            else None
-        )
-        self.direct_head = DirectDoseHead(feature_channels, head_hidden) if dose_mode == "direct" else None
+        self.heads = VoxelHeads(feature_channels, n_classes, dose_mode, residual, residual_max_gy_per_gbq)
         self.physics = (physics or DosePhysicsLayer()) if dose_mode == "tau" else None
 
     @staticmethod
@@ -216,21 +207,21 @@ class DoseNet(nn.Module):
         if self.film is not None:
             gamma, beta = self.film(torch.log(time_h.reshape(-1, 1) / self.normalisation.time_ref_h)).chunk(2, dim=1)
             features = features * (1 + gamma[..., None, None, None]) + beta[..., None, None, None]
-        seg_logits = self.seg_head(features)
+        heads = self.heads(features)
         pooled = features.mean(dim=(2, 3, 4))
         gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq")
-        if self.direct_head is not None:
-            dose = self.direct_head(features) * gbq
-            return DoseNetOutput(seg_logits, dose, None, None, None, None, pooled)
-        if self.kinetics_head is None or self.physics is None:
+        if heads.direct_gy_per_gbq is not None:
+            dose = heads.direct_gy_per_gbq.float() * gbq.float()
+            return DoseNetOutput(heads.seg_logits, dose, None, None, None, None, pooled)
+        if heads.raw_tau is None or self.physics is None:
             raise RuntimeError("DoseNet in tau mode was built without its kinetics head or physics layer")
         # τ in fp32 even under autocast: bf16 would round it (and so the dose) by up to 0.4 %.
-        raw = self._tau_prior_logit(time_h.float()) + self.kinetics_head(features).float()
+        raw = self._tau_prior_logit(time_h.float()) + heads.raw_tau.float()
         tau = bounded_tau(raw, time_h.reshape(-1).float(), self.tau_bounds.tau_max_h, self.tau_scale)
         phys = self.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
         residual = None
         dose = phys.dose_gy
-        if self.residual_head is not None:
-            residual = self.residual_head(features).float() * gbq.float()
+        if heads.residual_gy_per_gbq is not None:
+            residual = heads.residual_gy_per_gbq.float() * gbq.float()
             dose = (dose + residual).clamp_min(0.0)
-        return DoseNetOutput(seg_logits, dose, tau, phys.tia_mbq_h_per_ml, phys.dose_gy, residual, pooled)
+        return DoseNetOutput(heads.seg_logits, dose, tau, phys.tia_mbq_h_per_ml, phys.dose_gy, residual, pooled)

@@ -73,20 +73,27 @@ def masked_dice_ce(
     lab = _labelled_mask(labelled, b, c, logits.device)
     target = target.long()
     log_p = F.log_softmax(logits.float(), dim=1)
-    merged = ~lab  # (B, C): classes folded into background, plus background itself
-    merged[:, 0] = True
-    view = (b, c) + (1,) * (logits.ndim - 2)
-    # log of Σ_{c merged} p_c, via logsumexp over the merged classes only (−inf for the rest).
-    log_merged = torch.logsumexp(log_p.masked_fill(~merged.view(view), float("-inf")), dim=1)
-    log_target = log_p.gather(1, target.unsqueeze(1)).squeeze(1)
-    target_is_merged = merged.gather(1, target.reshape(b, -1)).reshape(target.shape)
-    ce = -torch.where(target_is_merged, log_merged, log_target).mean()
-    probs = log_p.exp()
-    onehot = F.one_hot(target, c).movedim(-1, 1).to(probs.dtype)
-    dims = tuple(range(2, logits.ndim))
-    inter = (probs * onehot).sum(dims)
-    denom = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * inter + smooth) / (denom + smooth)  # (B, C)
+    if bool(lab.all()):  # everything contoured: plain CE (skips a C-channel temporary on every step)
+        ce = F.nll_loss(log_p, target)
+    else:
+        merged = ~lab  # (B, C): classes folded into background, plus background itself
+        merged[:, 0] = True
+        view = (b, c) + (1,) * (logits.ndim - 2)
+        # log Σ_{c merged} p_c, via logsumexp over the merged classes only (−inf for the rest).
+        log_merged = torch.logsumexp(log_p.masked_fill(~merged.view(view), float("-inf")), dim=1)
+        log_target = log_p.gather(1, target.unsqueeze(1)).squeeze(1)
+        target_is_merged = merged.gather(1, target.reshape(b, -1)).reshape(target.shape)
+        ce = -torch.where(target_is_merged, log_merged, log_target).mean()
+    probs = log_p.exp().reshape(b, c, -1)
+    flat_target = target.reshape(b, 1, -1)
+    # Σ_v p_c·[t_v = c] and Σ_v [t_v = c] by scatter-add: no one-hot tensor of C × voxels.
+    inter = torch.zeros(b, c, dtype=probs.dtype, device=probs.device).scatter_add_(
+        1, flat_target.squeeze(1), probs.gather(1, flat_target).squeeze(1)
+    )
+    counts = torch.zeros_like(inter).scatter_add_(
+        1, flat_target.squeeze(1), torch.ones_like(flat_target.squeeze(1), dtype=probs.dtype)
+    )
+    dice = (2 * inter + smooth) / (probs.sum(dim=2) + counts + smooth)  # (B, C)
     scored = lab.clone()
     scored[:, 0] = False
     dice_loss = (1 - dice)[scored].sum() / scored.sum().clamp_min(1)  # no labelled foreground: 0
@@ -181,10 +188,11 @@ def region_mean_dose_loss(
             f"region_masks {tuple(region_masks.shape)} must be (B, R, Z, Y, X) with (B, R) = ({b}, {r}) on the "
             f"dose grid {tuple(pred_gy.shape[2:])}"
         )
-    masks = region_masks.float()
-    dims = tuple(range(2, masks.ndim))
-    volume = masks.sum(dims)
-    pred_mean = (masks * pred_gy.float()).sum(dims) / volume.clamp_min(1e-12)
+    masks = region_masks.float().reshape(b, r, -1)
+    volume = masks.sum(dim=2)
+    # Masked sums as one batched matrix-vector product: no R × voxels temporary.
+    pred_sum = torch.bmm(masks, pred_gy.float().reshape(b, -1, 1)).squeeze(2)
+    pred_mean = pred_sum / volume.clamp_min(1e-12)
     target = target_region_means_gy.float()
     scored = volume > 0 if present is None else present.bool() & (volume > 0)
     if not bool(scored.any()):

@@ -10,11 +10,8 @@ import torch
 from ludl.errors import InputError
 from ludl.models.heads import (
     RESPONSE_FEATURES,
-    DirectDoseHead,
-    KineticsHead,
-    ResidualDoseHead,
     ResponseHead,
-    SegmentationHead,
+    VoxelHeads,
     response_features,
     signed_log1p,
 )
@@ -29,15 +26,22 @@ def _column(features: torch.Tensor, name: str) -> torch.Tensor:
 
 def test_voxel_heads_shapes_and_starting_values() -> None:
     feats = torch.randn(2, 8, 4, 5, 6)
-    assert SegmentationHead(8, 15)(feats).shape == (2, 15, 4, 5, 6)
-    assert torch.all(KineticsHead(8)(feats) == 0)  # starts at the τ prior
-    residual_head = ResidualDoseHead(8, max_gy_per_gbq=0.5)
-    assert torch.all(residual_head(feats) == 0)
-    for p in residual_head.mlp[-1].parameters():
-        torch.nn.init.constant_(p, 10.0)
-    assert float(residual_head(feats).detach().abs().max()) <= 0.5  # bounded by max_gy_per_gbq
-    direct = DirectDoseHead(8)(feats)
-    assert direct.shape == (2, 1, 4, 5, 6) and torch.all(direct >= 0)
+    tau_heads = VoxelHeads(8, 15, "tau", residual=True, residual_max_gy_per_gbq=0.5)
+    out = tau_heads(feats)
+    assert out.seg_logits.shape == (2, 15, 4, 5, 6) and out.direct_gy_per_gbq is None
+    assert out.raw_tau is not None and torch.all(out.raw_tau == 0)  # starts at the τ prior
+    assert out.residual_gy_per_gbq is not None and torch.all(out.residual_gy_per_gbq == 0)
+    with torch.no_grad():
+        tau_heads.conv.weight[15:] = 10.0
+    residual = tau_heads(feats).residual_gy_per_gbq
+    assert residual is not None and float(residual.abs().max()) <= 0.5  # bounded by residual_max_gy_per_gbq
+    direct = VoxelHeads(8, 15, "direct")(feats)
+    assert direct.raw_tau is None and direct.residual_gy_per_gbq is None
+    assert direct.direct_gy_per_gbq is not None and direct.direct_gy_per_gbq.shape == (2, 1, 4, 5, 6)
+    assert torch.all(direct.direct_gy_per_gbq >= 0)
+    assert VoxelHeads(8, 15, "tau", residual=False)(feats).residual_gy_per_gbq is None
+    with pytest.raises(InputError, match="dose_mode"):
+        VoxelHeads(8, 15, "voxel")
 
 
 def _two_lesion_case() -> tuple[torch.Tensor, ...]:
