@@ -3,8 +3,9 @@
 The voxel heads (segmentation, kinetics τ, residual dose; or direct dose) are row groups of one pointwise
 (1×1×1) convolution, `VoxelHeads`: the backbone already mixes space, a head only reads out. One fused
 convolution instead of one small MLP per head, because on the CPU every full-resolution pass costs about as much as
-a backbone layer (measured: a 16→16 pointwise layer's forward + backward on 2 × 64³ ≈ 0.5 s on 2 cores, vs
-≈ 4 s for the whole DynUNet step); with separate two-layer heads the ludl step ran at 0.68 of the bare backbone's.
+a backbone layer (measured on 2 shared cores: a 16→16 pointwise layer's forward + backward on 2 × 64³ took
+≈ 0.5 s, the whole bare DynUNet step ≈ 9 s); with separate two-layer heads (and a one-hot Dice) the ludl step
+ran at 0.68 of the bare backbone's speed, fused at 0.86 (`benchmarks/train.py`).
 
 Dose-like outputs are per injected GBq (the network sees SPECT / GBq, so a dose per GBq is what its input
 determines); `DoseNet` multiplies by the injected activity.

@@ -147,7 +147,7 @@ class DoseNet(nn.Module):
         self.tau_prior = tau_prior
         self.normalisation = normalisation or InputNormalisation()
         # Backbones end in a linear 1×1×1 conv: a nonlinearity first, or a 1×1×1 head would just be a second one.
-        self.feature_act = nn.LeakyReLU(0.01, inplace=True)  # the final conv's backward needs its input only
+        self.feature_act = nn.LeakyReLU(0.01)
         self.film = nn.Linear(1, 2 * feature_channels) if time_conditioning == "film" else None
         if self.film is not None:
             nn.init.zeros_(self.film.weight)  # starts as the identity (scale 1, shift 0)
