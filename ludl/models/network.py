@@ -1,0 +1,227 @@
+"""`DoseNet`: a backbone, the voxel heads and the physics layer — one scan (SPECT at t, PET, CT) in, dose out.
+
+Inputs on the SPECT grid, as a batch mapping (the keys of `BATCH_KEYS`):
+``activity_mbq_per_ml`` A(t) (B, 1, Z, Y, X); ``suv`` PET SUV; ``density_g_per_ml`` CT density; ``time_h`` (B,)
+scan time after injection; ``injected_gbq`` (B,); ``spacing_zyx_mm`` (3,) or (B, 3).
+
+The network sees the SPECT per injected GBq (dose scales with activity; the input should not tell patients apart by
+it), the physics layer needs A(t) in MBq/mL: it gets the batch's activity itself, so the scaling back is exact.
+Dose-like head outputs are per GBq and are multiplied by ``injected_gbq``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import nn
+
+from ludl.errors import InputError
+from ludl.models.heads import VoxelHeads
+from ludl.models.physics_layer import (
+    DEFAULT_TAU_MAX_H,
+    DosePhysicsLayer,
+    TauBounds,
+    bounded_tau,
+    haenscheid_tau_h,
+)
+
+__all__ = ["BATCH_KEYS", "DOSE_MODES", "TIME_CONDITIONINGS", "DoseNet", "DoseNetOutput", "InputNormalisation"]
+
+BATCH_KEYS: tuple[str, ...] = (
+    "activity_mbq_per_ml",
+    "suv",
+    "density_g_per_ml",
+    "time_h",
+    "injected_gbq",
+    "spacing_zyx_mm",
+)
+DOSE_MODES: tuple[str, ...] = ("tau", "direct")
+# "channel": log(t / 24 h) as a constant input channel; "film": a per-channel scale and shift of the backbone's
+# features from log(t / 24 h) (works with any backbone without changing its input channels).
+TIME_CONDITIONINGS: tuple[str, ...] = ("channel", "film")
+_N_IMAGE_CHANNELS = 3  # SPECT/GBq, PET SUV, CT density
+
+
+@dataclass(frozen=True)
+class InputNormalisation:
+    """How the raw channels become network inputs (saved with the model: inference must do the same).
+
+    SPECT: log1p(A(t)/GBq × `activity_scale`), A/GBq in MBq/mL per GBq (kidney at 24 h ≈ 0.03, a lesion ≈ 0.1–1).
+    PET: log1p(SUV) (background ≈ 1, lesions 10–100). CT: ρ − 1 (water 0, air −1, bone ≈ +0.9).
+    Time: log(t / `time_ref_h`).
+    """
+
+    activity_scale: float = 100.0
+    time_ref_h: float = 24.0
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain dict for the model artifact."""
+        return asdict(self)
+
+
+class DoseNetOutput(NamedTuple):
+    """What `DoseNet.forward` returns; maps are (B, C, Z, Y, X), dose in Gy.
+
+    Attributes:
+        seg_logits: class logits (B, n_classes, …).
+        dose_gy: the dose of the chosen mode (physics + residual, or direct), ≥ 0.
+        tau_h: effective integration time τ (tau mode; None in direct mode).
+        tia_mbq_h_per_ml: TIA map A(t)·τ (tau mode; None in direct mode).
+        physics_dose_gy: dose of the TIA through the kernel, before the residual (tau mode).
+        residual_gy: residual dose term (tau mode with a residual head; else None).
+        pooled_features: backbone features averaged over the patch (B, F), for the non-response head.
+    """
+
+    seg_logits: torch.Tensor
+    dose_gy: torch.Tensor
+    tau_h: torch.Tensor | None
+    tia_mbq_h_per_ml: torch.Tensor | None
+    physics_dose_gy: torch.Tensor | None
+    residual_gy: torch.Tensor | None
+    pooled_features: torch.Tensor
+
+
+def _per_sample(value: Any, like: torch.Tensor, name: str) -> torch.Tensor:
+    """A scalar or (B,) value as a (B, 1, 1, 1, 1) tensor on `like`'s device and dtype."""
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(like.shape[0])
+    if t.shape != (like.shape[0],):
+        raise InputError(f"{name} must be a scalar or one value per sample ({like.shape[0]},), got {tuple(t.shape)}")
+    return t.reshape(-1, 1, 1, 1, 1)
+
+
+class DoseNet(nn.Module):
+    """Backbone + segmentation, kinetics (τ) / residual or direct-dose heads + the physics layer.
+
+    Args:
+        backbone: module mapping (B, C_in, Z, Y, X) → (B, F, Z, Y, X); C_in = `DoseNet.in_channels_for(...)`.
+        feature_channels: F.
+        n_classes: segmentation classes (the canonical class table, background included).
+        dose_mode: "tau" (kinetics head + physics layer + residual) or "direct" (direct-dose head).
+        time_conditioning: "channel" or "film" (see `TIME_CONDITIONINGS`).
+        tau_max_h: upper bound of τ.
+        tau_scale: "log" or "linear" interpolation of τ between its bounds (`bounded_tau`).
+        tau_prior: "haenscheid" starts τ at 2t/ln 2 (the head learns a correction), "none" at the bounds' middle.
+        residual: add the residual dose head in tau mode.
+        residual_max_gy_per_gbq: bound of the residual.
+        physics: the physics layer (default: soft-tissue 177Lu kernels).
+        normalisation: input normalisation.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        feature_channels: int,
+        n_classes: int,
+        *,
+        dose_mode: Literal["tau", "direct"] = "tau",
+        time_conditioning: Literal["channel", "film"] = "channel",
+        tau_max_h: float = DEFAULT_TAU_MAX_H,
+        tau_scale: Literal["log", "linear"] = "log",
+        tau_prior: Literal["haenscheid", "none"] = "haenscheid",
+        residual: bool = True,
+        residual_max_gy_per_gbq: float = 0.5,
+        physics: DosePhysicsLayer | None = None,
+        normalisation: InputNormalisation | None = None,
+    ) -> None:
+        super().__init__()
+        for value, allowed, name in (
+            (dose_mode, DOSE_MODES, "dose_mode"),
+            (time_conditioning, TIME_CONDITIONINGS, "time_conditioning"),
+            (tau_scale, ("log", "linear"), "tau_scale"),
+            (tau_prior, ("haenscheid", "none"), "tau_prior"),
+        ):
+            if value not in allowed:
+                raise InputError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+        self.backbone = backbone
+        self.feature_channels = int(feature_channels)
+        self.dose_mode = dose_mode
+        self.time_conditioning = time_conditioning
+        self.tau_bounds = TauBounds(float(tau_max_h))
+        self.tau_scale = tau_scale
+        self.tau_prior = tau_prior
+        self.normalisation = normalisation or InputNormalisation()
+        # Backbones end in a linear 1×1×1 conv: a nonlinearity first, or a 1×1×1 head would just be a second one.
+        self.feature_act = nn.LeakyReLU(0.01)
+        self.film = nn.Linear(1, 2 * feature_channels) if time_conditioning == "film" else None
+        if self.film is not None:
+            nn.init.zeros_(self.film.weight)  # starts as the identity (scale 1, shift 0)
+            nn.init.zeros_(self.film.bias)
+        self.heads = VoxelHeads(feature_channels, n_classes, dose_mode, residual, residual_max_gy_per_gbq)
+        self.physics = (physics or DosePhysicsLayer()) if dose_mode == "tau" else None
+
+    @staticmethod
+    def in_channels_for(time_conditioning: str = "channel") -> int:
+        """Input channels the backbone must take: SPECT, PET, CT (+ the time channel)."""
+        return _N_IMAGE_CHANNELS + (1 if time_conditioning == "channel" else 0)
+
+    def network_input(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The normalised input channels (B, C_in, Z, Y, X)."""
+        missing = [k for k in BATCH_KEYS if k not in batch]
+        if missing:
+            raise InputError(f"DoseNet batch lacks {', '.join(missing)}; a batch holds {', '.join(BATCH_KEYS)}")
+        activity = batch["activity_mbq_per_ml"]
+        gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq")
+        norm = self.normalisation
+        channels = [
+            torch.log1p(activity.clamp_min(0) / gbq * norm.activity_scale),
+            torch.log1p(batch["suv"].to(activity.dtype).clamp_min(0)),
+            batch["density_g_per_ml"].to(activity.dtype) - 1.0,
+        ]
+        if self.time_conditioning == "channel":
+            log_t = torch.log(_per_sample(batch["time_h"], activity, "time_h") / norm.time_ref_h)
+            channels.append(log_t.expand_as(activity))
+        return torch.cat(channels, dim=1)
+
+    def _tau_prior_logit(self, time_h: torch.Tensor) -> torch.Tensor:
+        """The raw value at which `bounded_tau` gives the prior τ for each scan time (0 without a prior).
+
+        The head's output is added to it. On the log scale, τ = e·t·exp(span·sigmoid(raw)) and Hänscheid's τ sits
+        6 % above e·t where sigmoid ≈ exp: the head output then acts as log(d / d_prior) with d = log(τ / (e·t)),
+        the log-distance from the bound — O(±3) for real kinetics (τ from 1.02 to 20 × e·t), well conditioned and
+        stable. (Dividing by the sigmoid's slope to make the head predict log τ directly was tried: the map becomes
+        doubly exponential and one Adam step could throw τ across three decades.)
+        """
+        if self.tau_prior == "none":
+            return torch.zeros_like(time_h)
+        lower = self.tau_bounds.lower_h(time_h)
+        prior = haenscheid_tau_h(time_h)
+        tau_max = self.tau_bounds.tau_max_h
+        if self.tau_scale == "log":
+            frac = (torch.log(prior) - torch.log(lower)) / (math.log(tau_max) - torch.log(lower))
+        else:
+            frac = (prior - lower) / (tau_max - lower)
+        return torch.logit(frac.clamp(1e-6, 1 - 1e-6))
+
+    def forward(self, batch: Mapping[str, Any]) -> DoseNetOutput:
+        """Segmentation logits, τ, TIA and dose of a batch (see the module docstring for its keys)."""
+        x = self.network_input(batch)  # checks the keys
+        activity = batch["activity_mbq_per_ml"]
+        features = self.feature_act(self.backbone(x))
+        time_h = _per_sample(batch["time_h"], activity, "time_h")
+        if self.film is not None:
+            gamma, beta = self.film(torch.log(time_h.reshape(-1, 1) / self.normalisation.time_ref_h)).chunk(2, dim=1)
+            features = features * (1 + gamma[..., None, None, None]) + beta[..., None, None, None]
+        heads = self.heads(features)
+        pooled = features.mean(dim=(2, 3, 4))
+        gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq")
+        if heads.direct_gy_per_gbq is not None:
+            dose = heads.direct_gy_per_gbq.float() * gbq.float()
+            return DoseNetOutput(heads.seg_logits, dose, None, None, None, None, pooled)
+        if heads.raw_tau is None or self.physics is None:
+            raise RuntimeError("DoseNet in tau mode was built without its kinetics head or physics layer")
+        # τ in fp32 even under autocast: bf16 would round it (and so the dose) by up to 0.4 %.
+        raw = self._tau_prior_logit(time_h.float()) + heads.raw_tau.float()
+        tau = bounded_tau(raw, time_h.reshape(-1).float(), self.tau_bounds.tau_max_h, self.tau_scale)
+        phys = self.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
+        residual = None
+        dose = phys.dose_gy
+        if heads.residual_gy_per_gbq is not None:
+            residual = heads.residual_gy_per_gbq.float() * gbq.float()
+            dose = (dose + residual).clamp_min(0.0)
+        return DoseNetOutput(heads.seg_logits, dose, tau, phys.tia_mbq_h_per_ml, phys.dose_gy, residual, pooled)
