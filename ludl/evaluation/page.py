@@ -157,7 +157,7 @@ def _overview(tables: ComparisonTables, against: str) -> str:
     fixed = {r["region_class"]: r for r in tables.comparison if r["against"] == against and r["method"] == "multi_tp"}
     methods = [m for m in _methods(rows) if m != "multi_tp"]
     index = {(r["method"], float(r["timepoint_h"]), r["region_class"]): r for r in rows}
-    body = []
+    body: list[list[tuple[str, str]]] = []
     for cls in CLASS_LABELS:
         for time_h in SCAN_TIMES_H:
             cells = [index.get((m, time_h, cls)) for m in methods]
@@ -234,7 +234,7 @@ def _paired(tables: ComparisonTables, against: str) -> str:
     rows = [r for r in tables.paired if r["against"] == against]
     methods = _methods(rows)
     index = {(r["method"], float(r["timepoint_h"]), r["region_class"]): r for r in rows}
-    body = []
+    body: list[list[tuple[str, str]]] = []
     for cls in CLASS_LABELS:
         for time_h in SCAN_TIMES_H:
             cells = [index.get((m, time_h, cls)) for m in methods]

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from ludl.errors import InputError
 from ludl.evaluation.csvfiles import num, read_rows
-from ludl.evaluation.stats import bootstrap_interval
+from ludl.evaluation.stats import CI_LEVEL, patient_draws
 from ludl.io.prepared import PreparedCase, list_cases, read_case
 from ludl.io.regions import is_lesion_name
 from ludl.physics.units import ML_PER_MM3
@@ -38,6 +38,7 @@ __all__ = [
     "read_labels",
     "read_probabilities",
     "reliability_bins",
+    "replicate_aucs",
     "response_row",
 ]
 
@@ -63,17 +64,44 @@ def _auc(y: npt.NDArray[np.float64], p: npt.NDArray[np.float64]) -> float:
     return float(roc_auc_score(y, p))
 
 
+def replicate_aucs(
+    labels: npt.ArrayLike, probabilities: npt.ArrayLike, weights: npt.ArrayLike
+) -> npt.NDArray[np.float64]:
+    """ROC AUC of every bootstrap replicate (rows of integer `weights`), ties counted one half (Mann–Whitney).
+
+    Equals `roc_auc_score` on the repeated sample without repeating it; NaN where a replicate has one class only.
+    """
+    y = np.asarray(labels, dtype=np.float64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    values, group = np.unique(p, return_inverse=True)
+    one_hot = np.zeros((p.size, values.size))
+    one_hot[np.arange(p.size), group] = 1.0
+    neg_by_value = (w * (y == 0)) @ one_hot  # negatives' weight at each distinct probability
+    below = np.cumsum(neg_by_value, axis=1) - neg_by_value
+    wins = below[:, group] + 0.5 * neg_by_value[:, group]  # negatives a positive outranks (ties: one half)
+    pos = w * (y == 1)
+    n_pos, n_neg = pos.sum(axis=1), (w * (y == 0)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), (pos * wins).sum(axis=1) / (n_pos * n_neg), np.nan)
+
+
 def auc_interval(
     labels: npt.ArrayLike, probabilities: npt.ArrayLike, patients: Sequence[str], *, n_boot: int = 1000, seed: int = 0
 ) -> tuple[float, float, float]:
-    """ROC AUC and its 95 % patient-bootstrap interval (replicates with a single class are skipped)."""
+    """ROC AUC (sklearn) and its 95 % patient-bootstrap interval (replicates with a single class are skipped)."""
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probabilities, dtype=np.float64)
     if np.unique(y).size < 2:
         return math.nan, math.nan, math.nan
-    joint = np.stack([y, p], axis=1)
-    interval = bootstrap_interval(joint, patients, lambda v: _auc(v[:, 0], v[:, 1]), n_boot=n_boot, seed=seed)
-    return interval.value, interval.low, interval.high
+    unique, index = np.unique(np.asarray(patients, dtype=str), return_inverse=True)
+    reps = replicate_aucs(y, p, patient_draws(unique.size, n_boot, seed)[:, index])
+    reps = reps[np.isfinite(reps)]
+    if reps.size < 2:
+        return _auc(y, p), math.nan, math.nan
+    tail = 100.0 * (1.0 - CI_LEVEL) / 2.0
+    low, high = np.percentile(reps, [tail, 100.0 - tail])
+    return _auc(y, p), float(low), float(high)
 
 
 def brier_score(labels: npt.ArrayLike, probabilities: npt.ArrayLike) -> float:

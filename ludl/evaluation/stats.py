@@ -27,8 +27,8 @@ __all__ = [
     "paired_bootstrap_interval",
     "paired_median_abs_interval",
     "patient_draws",
-    "replicate_percentiles",
     "relative_error_pct",
+    "replicate_percentiles",
 ]
 
 FloatArray = npt.NDArray[np.float64]

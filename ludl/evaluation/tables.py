@@ -399,7 +399,10 @@ def reference_table(
             e = e[np.isfinite(e)]
             ref_value = summary[(time_h, cls)]
             row.update(source="cohort summary", n_regions=int(e.size), network_median_abs_error_pct=_median_abs(e))
-            row.update(reference_median_abs_error_pct=ref_value, ratio=_median_abs(e) / ref_value if ref_value > 0 else math.nan)
+            row.update(
+                reference_median_abs_error_pct=ref_value,
+                ratio=_median_abs(e) / ref_value if ref_value > 0 else math.nan,
+            )
             row.update(ratio_low=math.nan, ratio_high=math.nan)
         else:
             continue

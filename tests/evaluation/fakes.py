@@ -113,18 +113,31 @@ def write_fake_response(run: Path, cohort: Path, prepared: Path, n_patients: int
     folds = {p: f["fold"] for f in fold_of["folds"] for p in f["test"]}
     labels = [(i // 2) % 2 for i in range(n_patients)]
     p_true = [0.15 + 0.7 * y + 0.1 * rng.random() for y in labels]
-    _write(cohort / "outcomes.csv", ("patient_id", "psa_baseline", "psa_week12", "non_response"),
-           [{"patient_id": p, "psa_baseline": 10, "psa_week12": 5, "non_response": y} for p, y in zip(ids, labels)])  # fmt: skip
-    _write(cohort / "truth" / "response.csv", ("patient_id", "p_non_response"),
-           [{"patient_id": p, "p_non_response": q} for p, q in zip(ids, p_true)])  # fmt: skip
-    _write(run / "predictions" / "patients.csv", ("patient_id", "cycle", "fold", "p_non_response", "non_response"),
-           [{"patient_id": p, "cycle": 1, "fold": folds[p], "p_non_response": 0.5 + 0.3 * (y - 0.5) + 0.2 * rng.random(),
-             "non_response": y} for p, y in zip(ids, labels)])  # fmt: skip
+    outcome_rows = [
+        {"patient_id": p, "psa_baseline": 10, "psa_week12": 5, "non_response": y}
+        for p, y in zip(ids, labels, strict=True)
+    ]
+    _write(cohort / "outcomes.csv", ("patient_id", "psa_baseline", "psa_week12", "non_response"), outcome_rows)
+    truth_rows = [{"patient_id": p, "p_non_response": q} for p, q in zip(ids, p_true, strict=True)]
+    _write(cohort / "truth" / "response.csv", ("patient_id", "p_non_response"), truth_rows)
+    network_rows = [
+        {"patient_id": p, "cycle": 1, "fold": folds[p], "non_response": y,
+         "p_non_response": 0.5 + 0.3 * (y - 0.5) + 0.2 * rng.random()}
+        for p, y in zip(ids, labels, strict=True)
+    ]  # fmt: skip
+    columns = ("patient_id", "cycle", "fold", "p_non_response", "non_response")
+    _write(run / "predictions" / "patients.csv", columns, network_rows)
     seg = []
     for p in ids:
         for time_h in TIMES_H:
             for cls, dice in (("kidney", 0.85), ("liver", 0.92), ("lesion", 0.6)):
-                row: dict[str, object] = {"patient_id": p, "cycle": 1, "timepoint_h": time_h, "class": cls, "dice": dice}
+                row: dict[str, object] = {
+                    "patient_id": p,
+                    "cycle": 1,
+                    "timepoint_h": time_h,
+                    "class": cls,
+                    "dice": dice,
+                }
                 if cls == "lesion":
                     row |= {"lesions_reference": 4, "lesions_detected": 3, "false_positives": 1}
                 seg.append(row)
