@@ -151,8 +151,8 @@ def _methods(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted(seen, key=lambda m: order.index(m) if m in order else len(order))
 
 
-def _overview(tables: ComparisonTables, against: str) -> str:
-    """Median |error| [95 % CI] per class × scan time (rows) and method (columns); the lowest per row in bold."""
+def _overview(tables: ComparisonTables, against: str, key: str = "median_abs_error_pct") -> str:
+    """A statistic [95 % CI] per class × scan time (rows) and method (columns); the lowest |value| per row marked."""
     rows = [r for r in tables.comparison if r["against"] == against and math.isfinite(float(r["timepoint_h"]))]
     fixed = {r["region_class"]: r for r in tables.comparison if r["against"] == against and r["method"] == "multi_tp"}
     methods = [m for m in _methods(rows) if m != "multi_tp"]
@@ -163,27 +163,16 @@ def _overview(tables: ComparisonTables, against: str) -> str:
             cells = [index.get((m, time_h, cls)) for m in methods]
             if not any(cells):
                 continue
-            values = [float(c["median_abs_error_pct"]) if c else math.inf for c in cells]
+            values = [abs(float(c[key])) if c else math.inf for c in cells]
             best = min(values)
             line = [(html.escape(CLASS_LABELS[cls]) if not _seen(body, cls) else "", "grp"), (f"{time_h:g}", "")]
             n = max((int(c["n_regions"]) for c in cells if c), default=0)
             for c, v in zip(cells, values, strict=True):
-                text = (
-                    _ci(c, "median_abs_error_pct", "median_abs_error_pct_low", "median_abs_error_pct_high")
-                    if c
-                    else "–"
-                )
+                text = _ci(c, key, f"{key}_low", f"{key}_high") if c else "–"
                 line.append((text, "best" if v == best and math.isfinite(v) else ""))
             if fixed:
                 f = fixed.get(cls)
-                line.append(
-                    (
-                        _ci(f, "median_abs_error_pct", "median_abs_error_pct_low", "median_abs_error_pct_high")
-                        if f
-                        else "–",
-                        "",
-                    )
-                )
+                line.append((_ci(f, key, f"{key}_low", f"{key}_high") if f else "–", ""))
             line.append((str(n), ""))
             body.append(line)
     _mark_groups(body)
@@ -483,6 +472,13 @@ def build_page(data: PageData, path: str | Path) -> Path:
     ]
     for against in ("ground_truth", "truth"):
         parts.append(f"<h3>Against the {_AGAINST_LABELS[against]}</h3>" + _overview(t, against))
+    parts.append(
+        "<h2>Signed bias by method</h2>"
+        '<p class="note">Median of the signed relative error (%) [patient-bootstrap 95 % CI]: below 0 the method reads '
+        "low. The value closest to 0 per row is marked.</p>"
+    )
+    for against in ("ground_truth", "truth"):
+        parts.append(f"<h3>Against the {_AGAINST_LABELS[against]}</h3>" + _overview(t, against, "bias_pct"))
     parts.append("<h2>Median |error| vs scan time</h2>" + _error_figure(t))
     parts.append(
         "<h2>Paired differences: network − STP method</h2>"

@@ -145,43 +145,65 @@ def bootstrap_interval(
     return Interval(float(point), *_percentiles(reps))
 
 
+class _ReplicateQuantiles:
+    """Sorted values and the cumulative replicate counts, computed once and queried for several percentiles."""
+
+    def __init__(self, values: npt.ArrayLike, weights: npt.ArrayLike) -> None:
+        v = np.asarray(values, dtype=np.float64)
+        order = np.argsort(v, kind="stable")
+        self.v = v[order]
+        w = np.atleast_2d(np.asarray(weights, dtype=np.int32))[:, order]
+        cum = np.cumsum(w, axis=1, dtype=np.int64)
+        self.total = cum[:, -1] if v.size else np.zeros(w.shape[0], dtype=np.int64)
+        # Each row's counts are non-decreasing; offsetting row b by b·(N+1) makes the flat array sorted, so one
+        # searchsorted finds every replicate's k-th element (instead of a B × n comparison per query).
+        self.step = int(self.total.max()) + 1 if v.size else 1
+        self.offset = np.arange(w.shape[0], dtype=np.int64) * self.step
+        self.flat = (cum + self.offset[:, None]).ravel()
+        self.n = v.size
+
+    def _element(self, k: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+        """The k-th (0-based) element of each replicate's repeated sorted sample."""
+        pos = np.searchsorted(self.flat, k + self.offset, side="right") - np.arange(k.size) * self.n
+        return self.v[np.clip(pos, 0, self.n - 1)]
+
+    def percentile(self, q: float) -> FloatArray:
+        """np.percentile (linear interpolation) of every replicate; NaN for empty replicates."""
+        if self.n == 0:
+            return np.full(self.total.shape, np.nan)
+        h = (q / 100.0) * np.maximum(self.total - 1, 0)
+        lo = np.floor(h).astype(np.int64)
+        hi = np.minimum(lo + 1, np.maximum(self.total - 1, 0))
+        a, b = self._element(lo), self._element(hi)
+        return np.where(self.total > 0, a + (h - lo) * (b - a), np.nan)
+
+
 def replicate_percentiles(values: npt.ArrayLike, weights: npt.ArrayLike, q: float) -> FloatArray:
     """np.percentile(np.repeat(values, w), q) for every row w of `weights` (integer counts), without repeating.
 
     Exact (linear interpolation, numpy's default) and vectorised over the replicates: the k-th element of the
     repeated sorted sample is the first sorted value whose cumulative count exceeds k. NaN for empty replicates.
     """
-    v = np.asarray(values, dtype=np.float64)
-    order = np.argsort(v, kind="stable")
-    v = v[order]
-    w = np.atleast_2d(np.asarray(weights, dtype=np.int64))[:, order]
-    cum = np.cumsum(w, axis=1)
-    total = cum[:, -1] if v.size else np.zeros(w.shape[0], dtype=np.int64)
-    h = (q / 100.0) * np.maximum(total - 1, 0)
-    lo = np.floor(h).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(total - 1, 0))
-    idx_lo = np.minimum((cum <= lo[:, None]).sum(axis=1), max(v.size - 1, 0))
-    idx_hi = np.minimum((cum <= hi[:, None]).sum(axis=1), max(v.size - 1, 0))
-    if v.size == 0:
-        return np.full(w.shape[0], np.nan)
-    out = v[idx_lo] + (h - lo) * (v[idx_hi] - v[idx_lo])
-    return np.where(total > 0, out, np.nan)
+    return _ReplicateQuantiles(values, weights).percentile(q)
 
 
 def _replicate_statistics(e: FloatArray, weights: npt.NDArray[np.int64]) -> dict[str, FloatArray]:
     """`error_statistics` of every replicate (rows of integer `weights` on the errors `e`)."""
     a = np.abs(e)
-    n = weights.sum(axis=1).astype(np.float64)
+    # One product gives every replicate's count, sum, sum of squares and counts above 10 % and 20 %.
+    columns = np.stack([np.ones_like(e), e, e**2, a > 10.0 + _ROUND_OFF_PCT, a > 20.0 + _ROUND_OFF_PCT], axis=1)
+    n, total, squares, over_10, over_20 = (weights.astype(np.float64) @ columns).T
+    abs_quantiles = _ReplicateQuantiles(a, weights)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = weights @ e / n
-        var = (weights @ (e**2) - n * mean**2) / (n - 1)
+        mean = total / n
+        var = (squares - n * mean**2) / (n - 1)
         return {
             "bias_pct": replicate_percentiles(e, weights, 50.0),
             "sd_pct": np.sqrt(np.maximum(var, 0.0)),
-            "median_abs_error_pct": replicate_percentiles(a, weights, 50.0),
-            "p90_abs_error_pct": replicate_percentiles(a, weights, 90.0),
-            "share_over_10_pct": 100.0 * (weights @ (a > 10.0 + _ROUND_OFF_PCT)) / n,
-            "share_over_20_pct": 100.0 * (weights @ (a > 20.0 + _ROUND_OFF_PCT)) / n,
+            "median_abs_error_pct": abs_quantiles.percentile(50.0),
+            "p90_abs_error_pct": abs_quantiles.percentile(90.0),
+            "share_over_10_pct": 100.0 * over_10 / n,
+            "share_over_20_pct": 100.0 * over_20 / n,
         }
 
 

@@ -147,3 +147,15 @@ def test_missing_columns_name_the_file_and_the_job(tmp_path: Path) -> None:
     bad.write_text("patient_id,cycle\nP1,1\n")
     with pytest.raises(InputError, match=r"regions\.csv.*missing column.*train\.py"):
         comparison_tables(bad, None, 0)
+
+
+def test_replicate_percentiles_equal_numpy_on_the_repeated_sample() -> None:
+    from ludl.evaluation.stats import patient_draws, replicate_percentiles
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 37):
+        values = np.round(rng.normal(size=n), 1)  # ties on purpose
+        draws = patient_draws(n, 100, seed=n)
+        for q in (0.0, 2.5, 50.0, 90.0, 100.0):
+            expected = [np.percentile(np.repeat(values, w), q) for w in draws]
+            np.testing.assert_allclose(replicate_percentiles(values, draws, q), expected, rtol=0, atol=1e-12)
