@@ -106,7 +106,10 @@ def fmt(value: Any, digits: int = 1) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return html.escape(str(value))
-    return "–" if not math.isfinite(v) else f"{v:,.{digits}f}".replace(",", " ")
+    if not math.isfinite(v):
+        return "–"
+    v = 0.0 if round(v, digits) == 0 else v  # no "-0.0"
+    return f"{v:,.{digits}f}".replace(",", " ")
 
 
 def _ci(row: Mapping[str, Any], key: str, low: str, high: str, digits: int = 1) -> str:

@@ -229,10 +229,13 @@ _REF_PAIRS = (
 )
 
 
-def reference_regions(path: str | Path, patients: Iterable[str]) -> tuple[list[ScoredRegion], str]:
-    """The single-scan reference's rows of these patients (method ``reference``, against the truth) and its columns.
+def reference_regions(path: str | Path, scored: Iterable[tuple[str, str]]) -> tuple[list[ScoredRegion], str]:
+    """The single-scan reference's rows of the scored (patient, region) pairs (method ``reference``, against the
+    truth) and the columns used.
 
-    A TIA-only reference scores the same relative error as its dose: the dose per TIA of a region is common to both.
+    Only regions the network was scored on enter (held-out patients, lesions ≥ 4 mL: the reference file need not
+    carry volumes). A TIA-only reference scores the same relative error as its dose: the dose per TIA of a region
+    is common to both.
     """
     rows = read_rows(path, ("patient_id", "region"), producer="`ludl synth` (cohort v2)")
     if not rows:
@@ -245,11 +248,13 @@ def reference_regions(path: str | Path, patients: Iterable[str]) -> tuple[list[S
             f"{path}: no scan-time column ({' or '.join(_REF_TIME)}) or reference/truth column pair "
             f"({', '.join('/'.join(p) for p in _REF_PAIRS)}); regenerate the cohort with this ludl version"
         )
-    keep = set(patients)
+    keep = set(scored)
     out = []
     for row in rows:
-        cls = _eval_class(row)
-        if cls is None or row["patient_id"] not in keep:
+        if (row["patient_id"], row["region"]) not in keep:
+            continue
+        cls = (row.get("region_class") or "").strip() or region_class(row["region"], row.get("kind", ""))
+        if cls not in EVAL_CLASSES:
             continue
         est, true = num(row[pair[0]]), num(row[pair[1]])
         cycle = int(num(row.get("cycle"))) if math.isfinite(num(row.get("cycle"))) else 1
@@ -439,7 +444,9 @@ def comparison_tables(
     source = "none"
     truth = Path(cohort_dir) / "truth" if cohort_dir is not None else None
     if truth is not None and (truth / "single_scan_reference.csv").is_file():
-        ref_rows, columns = reference_regions(truth / "single_scan_reference.csv", {r.patient_id for r in rows})
+        ref_rows, columns = reference_regions(
+            truth / "single_scan_reference.csv", {(r.patient_id, r.region) for r in rows if r.method == NETWORK}
+        )
         rows += ref_rows
         source = f"truth/single_scan_reference.csv ({columns})"
     elif truth is not None and (truth / "single_scan_bound.csv").is_file():

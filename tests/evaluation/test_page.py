@@ -104,3 +104,12 @@ def test_chromium_renders_the_page_without_console_errors(result: EvaluationResu
     assert shot.is_file() and shot.stat().st_size > 50_000
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "net::ERR" in line]
     assert not console, console
+
+
+def test_numbers_are_fixed_point_without_negative_zero() -> None:
+    from ludl.evaluation.page import fmt
+
+    assert fmt(-0.04) == "0.0"
+    assert fmt(1234567.891, 1) == "1 234 567.9"
+    assert fmt(1e-7, 3) == "0.000"
+    assert fmt(float("nan")) == "–"

@@ -140,6 +140,8 @@ def test_reference_ratio_from_region_rows_and_from_the_cohort_summary(tmp_path: 
     assert "dose_ref_noisy_gy" in t.reference_source
     ref = _row(t.comparison, method="reference", against="truth", timepoint_h=4.0, region_class="liver")
     assert ref["bias_pct"] == pytest.approx(20.0) and ref["n_patients"] == 3  # held-out patients only
+    lesions = _row(t.comparison, method="reference", against="truth", timepoint_h=4.0, region_class="lesions")
+    assert lesions["n_regions"] == 3 * 2  # the 1.5 mL lesion is not scored, as for the network
 
 
 def test_missing_columns_name_the_file_and_the_job(tmp_path: Path) -> None:
