@@ -68,7 +68,8 @@ def error_figure(tables: ComparisonTables) -> str:
                 ax.errorbar(
                     t,
                     y,
-                    yerr=[np.nan_to_num(lo), np.nan_to_num(hi)],
+                    # A percentile interval need not hold its point estimate (few patients): draw what it covers.
+                    yerr=[np.clip(np.nan_to_num(lo), 0, None), np.clip(np.nan_to_num(hi), 0, None)],
                     marker="o",
                     ms=4,
                     capsize=2,
@@ -119,7 +120,9 @@ def slice_figure(slices: Sequence[DoseSlice]) -> str:
 
     if not slices:
         return '<p class="note">No dose slices were passed to the page.</p>'
-    fig, axes = plt.subplots(len(slices), 3, figsize=(11, 3.6 * len(slices)), squeeze=False)
+    # Row height from the slices' physical aspect, so that tall or flat fields of view leave no blank bands.
+    aspect = max(s.network_gy.shape[0] * s.spacing_mm[0] / (s.network_gy.shape[1] * s.spacing_mm[1]) for s in slices)
+    fig, axes = plt.subplots(len(slices), 3, figsize=(12, len(slices) * (3.0 * min(aspect, 3.0) + 1.0)), squeeze=False)
     for row, s in zip(axes, slices, strict=True):
         net, gt = np.asarray(s.network_gy, dtype=np.float64), np.asarray(s.ground_truth_gy, dtype=np.float64)
         vmax = float(np.percentile(gt[np.isfinite(gt)], 99.5)) if np.isfinite(gt).any() else 1.0
