@@ -34,6 +34,7 @@ __all__ = [
     "sample_patient_kinetics",
     "sample_pet_lesion_factor",
     "sample_voids",
+    "tumour_sink_log_factor",
 ]
 
 
@@ -147,12 +148,15 @@ def _draw_organ_rows(
     rows: _RegionRows,
     z_patient: float,
     organ_volumes_ml: Mapping[str, float] | None,
+    sink_log: float,
 ) -> None:
-    """Organ rows: T_eff and uptake factors (class, side and own parts) and volumes, in prior order."""
+    """Organ rows: T_eff and uptake factors (class, side, own parts and tumour sink) and volumes, in prior order."""
     lam = decay_constant_per_h()
     st = priors.structure
     s_sh = st.shared_variance_fraction
-    rho = st.uptake_t_eff_correlation
+    rho = st.organ_uptake_t_eff_correlation
+    if not -1.0 <= rho <= 1.0:
+        raise InputError(f"organ_uptake_t_eff_correlation must be in [-1, 1], got {rho}")
 
     def region_z(z_shared: float, z_class: float, z_own: float, side_fraction: float) -> float:
         z_region = math.sqrt(1.0 - side_fraction) * z_class + math.sqrt(side_fraction) * z_own
@@ -161,13 +165,13 @@ def _draw_organ_rows(
     overrides = dict(organ_volumes_ml or {})
     for o in priors.organs:
         q = o.side_variance_fraction
-        s_u = o.uptake_sigma_log_effective(rho, st.organ_dose_other_sigma_log)
+        s_u = o.own_uptake_sigma_log(rho, st.organ_dose_other_sigma_log)
         zc_t, zc_u, zc_m = rng.standard_normal(3)
         for r in o.regions:
             zs_t, zs_u, zs_m = rng.standard_normal(3)
             z_t = region_z(z_patient, zc_t, zs_t, q)
             e_u = math.sqrt(1.0 - q) * zc_u + math.sqrt(q) * zs_u
-            log_u = s_u * (rho * z_t + math.sqrt(1.0 - rho**2) * e_u)
+            log_u = s_u * (rho * z_t + math.sqrt(1.0 - rho**2) * e_u) + sink_log
             v_ref = ref.organ_volume_ml[r]
             v = v_ref * math.exp(o.mass_sigma_log * (math.sqrt(1.0 - q) * zc_m + math.sqrt(q) * zs_m))
             if r in overrides:
@@ -244,6 +248,21 @@ def _draw_lesion_rates(
     return a_les, b_les, z_t_les, log_u_les
 
 
+def tumour_sink_log_factor(tumour_volume_ml: float, priors: CohortPriors) -> float:
+    """Log factor on every organ's uptake rate from ligand competition with a total tumour volume (mL).
+
+    −β ln((K + V)/(K + V₀)) (`KineticStructurePrior.tumour_sink_*`): 0 at the reference tumour volume V₀.
+    """
+    st = priors.structure
+    k_ml, v0 = st.tumour_sink_half_volume_ml, priors.lesions.reference_tumour_volume_ml
+    if not (k_ml > 0 and st.tumour_sink_exponent >= 0):
+        raise InputError(
+            f"tumour_sink_half_volume_ml must be > 0 and tumour_sink_exponent ≥ 0, got {k_ml}, "
+            f"{st.tumour_sink_exponent}"
+        )
+    return -st.tumour_sink_exponent * math.log((k_ml + tumour_volume_ml) / (k_ml + v0))
+
+
 def sample_patient_kinetics(
     rng: np.random.Generator,
     priors: CohortPriors,
@@ -292,7 +311,8 @@ def sample_patient_kinetics(
         [math.nan],
         [0.0],
     )
-    _draw_organ_rows(rng, priors, ref, rows, z_patient, organ_volumes_ml)
+    sink_log = tumour_sink_log_factor(float(np.sum(volumes)), priors)
+    _draw_organ_rows(rng, priors, ref, rows, z_patient, organ_volumes_ml, sink_log)
     _draw_background_rows(rng, priors, ref, rows, z_patient)
     a_les, b_les, z_t_les, log_u_les = _draw_lesion_rates(rng, priors, ref, z_patient, volumes, sites)
     names = [*rows.names, *(lesion_name(i + 1) for i in range(n_lesions))]
@@ -310,6 +330,7 @@ def sample_patient_kinetics(
     latent = {
         "t_eff_patient_z": z_patient,
         "renal_z": z_renal,
+        "tumour_sink_log_factor": sink_log,
         "t_eff_z": np.concatenate([rows.z_t, z_t_les]),
         "uptake_log_factor": np.concatenate([rows.log_u, log_u_les]),
     }
