@@ -393,3 +393,30 @@ def test_invalid_inputs_raise_input_error() -> None:
         sample_patient_kinetics(rng, greedy, 1, [5.0])
     with pytest.raises(InputError, match="shared_variance_fraction"):
         sample_patient_kinetics(rng, replace_priors(priors, {"structure": {"shared_variance_fraction": 1.5}}), 1, [5.0])
+
+
+def test_pet_organ_suvs_fall_with_tumour_burden(cohort: Cohort) -> None:
+    # The sink is ligand competition, so the pre-therapy PET shows it too (Gafita 2022 JNM 63:226, 406 men:
+    # normal-organ SUVmean falls with PSMA-positive tumour volume); its organ spread stays Li 2017's.
+    from types import SimpleNamespace
+
+    from ludl.imaging.volume import Volume
+    from ludl.synth.pet_suv import pet_suv_truth
+
+    priors = default_priors()
+    regions = ("kidney_left", "parotid_left", "liver")
+    values = {r: i + 1 for i, r in enumerate(regions)}
+    labels = Volume(np.arange(1, len(regions) + 1, dtype=np.int16).reshape(1, 1, -1), (1.0, 1.0, 1.0))
+    anatomy = SimpleNamespace(labels=labels, label_values=values, pet_weight=np.ones(labels.shape))
+    suv = np.array(
+        [
+            np.asarray(pet_suv_truth(anatomy, k, priors, np.ones(k.lesion_rows.size), "18F-DCFPyL", patient_rng(5, i)).array)
+            .ravel()
+            for i, k in enumerate(cohort.kin)
+        ]
+    )
+    log_tumour = np.log(cohort.tumour_ml)
+    for j, (mean, sd) in enumerate([(20.0, 4.6), (9.0, 2.0), (5.0, 0.7)]):
+        r = np.corrcoef(np.log(suv[:, j]), log_tumour)[0, 1]
+        assert -0.6 < r < -0.2
+        assert np.std(np.log(suv[:, j])) == pytest.approx(math.sqrt(math.log1p((sd / mean) ** 2)), rel=0.2)
