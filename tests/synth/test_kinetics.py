@@ -410,8 +410,9 @@ def test_pet_organ_suvs_fall_with_tumour_burden(cohort: Cohort) -> None:
     anatomy = SimpleNamespace(labels=labels, label_values=values, pet_weight=np.ones(labels.shape))
     suv = np.array(
         [
-            np.asarray(pet_suv_truth(anatomy, k, priors, np.ones(k.lesion_rows.size), "18F-DCFPyL", patient_rng(5, i)).array)
-            .ravel()
+            np.asarray(
+                pet_suv_truth(anatomy, k, priors, np.ones(k.lesion_rows.size), "F", patient_rng(5, i)).array
+            ).ravel()
             for i, k in enumerate(cohort.kin)
         ]
     )
