@@ -232,12 +232,12 @@ def test_tumour_sink_volume_spread_is_the_cohorts(cohort: Cohort) -> None:
     assert measured == pytest.approx(st.tumour_sink_volume_sigma_log, rel=0.15)
 
 
-# Normal-organ 18F-DCFPyL SUVmean, mean ± SD (Li 2017): the published inter-patient spread of organ PSMA uptake.
+# Normal-organ 18F-DCFPyL SUVmean, mean ± SD (Li 2017): the published inter-patient spread of organ PSMA uptake
+# (lacrimal glands: sized by their published dose range instead, see priors).
 _LI_2017_SUV = {
     "kidney_left": (20.0, 4.6),
     "parotid_left": (9.0, 2.0),
     "submandibular_left": (9.5, 2.3),
-    "lacrimal_left": (6.5, 1.8),
     "liver": (5.0, 0.7),
     "spleen": (4.0, 1.5),
 }
@@ -421,3 +421,23 @@ def test_pet_organ_suvs_fall_with_tumour_burden(cohort: Cohort) -> None:
         r = np.corrcoef(np.log(suv[:, j]), log_tumour)[0, 1]
         assert -0.6 < r < -0.2
         assert np.std(np.log(suv[:, j])) == pytest.approx(math.sqrt(math.log1p((sd / mean) ** 2)), rel=0.2)
+
+
+def test_diffuse_marrow_involvement_share_and_uptake() -> None:
+    priors = default_priors()
+    lp = priors.lesions
+    share = np.mean([sample_lesions(patient_rng(3, i), priors).diffuse_marrow for i in range(1000)])
+    assert share == pytest.approx(lp.diffuse_marrow_probability, abs=0.03)
+    # Same patient with and without involvement: red-marrow uptake × the factor (log-normal draw), the
+    # rest of the body nearly unchanged (the marrow takes a small share of the activity).
+    les = sample_lesions(patient_rng(7, 0), priors)
+    ratios = []
+    for i in range(40):
+        normal = sample_patient_kinetics(patient_rng(8, i), priors, les.n, les.volumes_ml, les.sites)
+        diffuse = sample_patient_kinetics(
+            patient_rng(8, i), priors, les.n, les.volumes_ml, les.sites, diffuse_marrow=True
+        )
+        j = normal.index("red_marrow") - 1
+        ratios.append(diffuse.rates.uptake_per_h[j] / normal.rates.uptake_per_h[j])
+        assert diffuse.dose_gy_per_gbq("kidney_left") == pytest.approx(normal.dose_gy_per_gbq("kidney_left"), rel=0.1)
+    assert math.exp(np.mean(np.log(ratios))) == pytest.approx(lp.diffuse_marrow_uptake_factor, rel=0.2)

@@ -57,6 +57,7 @@ class Lesions:
 
     volumes_ml: FloatArray
     sites: tuple[str, ...]
+    diffuse_marrow: bool = False  # diffuse marrow involvement (`LesionPrior.diffuse_marrow_*`)
 
     @property
     def n(self) -> int:
@@ -85,7 +86,8 @@ def sample_lesions(rng: np.random.Generator, priors: CohortPriors) -> Lesions:
     vol = scale * np.exp(lp.volume_lesion_sigma_log * rng.standard_normal(n))
     vol = np.clip(vol, lp.volume_min_ml, lp.volume_max_ml)
     order = rng.permutation(n)
-    return Lesions(volumes_ml=vol[order], sites=tuple(site_list[i] for i in order))
+    diffuse = bool(rng.random() < lp.diffuse_marrow_probability)
+    return Lesions(volumes_ml=vol[order], sites=tuple(site_list[i] for i in order), diffuse_marrow=diffuse)
 
 
 def sample_voids(rng: np.random.Generator, priors: CohortPriors) -> tuple[FloatArray, FloatArray]:
@@ -272,6 +274,7 @@ def sample_patient_kinetics(
     *,
     injected_mbq: float | None = None,
     organ_volumes_ml: Mapping[str, float] | None = None,
+    diffuse_marrow: bool = False,
 ) -> PatientKinetics:
     """Draw one patient's cycle-1 kinetics from the priors and solve the whole-body model.
 
@@ -284,6 +287,7 @@ def sample_patient_kinetics(
         injected_mbq: administered activity (MBq); default drawn from `priors.treatment`.
         organ_volumes_ml: region name → volume (mL) from the anatomy; default drawn around ICRP 89 masses.
             Organ uptake scales with volume, so an organ's dose per GBq does not depend on its size on average.
+        diffuse_marrow: diffuse marrow involvement: the red marrow takes up `diffuse_marrow_uptake_factor` × more.
     """
     st, cp = priors.structure, priors.compartments
     volumes = np.atleast_1d(np.asarray(lesion_volumes_ml, dtype=np.float64)) if n_lesions else np.zeros(0)
@@ -299,6 +303,8 @@ def sample_patient_kinetics(
     z_patient = float(rng.standard_normal())
     r_ren = cp.renal_patient_factor_correlation
     z_renal = r_ren * z_patient + math.sqrt(1.0 - r_ren**2) * float(rng.standard_normal())
+    # Drawn for every patient, so the stream does not depend on the involvement.
+    z_marrow = float(rng.standard_normal())
 
     # The draws' order is the generator's stream: organs, bowel and rest, lesions, then the voids.
     rows = _RegionRows(
@@ -314,6 +320,14 @@ def sample_patient_kinetics(
     sink_log = tumour_sink_log_factor(float(np.sum(volumes)), priors)
     _draw_organ_rows(rng, priors, ref, rows, z_patient, organ_volumes_ml, sink_log)
     _draw_background_rows(rng, priors, ref, rows, z_patient)
+    marrow_log = 0.0
+    if diffuse_marrow:
+        lp = priors.lesions
+        marrow_log = math.log(lp.diffuse_marrow_uptake_factor) + lp.diffuse_marrow_sigma_log * z_marrow
+        for j, kind in enumerate(rows.kinds):
+            if kind == "marrow":
+                rows.uptake[j] *= math.exp(marrow_log)
+                rows.log_u[j] += marrow_log
     a_les, b_les, z_t_les, log_u_les = _draw_lesion_rates(rng, priors, ref, z_patient, volumes, sites)
     names = [*rows.names, *(lesion_name(i + 1) for i in range(n_lesions))]
     kinds = [*rows.kinds, *["lesion"] * n_lesions]
@@ -331,6 +345,7 @@ def sample_patient_kinetics(
         "t_eff_patient_z": z_patient,
         "renal_z": z_renal,
         "tumour_sink_log_factor": sink_log,
+        "diffuse_marrow_log_factor": marrow_log,
         "t_eff_z": np.concatenate([rows.z_t, z_t_les]),
         "uptake_log_factor": np.concatenate([rows.log_u, log_u_les]),
     }
