@@ -193,14 +193,21 @@ def _voxels_by_label(flat: npt.NDArray[Any]) -> Callable[[int], IntArray]:
     return voxels
 
 
-def _background_component(row: int, region: str, lab: npt.NDArray[Any], label_values: Mapping[str, int]) -> _Component:
-    """Blood, interstitial fluid or rest of body: spread over the tissue classes by their fractions."""
+def _background_component(
+    row: int, region: str, lab: npt.NDArray[Any], label_values: Mapping[str, int], marrow_factor: float = 1.0
+) -> _Component:
+    """Blood, interstitial fluid or rest of body: spread over the tissue classes by their fractions.
+
+    `marrow_factor` scales the rest-of-body weight of the marrow outside the red-marrow region: with diffuse
+    marrow involvement the whole marrow shows the red marrow's raised uptake, not only L2–L4.
+    """
+    rest = {**_REST_WEIGHT, "marrow_other": _REST_WEIGHT["marrow_other"] * marrow_factor}
     table = (
         TISSUE_BLOOD_FRACTION
         if region == "blood"
         else INTERSTITIAL_FRACTION
         if region == "interstitial"
-        else {"default": 0.0, **_REST_WEIGHT}
+        else {"default": 0.0, **rest}
     )
     w_full = _class_weights(lab, label_values, table).ravel()
     if region == "rest_of_body" and not np.any(w_full > 0):
@@ -251,7 +258,8 @@ def build_activity_model(
         if kind == "excreta":
             continue
         if region in _BACKGROUND:
-            components.append(_background_component(row, region, lab, label_values))
+            marrow_factor = math.exp(float(kinetics.latent.get("diffuse_marrow_log_factor", 0.0)))
+            components.append(_background_component(row, region, lab, label_values, marrow_factor))
             continue
         value = label_values.get(region)
         idx = voxels(int(value)) if value is not None else np.zeros(0, dtype=np.intp)

@@ -100,6 +100,7 @@ def generate_patient(config: SynthConfig, index: int, out_dir: Path | None = Non
         lesions.volumes_ml,
         lesions.sites,
         organ_volumes_ml=None if anatomy is None else anatomy.organ_volumes_ml,
+        diffuse_marrow=lesions.diffuse_marrow,
     )
     pet_factor = sample_pet_lesion_factor(rng, kin, priors)
     response: PatientResponse = simulate_response(rng, kin, priors)
@@ -133,6 +134,7 @@ def generate_patient(config: SynthConfig, index: int, out_dir: Path | None = Non
     latent = {
         "t_eff_patient_z": float(kin.latent["t_eff_patient_z"]),
         "renal_z": float(kin.latent["renal_z"]),
+        "diffuse_marrow": float(lesions.diffuse_marrow),
         "n_lesions": float(kin.lesion_rows.size),
         "tumour_volume_ml": float(np.sum(kin.volumes_ml[kin.lesion_rows])),
         "systemic_mbq": float(kin.injected_mbq),
@@ -188,5 +190,7 @@ def make_patient_anatomy(
         [volumes.get(lesion_name(j + 1), 0.0) or float(lesions.volumes_ml[j]) for j in range(lesions.n)]
     )
     organ_volumes = {r: volumes[r] for o in config.priors.organs for r in o.regions if volumes.get(r, 0.0) > 0.0}
-    placed = Lesions(volumes_ml=np.clip(realised, 1e-3, 1e5), sites=lesions.sites)
+    placed = Lesions(
+        volumes_ml=np.clip(realised, 1e-3, 1e5), sites=lesions.sites, diffuse_marrow=lesions.diffuse_marrow
+    )
     return PatientAnatomy(anatomy, organ_volumes), placed

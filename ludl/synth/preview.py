@@ -2,7 +2,9 @@
 
 One PNG per patient under ``preview/``: coronal maximum-intensity projections of the PET (SUV), of the SPECT at
 every time point (first bed; Bq/mL, one shared scale so the washout is visible), of the true dose (Gy) and the
-label map (coronal slice through the body centre is not enough for small lesions, so a label MIP).
+label map (coronal slice through the body centre is not enough for small lesions, so a label MIP), then the
+first CT as a coronal MIP (bone window: skeleton shapes, sclerotic lesions) and as a coronal slice through the
+spine (soft-tissue window: tissue texture, noise, lytic lesions).
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ def coronal_mip(volume: Volume) -> npt.NDArray[np.float32]:
     mip = np.max(np.asarray(volume.array, dtype=np.float32), axis=1)
     # LPS z grows towards the head; image rows grow downwards, so flip to put the head on top.
     return np.asarray(mip[::-1], dtype=np.float32)
+
+
+def coronal_slice_through_spine(volume: Volume) -> npt.NDArray[np.float32]:
+    """Coronal slice (z, x) at the y of the densest column (the spine in a CT), head up."""
+    arr = np.asarray(volume.array, dtype=np.float32)
+    mid_x = arr.shape[2] // 2
+    y = int(np.argmax(np.mean(arr[:, :, max(mid_x - 2, 0) : mid_x + 3], axis=(0, 2))))
+    return np.asarray(arr[::-1, y, :], dtype=np.float32)
 
 
 def _aspect(volume: Volume) -> float:
@@ -62,8 +72,19 @@ def write_patient_preview(cohort_dir: Path, patient_id: str, out_png: Path) -> P
     mask = next((r for r in rows if r["role"] == "mask"), None)
     if mask is not None:
         panels.append(("labels", read_nifti(cohort_dir / mask["path"], unit="label"), "tab20", None))
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(2.2 * max(1, len(panels)), 4.2))
+    ct = next((r for r in rows if r["role"] == "ct"), None)
+    ct_panels: list[tuple[str, npt.NDArray[np.float32], float, float, float]] = []
+    if ct is not None:
+        ct_vol = read_nifti(cohort_dir / ct["path"], unit="HU")
+        ct_panels.append(("CT MIP (HU)", coronal_mip(ct_vol), -200.0, 1500.0, _aspect(ct_vol)))
+        ct_panels.append(("CT slice (HU)", coronal_slice_through_spine(ct_vol), -160.0, 240.0, _aspect(ct_vol)))
+    n_panels = max(1, len(panels) + len(ct_panels))
+    fig, axes = plt.subplots(1, n_panels, figsize=(2.2 * n_panels, 4.2))
     axes_list = np.atleast_1d(axes)
+    for ax, (title, image, lo, hi, aspect) in zip(axes_list[len(panels) :], ct_panels, strict=False):
+        ax.imshow(image, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
     for ax, (title, vol, cmap, top) in zip(axes_list, panels, strict=False):
         mip = coronal_mip(vol)
         ax.imshow(mip, cmap=cmap, vmin=0.0, vmax=top, aspect=_aspect(vol), interpolation="nearest")

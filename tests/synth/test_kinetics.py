@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import pytest
-from scipy import integrate, optimize, stats
+from scipy import integrate, optimize
 
 from ludl.errors import InputError
 from ludl.physics.dose import sphere_model_dose
@@ -22,7 +22,7 @@ from ludl.synth.kinetics import (
     sample_patient_kinetics,
     sample_pet_lesion_factor,
 )
-from ludl.synth.priors import default_priors, replace_priors
+from ludl.synth.priors import CohortPriors, default_priors, replace_priors
 from tests.synth.populations import KineticsPopulation, draw_patient
 
 # PHYSICS.md §1 (ICRP 107): 177Lu half-life 159.528 h; electron energy per TIA 0.08532 Gy·g/(MBq·h).
@@ -211,8 +211,10 @@ def test_uptake_phases(cohort: Cohort) -> None:
 
 
 def test_tumour_sink_lowers_kidney_dose(cohort: Cohort) -> None:
-    rho, p = stats.spearmanr(cohort.dose["kidney_left"], cohort.tumour_ml)
-    assert rho < -0.1 and p < 0.01
+    # COHORT.md: kidney dose falls with tumour volume, r ≈ −0.58 (13-patient Monte Carlo study). Measured here
+    # as the Pearson r of log kidney dose vs log total tumour volume (a 300-patient population: ± 0.1).
+    r = np.corrcoef(np.log(cohort.dose["kidney_left"]), np.log(cohort.tumour_ml))[0, 1]
+    assert r == pytest.approx(-0.58, abs=0.1)
     # Same patient draws, four times the tumour volume: less for the kidneys, less per lesion.
     priors = default_priors()
     les = sample_lesions(patient_rng(7, 0), priors)
@@ -220,6 +222,45 @@ def test_tumour_sink_lowers_kidney_dose(cohort: Cohort) -> None:
     big = sample_patient_kinetics(patient_rng(1, 0), priors, les.n, 4 * les.volumes_ml, les.sites)
     assert big.dose_gy_per_gbq("kidney_left") < small.dose_gy_per_gbq("kidney_left")
     assert np.all(big.dose_gy_per_gbq()[big.lesion_rows] < small.dose_gy_per_gbq()[small.lesion_rows])
+
+
+def test_tumour_sink_volume_spread_is_the_cohorts(cohort: Cohort) -> None:
+    # The stated spread of ln(K + V) (what the organ-uptake spread attributed to the sink is sized with)
+    # is the spread this cohort has.
+    st = default_priors().structure
+    measured = np.std(np.log(st.tumour_sink_half_volume_ml + cohort.tumour_ml))
+    assert measured == pytest.approx(st.tumour_sink_volume_sigma_log, rel=0.15)
+
+
+# Normal-organ 18F-DCFPyL SUVmean, mean ± SD (Li 2017): the published inter-patient spread of organ PSMA uptake
+# (lacrimal glands: sized by their published dose range instead, see priors).
+_LI_2017_SUV = {
+    "kidney_left": (20.0, 4.6),
+    "parotid_left": (9.0, 2.0),
+    "submandibular_left": (9.5, 2.3),
+    "liver": (5.0, 0.7),
+    "spleen": (4.0, 1.5),
+}
+
+
+@pytest.mark.parametrize("region", sorted(_LI_2017_SUV))
+def test_organ_uptake_spread_matches_published(cohort: Cohort, region: str) -> None:
+    # An organ's uptake (peak activity per mL per injected MBq) varies with what reaches it (tumour burden,
+    # blood exposure) and with the organ's own expression; the part the first two do not explain has the
+    # published inter-patient spread (log-normal σ of mean ± SD), within ± 20 %.
+    kin = cohort.kin
+    peak = np.array(
+        [
+            k.activity_mbq(np.array([k.time_to_peak_h(region)]))[k.index(region), 0] / k.volumes_ml[k.index(region)]
+            for k in kin
+        ]
+    )
+    y = np.log(peak / np.array([k.injected_mbq for k in kin]))
+    blood = np.array([k.tia_mbq_h("blood") / k.injected_mbq for k in kin])
+    x = np.column_stack([np.ones(len(kin)), np.log(cohort.tumour_ml), np.log(blood)])
+    residual = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+    mean, sd = _LI_2017_SUV[region]
+    assert np.std(residual) == pytest.approx(math.sqrt(math.log1p((sd / mean) ** 2)), rel=0.2)
 
 
 def test_lesion_sampling_matches_cohort_md() -> None:
@@ -235,17 +276,37 @@ def test_lesion_sampling_matches_cohort_md() -> None:
     assert vol.min() >= 0.5 and vol.max() <= 100.0
 
 
-def test_pet_correlates_with_uptake_not_retention(cohort: Cohort) -> None:
-    priors = default_priors()
-    pet, conc, t_eff = [], [], []
-    for i, k in enumerate(cohort.kin[:150]):
+def _pet_vs_lu(kin: list[PatientKinetics], priors: CohortPriors) -> tuple[float, float, float]:
+    """Pooled log–log r of lesion PET factor with 24 h 177Lu concentration, with T_eff, and of expression with 24 h."""
+    pet, conc, t_eff, expr = [], [], [], []
+    for i, k in enumerate(kin):
         rows = k.lesion_rows
         pet.append(np.log(sample_pet_lesion_factor(patient_rng(99, i), k, priors)))
         conc.append(np.log(k.activity_mbq(24.0)[rows, 0] / k.volumes_ml[rows] / k.injected_mbq))
         t_eff.append(np.log(k.t_eff_h()[rows]))
-    pet_all = np.concatenate(pet)
-    assert np.corrcoef(pet_all, np.concatenate(conc))[0, 1] == pytest.approx(0.74, abs=0.1)
-    assert abs(np.corrcoef(pet_all, np.concatenate(t_eff))[0, 1]) < 0.15
+        expr.append(np.log(k.rates.uptake_per_h[rows - 1] / k.volumes_ml[rows]))
+    p, c = np.concatenate(pet), np.concatenate(conc)
+    return (
+        float(np.corrcoef(p, c)[0, 1]),
+        float(np.corrcoef(p, np.concatenate(t_eff))[0, 1]),
+        float(np.corrcoef(np.concatenate(expr), c)[0, 1]),
+    )
+
+
+def test_pet_correlates_with_uptake_not_retention(cohort: Cohort) -> None:
+    # COHORT.md: lesion PET vs 177Lu uptake r ≈ 0.74 (1,364-lesion study), as the literature measures it:
+    # log lesion PET SUV (per tracer: the PET factor) vs log 24 h 177Lu concentration, pooled over lesions.
+    priors = default_priors()
+    r_pet_lu, r_pet_t_eff, r_expr_lu = _pet_vs_lu(cohort.kin, priors)
+    assert r_pet_lu == pytest.approx(0.74, abs=0.04)
+    assert abs(r_pet_t_eff) < 0.1
+    # The stated expression–uptake correlation the PET factor is sized with is the cohort's.
+    assert r_expr_lu == pytest.approx(priors.lesions.expression_uptake_24h_correlation, abs=0.04)
+
+
+def test_pet_lesion_correlation_follows_the_config(cohort: Cohort) -> None:
+    priors = replace_priors(default_priors(), {"lesions": {"pet_uptake_correlation": 0.6}})
+    assert _pet_vs_lu(cohort.kin, priors)[0] == pytest.approx(0.6, abs=0.05)
 
 
 def test_shared_variance_fraction_couples_regions_of_a_patient() -> None:
@@ -332,3 +393,51 @@ def test_invalid_inputs_raise_input_error() -> None:
         sample_patient_kinetics(rng, greedy, 1, [5.0])
     with pytest.raises(InputError, match="shared_variance_fraction"):
         sample_patient_kinetics(rng, replace_priors(priors, {"structure": {"shared_variance_fraction": 1.5}}), 1, [5.0])
+
+
+def test_pet_organ_suvs_fall_with_tumour_burden(cohort: Cohort) -> None:
+    # The sink is ligand competition, so the pre-therapy PET shows it too (Gafita 2022 JNM 63:226, 406 men:
+    # normal-organ SUVmean falls with PSMA-positive tumour volume); its organ spread stays Li 2017's.
+    from types import SimpleNamespace
+
+    from ludl.imaging.volume import Volume
+    from ludl.synth.pet_suv import pet_suv_truth
+
+    priors = default_priors()
+    regions = ("kidney_left", "parotid_left", "liver")
+    values = {r: i + 1 for i, r in enumerate(regions)}
+    labels = Volume(np.arange(1, len(regions) + 1, dtype=np.int16).reshape(1, 1, -1), (1.0, 1.0, 1.0))
+    anatomy = SimpleNamespace(labels=labels, label_values=values, pet_weight=np.ones(labels.shape))
+    suv = np.array(
+        [
+            np.asarray(
+                pet_suv_truth(anatomy, k, priors, np.ones(k.lesion_rows.size), "F", patient_rng(5, i)).array
+            ).ravel()
+            for i, k in enumerate(cohort.kin)
+        ]
+    )
+    log_tumour = np.log(cohort.tumour_ml)
+    for j, (mean, sd) in enumerate([(20.0, 4.6), (9.0, 2.0), (5.0, 0.7)]):
+        r = np.corrcoef(np.log(suv[:, j]), log_tumour)[0, 1]
+        assert -0.6 < r < -0.2
+        assert np.std(np.log(suv[:, j])) == pytest.approx(math.sqrt(math.log1p((sd / mean) ** 2)), rel=0.2)
+
+
+def test_diffuse_marrow_involvement_share_and_uptake() -> None:
+    priors = default_priors()
+    lp = priors.lesions
+    share = np.mean([sample_lesions(patient_rng(3, i), priors).diffuse_marrow for i in range(1000)])
+    assert share == pytest.approx(lp.diffuse_marrow_probability, abs=0.03)
+    # Same patient with and without involvement: red-marrow uptake × the factor (log-normal draw), the
+    # rest of the body nearly unchanged (the marrow takes a small share of the activity).
+    les = sample_lesions(patient_rng(7, 0), priors)
+    ratios = []
+    for i in range(40):
+        normal = sample_patient_kinetics(patient_rng(8, i), priors, les.n, les.volumes_ml, les.sites)
+        diffuse = sample_patient_kinetics(
+            patient_rng(8, i), priors, les.n, les.volumes_ml, les.sites, diffuse_marrow=True
+        )
+        j = normal.index("red_marrow") - 1
+        ratios.append(diffuse.rates.uptake_per_h[j] / normal.rates.uptake_per_h[j])
+        assert diffuse.dose_gy_per_gbq("kidney_left") == pytest.approx(normal.dose_gy_per_gbq("kidney_left"), rel=0.1)
+    assert math.exp(np.mean(np.log(ratios))) == pytest.approx(lp.diffuse_marrow_uptake_factor, rel=0.2)

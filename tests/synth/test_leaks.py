@@ -44,6 +44,10 @@ def test_patient_numbering_carries_no_generator_variable(big_cohort: Path) -> No
     # |Spearman ρ| of independent draws over 300 patients: SD ≈ 0.058; 0.2 is > 3 SD.
     assert abs(stats.spearmanr(index, z).statistic) < 0.2
     assert abs(stats.spearmanr(index, p).statistic) < 0.2
+    # v2 hidden variables: diffuse marrow involvement and the tumour burden behind the sink.
+    for key in ("diffuse_marrow", "tumour_volume_ml"):
+        x = np.array([float(r[key]) for r in latent])
+        assert abs(stats.spearmanr(index, x).statistic) < 0.2, key
 
 
 def test_lesion_numbering_is_uncorrelated_with_size_and_dose(big_cohort: Path) -> None:

@@ -34,6 +34,7 @@ from ludl.synth.anatomy.spec import (
     Slices,
 )
 from ludl.synth.anatomy.textures import heterogeneity_fields
+from ludl.synth.anatomy.tissue_hu import add_diffuse_marrow_sclerosis, add_tissue_texture
 from ludl.synth.kinetics import Lesions
 
 __all__ = [
@@ -118,6 +119,9 @@ def make_anatomy(rng: np.random.Generator, spec: AnatomySpec, lesions: Lesions) 
     abdomen_marks = paint_abdomen(cv, s_l5, kidneys)
     paint_head_glands(cv)
     realised, lesion_info = place_lesions(cv, lesions, s_l5, spec)
+    if lesions.diffuse_marrow:
+        add_diffuse_marrow_sclerosis(cv)
+    add_tissue_texture(cv)
     uptake, shift, pet, cortex = heterogeneity_fields(cv, spec, lesion_info, kidneys)
 
     present = np.flatnonzero(np.bincount(cv.labels.ravel().astype(np.intp)))

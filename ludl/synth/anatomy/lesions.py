@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ludl.synth.anatomy.canvas import Q_MAX_TRIES, Canvas
 from ludl.synth.anatomy.solids import Lobes, random_rotation, take_connected
@@ -27,6 +28,7 @@ from ludl.synth.fields import gaussian_random_field
 from ludl.synth.kinetics import Lesions
 
 __all__ = [
+    "bone_lesion_hu",
     "place_lesions",
 ]
 
@@ -61,6 +63,40 @@ def _node_chains(s_l5: float) -> list[tuple[float, list[tuple[float, float, floa
     chains.append((0.10, [(0.0, -10.0, 340.0), (15.0, 5.0, 380.0), (-15.0, 20.0, 400.0), (0.0, 20.0, 420.0)]))
     chains.append((0.02, [(0.0, 25.0, 520.0), (0.0, 20.0, 570.0)]))  # retrocrural
     return chains
+
+
+# CT appearance of bone metastases of prostate cancer: predominantly osteoblastic (sclerotic), some mixed and
+# some lytic (assumption on the shares). Sclerotic bone adds HU to the host bone in blotches; lytic bone is
+# replaced by soft tissue (HU ranges: assumption, typical CT values of sclerotic foci and tumour soft tissue).
+_BONE_LESION_TYPES: Mapping[str, float] = {"sclerotic": 0.6, "mixed": 0.25, "lytic": 0.15}
+_SCLEROTIC_EXTRA_HU = (150.0, 600.0)
+_LYTIC_HU = (25.0, 60.0)
+# Irregular outlines: lobes (Legendre surface modes) and small-scale roughness, as SDs of the radius factor.
+_LOBE_AMPLITUDE = 0.18
+_ROUGHNESS = 0.18
+
+
+def bone_lesion_hu(
+    rng: np.random.Generator, host_hu: FloatArray, in_bone: npt.NDArray[np.bool_], field: FloatArray
+) -> tuple[str, FloatArray]:
+    """CT numbers of a bone metastasis: its type and HU from the host bone HU and a unit random field.
+
+    Outside the bone (a soft-tissue extension) the lesion is soft tissue (45 HU).
+    """
+    kinds = list(_BONE_LESION_TYPES)
+    p = np.array([_BONE_LESION_TYPES[k] for k in kinds])
+    kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+    extra = rng.uniform(*_SCLEROTIC_EXTRA_HU)
+    lytic = rng.uniform(*_LYTIC_HU)
+    sclerotic = host_hu + extra * np.clip(0.6 + 0.5 * field, 0.1, None)
+    soft = lytic + 12.0 * field
+    if kind == "sclerotic":
+        hu = sclerotic
+    elif kind == "lytic":
+        hu = soft
+    else:
+        hu = np.where(field > 0.0, sclerotic, soft)
+    return kind, np.where(in_bone, hu, 45.0 + 8.0 * field).astype(np.float64)
 
 
 @dataclass
@@ -165,7 +201,7 @@ def place_lesions(
         axes = r0 * np.exp(0.15 * rng.standard_normal(3))
         axes *= r0 / math.prod(axes) ** (1.0 / 3.0)
         rot = random_rotation(rng)
-        lobes = Lobes.random(rng, 0.08)
+        lobes = Lobes.random(rng, _LOBE_AMPLITUDE)
         label = LESION_LABEL_BASE + int(i) + 1
         n_vox = max(1, round(vol / cv.vox_ml))
         got = None
@@ -176,15 +212,19 @@ def place_lesions(
             sl, q = got
             # Small-scale irregularity on top of the lobes (breaks exact homogeneity; the volume stays exact).
             noise = gaussian_random_field(rng, q.shape, g.spacing, max(0.4 * r0, 1.5))
-            q = q * (1.0 + 0.08 * noise)
+            q = q * (1.0 + _ROUGHNESS * noise)
             mask = take_connected(q, cv.allowed(sl, allowed), n_vox, q_max)
             if mask.sum() >= n_vox:
                 break
         if got is None:
             continue
         prev = cv.labels[sl].copy()
+        kind = site
         if site == "bone":
-            hu = np.where(np.isin(prev, SKELETON), rng.uniform(300.0, 900.0), 45.0)
+            field = gaussian_random_field(rng, prev.shape, g.spacing, 2.5)
+            kind, hu = bone_lesion_hu(
+                rng, cv.hu[sl].astype(np.float64), np.isin(prev, SKELETON), field.astype(np.float64)
+            )
         elif site == "liver":
             hu = np.full(prev.shape, rng.uniform(25.0, 45.0))
         else:
@@ -203,5 +243,5 @@ def place_lesions(
             thr = np.partition(qm[mask], k - 1)[k - 1]
             core = mask & (qm <= thr)
             cv.hu[sl][core] = float(rng.uniform(10.0, 25.0))
-        info[i] = {"slices": sl, "mask": mask, "core": core, "q": np.where(mask, q, np.nan)}
+        info[i] = {"slices": sl, "mask": mask, "core": core, "q": np.where(mask, q, np.nan), "kind": kind}
     return realised, info

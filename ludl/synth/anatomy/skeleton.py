@@ -24,6 +24,10 @@ __all__ = [
 ]
 
 
+# Vertebral bodies are waisted: ≈ 10 % narrower at mid-height than at the endplates (assumption).
+_VERTEBRAL_WAIST = 0.1
+
+
 def bone_tube(cv: Canvas, group: str, pts: Sequence[Sequence[float]], radii: Sequence[float]) -> None:
     """A tubular bone: cortical shell, marrow inside where the tube is thick enough."""
     shell = _cortex_mm(cv.grid)
@@ -77,11 +81,12 @@ def paint_spine(cv: Canvas) -> dict[str, float]:
             continue
         x, y, z = g.coords(sl)
         dz = np.abs(z - zc)
-        ell = (x / a) ** 2 + ((y - yb * pat.frame) / b) ** 2
+        # Waisted body: concave at mid-height, flaring to the endplates (squared radius factor).
+        waist2 = (1.0 - _VERTEBRAL_WAIST * (1.0 - np.clip(dz / half_h, 0.0, 1.0) ** 2)) ** 2
+        ell = ((x / a) ** 2 + ((y - yb * pat.frame) / b) ** 2) / waist2
         body = (ell <= 1.0) & (dz <= half_h)
-        inner = ((x / max(a - shell, 1e-3)) ** 2 + ((y - yb * pat.frame) / max(b - shell, 1e-3)) ** 2 <= 1.0) & (
-            dz <= half_h - shell
-        )
+        inner_ell = (x / max(a - shell, 1e-3)) ** 2 + ((y - yb * pat.frame) / max(b - shell, 1e-3)) ** 2
+        inner = (inner_ell <= waist2) & (dz <= half_h - shell)
         rr = np.sqrt(x**2 + (y - y_canal) ** 2)
         canal = (rr < rc) & (dz <= 0.5 * height * pat.stature)
         arch = (rr >= rc) & (rr <= rc + 5.0 * pat.frame) & (dz <= half_h)

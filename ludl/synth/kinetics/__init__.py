@@ -41,6 +41,7 @@ from ludl.synth.kinetics.sampling import (
     sample_patient_kinetics,
     sample_pet_lesion_factor,
     sample_voids,
+    tumour_sink_log_factor,
 )
 
 __all__ = [
@@ -60,4 +61,5 @@ __all__ = [
     "sample_patient_kinetics",
     "sample_pet_lesion_factor",
     "sample_voids",
+    "tumour_sink_log_factor",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "sample_patient_kinetics",
     "sample_pet_lesion_factor",
     "sample_voids",
+    "tumour_sink_log_factor",
 ]
 
 
@@ -56,6 +57,7 @@ class Lesions:
 
     volumes_ml: FloatArray
     sites: tuple[str, ...]
+    diffuse_marrow: bool = False  # diffuse marrow involvement (`LesionPrior.diffuse_marrow_*`)
 
     @property
     def n(self) -> int:
@@ -84,7 +86,8 @@ def sample_lesions(rng: np.random.Generator, priors: CohortPriors) -> Lesions:
     vol = scale * np.exp(lp.volume_lesion_sigma_log * rng.standard_normal(n))
     vol = np.clip(vol, lp.volume_min_ml, lp.volume_max_ml)
     order = rng.permutation(n)
-    return Lesions(volumes_ml=vol[order], sites=tuple(site_list[i] for i in order))
+    diffuse = bool(rng.random() < lp.diffuse_marrow_probability)
+    return Lesions(volumes_ml=vol[order], sites=tuple(site_list[i] for i in order), diffuse_marrow=diffuse)
 
 
 def sample_voids(rng: np.random.Generator, priors: CohortPriors) -> tuple[FloatArray, FloatArray]:
@@ -147,12 +150,15 @@ def _draw_organ_rows(
     rows: _RegionRows,
     z_patient: float,
     organ_volumes_ml: Mapping[str, float] | None,
+    sink_log: float,
 ) -> None:
-    """Organ rows: T_eff and uptake factors (class, side and own parts) and volumes, in prior order."""
+    """Organ rows: T_eff and uptake factors (class, side, own parts and tumour sink) and volumes, in prior order."""
     lam = decay_constant_per_h()
     st = priors.structure
     s_sh = st.shared_variance_fraction
-    rho = st.uptake_t_eff_correlation
+    rho = st.organ_uptake_t_eff_correlation
+    if not -1.0 <= rho <= 1.0:
+        raise InputError(f"organ_uptake_t_eff_correlation must be in [-1, 1], got {rho}")
 
     def region_z(z_shared: float, z_class: float, z_own: float, side_fraction: float) -> float:
         z_region = math.sqrt(1.0 - side_fraction) * z_class + math.sqrt(side_fraction) * z_own
@@ -161,13 +167,13 @@ def _draw_organ_rows(
     overrides = dict(organ_volumes_ml or {})
     for o in priors.organs:
         q = o.side_variance_fraction
-        s_u = o.uptake_sigma_log_effective(rho, st.organ_dose_other_sigma_log)
+        s_u = o.own_uptake_sigma_log(rho, st.organ_dose_other_sigma_log)
         zc_t, zc_u, zc_m = rng.standard_normal(3)
         for r in o.regions:
             zs_t, zs_u, zs_m = rng.standard_normal(3)
             z_t = region_z(z_patient, zc_t, zs_t, q)
             e_u = math.sqrt(1.0 - q) * zc_u + math.sqrt(q) * zs_u
-            log_u = s_u * (rho * z_t + math.sqrt(1.0 - rho**2) * e_u)
+            log_u = s_u * (rho * z_t + math.sqrt(1.0 - rho**2) * e_u) + sink_log
             v_ref = ref.organ_volume_ml[r]
             v = v_ref * math.exp(o.mass_sigma_log * (math.sqrt(1.0 - q) * zc_m + math.sqrt(q) * zs_m))
             if r in overrides:
@@ -244,6 +250,21 @@ def _draw_lesion_rates(
     return a_les, b_les, z_t_les, log_u_les
 
 
+def tumour_sink_log_factor(tumour_volume_ml: float, priors: CohortPriors) -> float:
+    """Log factor on every organ's uptake rate from ligand competition with a total tumour volume (mL).
+
+    −β ln((K + V)/(K + V₀)) (`KineticStructurePrior.tumour_sink_*`): 0 at the reference tumour volume V₀.
+    """
+    st = priors.structure
+    k_ml, v0 = st.tumour_sink_half_volume_ml, priors.lesions.reference_tumour_volume_ml
+    if not (k_ml > 0 and st.tumour_sink_exponent >= 0):
+        raise InputError(
+            f"tumour_sink_half_volume_ml must be > 0 and tumour_sink_exponent ≥ 0, got {k_ml}, "
+            f"{st.tumour_sink_exponent}"
+        )
+    return -st.tumour_sink_exponent * math.log((k_ml + tumour_volume_ml) / (k_ml + v0))
+
+
 def sample_patient_kinetics(
     rng: np.random.Generator,
     priors: CohortPriors,
@@ -253,6 +274,7 @@ def sample_patient_kinetics(
     *,
     injected_mbq: float | None = None,
     organ_volumes_ml: Mapping[str, float] | None = None,
+    diffuse_marrow: bool = False,
 ) -> PatientKinetics:
     """Draw one patient's cycle-1 kinetics from the priors and solve the whole-body model.
 
@@ -265,6 +287,7 @@ def sample_patient_kinetics(
         injected_mbq: administered activity (MBq); default drawn from `priors.treatment`.
         organ_volumes_ml: region name → volume (mL) from the anatomy; default drawn around ICRP 89 masses.
             Organ uptake scales with volume, so an organ's dose per GBq does not depend on its size on average.
+        diffuse_marrow: diffuse marrow involvement: the red marrow takes up `diffuse_marrow_uptake_factor` × more.
     """
     st, cp = priors.structure, priors.compartments
     volumes = np.atleast_1d(np.asarray(lesion_volumes_ml, dtype=np.float64)) if n_lesions else np.zeros(0)
@@ -280,6 +303,8 @@ def sample_patient_kinetics(
     z_patient = float(rng.standard_normal())
     r_ren = cp.renal_patient_factor_correlation
     z_renal = r_ren * z_patient + math.sqrt(1.0 - r_ren**2) * float(rng.standard_normal())
+    # Drawn for every patient, so the stream does not depend on the involvement.
+    z_marrow = float(rng.standard_normal())
 
     # The draws' order is the generator's stream: organs, bowel and rest, lesions, then the voids.
     rows = _RegionRows(
@@ -292,8 +317,17 @@ def sample_patient_kinetics(
         [math.nan],
         [0.0],
     )
-    _draw_organ_rows(rng, priors, ref, rows, z_patient, organ_volumes_ml)
+    sink_log = tumour_sink_log_factor(float(np.sum(volumes)), priors)
+    _draw_organ_rows(rng, priors, ref, rows, z_patient, organ_volumes_ml, sink_log)
     _draw_background_rows(rng, priors, ref, rows, z_patient)
+    marrow_log = 0.0
+    if diffuse_marrow:
+        lp = priors.lesions
+        marrow_log = math.log(lp.diffuse_marrow_uptake_factor) + lp.diffuse_marrow_sigma_log * z_marrow
+        for j, kind in enumerate(rows.kinds):
+            if kind == "marrow":
+                rows.uptake[j] *= math.exp(marrow_log)
+                rows.log_u[j] += marrow_log
     a_les, b_les, z_t_les, log_u_les = _draw_lesion_rates(rng, priors, ref, z_patient, volumes, sites)
     names = [*rows.names, *(lesion_name(i + 1) for i in range(n_lesions))]
     kinds = [*rows.kinds, *["lesion"] * n_lesions]
@@ -310,6 +344,8 @@ def sample_patient_kinetics(
     latent = {
         "t_eff_patient_z": z_patient,
         "renal_z": z_renal,
+        "tumour_sink_log_factor": sink_log,
+        "diffuse_marrow_log_factor": marrow_log,
         "t_eff_z": np.concatenate([rows.z_t, z_t_les]),
         "uptake_log_factor": np.concatenate([rows.log_u, log_u_les]),
     }
