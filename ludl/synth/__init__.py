@@ -4,7 +4,9 @@ A patient without images::
 
     rng = patient_rng(seed, i)
     lesions = sample_lesions(rng, priors)
-    kin = sample_patient_kinetics(rng, priors, lesions.n, lesions.volumes_ml, lesions.sites)
+    kin = sample_patient_kinetics(
+        rng, priors, lesions.n, lesions.volumes_ml, lesions.sites, diffuse_marrow=lesions.diffuse_marrow
+    )
     response = simulate_response(rng, kin, priors)
 
 A whole cohort in the institutional format (what `ludl synth` runs)::

@@ -20,14 +20,16 @@ def draw_patient(priors: CohortPriors, seed: int, i: int, injected_mbq: float | 
     """Patient `i` of cohort `seed`: lesions and cycle-1 kinetics, as the cohort generator draws them."""
     rng = patient_rng(seed, i)
     les = sample_lesions(rng, priors)
-    return sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites, injected_mbq=injected_mbq)
+    return sample_patient_kinetics(
+        rng, priors, les.n, les.volumes_ml, les.sites, injected_mbq=injected_mbq, diffuse_marrow=les.diffuse_marrow
+    )
 
 
 def draw_patient_with_response(priors: CohortPriors, seed: int, i: int) -> tuple[PatientKinetics, PatientResponse]:
     """`draw_patient` and then the response, from the same generator (the kinetics are the same as without)."""
     rng = patient_rng(seed, i)
     les = sample_lesions(rng, priors)
-    kin = sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites)
+    kin = sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites, diffuse_marrow=les.diffuse_marrow)
     return kin, simulate_response(rng, kin, priors)
 
 
