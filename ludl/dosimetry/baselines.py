@@ -296,7 +296,10 @@ def _training_rows(region_tables: Iterable[Any], train_patients: Iterable[str]) 
     rows: list[Mapping[str, Any]] = []
     for item in region_tables:
         rows.extend(item.regions if isinstance(item, StpCase) else [item])
-    return [r for r in rows if str(r["patient_id"]) in train]
+    # Only scored regions: a region partly outside the field of view at some scan has no kinetics in its curve
+    # (demo cohort: such lesions' fits have a residual CV of ≈ 0.7 and a T_eff of ≈ 12 h against ≈ 58 h for the
+    # scored ones); learning population kinetics from them pulled every lesion estimate low (issue 11 Build 4).
+    return [r for r in rows if str(r["patient_id"]) in train and bool(r.get("scored", True))]
 
 
 def _row_class(row: Mapping[str, Any]) -> str | None:
@@ -306,6 +309,8 @@ def _row_class(row: Mapping[str, Any]) -> str | None:
 
 def madsen_t_eff_h(region_tables: Iterable[Any], train_patients: Iterable[str]) -> dict[str, float]:
     """Madsen's population T_eff (h) per region class: the median clearance T_eff over the training patients only.
+
+    Only scored regions count (``scored`` false: partly outside the field of view, no kinetics in the curve).
 
     Args:
         region_tables: region rows with ``patient_id, region, kind, t_eff_clearance_h`` (`clearance_t_eff_h` of the
@@ -327,7 +332,8 @@ def fit_population_priors(
 
     The covariance is split into a within-patient part and a patient factor shared by all regions of a patient
     (`RegionPrior.from_fits` with patient IDs) where the class has several fits per patient; otherwise the regions
-    are taken as independent. Classes with fewer than 2 usable fits get no prior.
+    are taken as independent. Classes with fewer than 2 usable fits get no prior. Only scored regions count
+    (rows with ``scored`` false are skipped, as in `madsen_t_eff_h`).
 
     Args:
         region_tables: ground-truth region rows with ``patient_id, region, kind, injected_mbq, a0, lambda1_per_h,

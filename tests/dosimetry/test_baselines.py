@@ -195,6 +195,26 @@ def test_priors_use_only_training_patients() -> None:
     assert leaked["lesions"].mean[1] > priors["lesions"].mean[1] + 0.1  # the check above could fail
 
 
+def test_population_values_ignore_unscored_regions() -> None:
+    cases = _population(8, seed=3)
+    train = [c.patient_id for c in cases]
+    priors, t_eff = fit_population_priors(cases, train), madsen_t_eff_h(cases, train)
+    # A lesion partly outside the field of view: its curve is no kinetics (fast fake clearance, poor fit).
+    cut = {"region": "lesion_003", "scored": False, "lambda1_per_h": 0.06, "lambda2_per_h": 0.6, "fit_cv": 0.7}
+    cut["t_eff_clearance_h"] = LN2 / 0.06
+    first = cases[0]
+    row = first.regions[3] | cut
+    tampered = [StpCase(first.patient_id, 1, INJECTED_MBQ, TIMES_H, (*first.regions, row), first.curves, {})]
+    tampered += cases[1:]
+    again = fit_population_priors(tampered, train)
+    np.testing.assert_array_equal(again["lesions"].mean, priors["lesions"].mean)
+    assert again["lesions"].noise_cv == priors["lesions"].noise_cv
+    assert madsen_t_eff_h(tampered, train) == t_eff
+    scored = [StpCase(c.patient_id, 1, INJECTED_MBQ, TIMES_H, tuple(r | {"scored": True} for r in c.regions),
+                      c.curves, {}) for c in tampered]  # fmt: skip
+    assert fit_population_priors(scored, train)["lesions"].mean[1] > priors["lesions"].mean[1]  # it would count
+
+
 def test_cohort_table_reproduces_the_literature_pattern() -> None:
     cases = _population(16, seed=7)
     splits = make_splits([c.patient_id for c in cases], n_folds=4, seed=0)
