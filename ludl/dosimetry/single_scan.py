@@ -124,7 +124,8 @@ def correct_region_doses(
 
     Args:
         tia_mbq_h_per_ml: the TIA map (MBq·h/mL) on the grid of `regions` (a network's prediction, an STP map).
-        regions: regions on that grid (labels and kinds; lesions one region each).
+        regions: regions on that grid (labels and kinds; lesions one region each): for a label map with a cohort's
+            label values, `ludl.dosimetry.regions.expand_regions(labels, label_values)`, as the pipeline builds them.
         density_g_per_ml: mass density on the grid (from the CT), for the kernel's density scaling.
         spacing_zyx_mm: voxel size, mm.
         fwhm_mm: nominal resolution of the scan the map comes from, mm.
