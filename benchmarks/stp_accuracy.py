@@ -5,7 +5,9 @@ truth of every patient-cycle (`compute_dosimetry`), then Hänscheid, Madsen and 
 single scan (4, 24, 48, 96, 168 h), population values (Madsen's T_eff, the priors) from the training patients of 5
 patient folds (seed 0, stratified by outcome, as ``ludl prepare`` makes them). For each region class, scan time and
 method it prints the relative error of the region mean dose: n, median signed error, median |error| and P90 |error|,
-against the truth (``true_mean_dose_gy``) and against the multi-TP ground truth (``gt_mean_dose_gy``); one
+against the truth (``true_mean_dose_gy``) and against the multi-TP ground truth (``gt_mean_dose_gy``), both with
+partial-volume correction from the single scan itself (`ludl.dosimetry.single_scan`); the kinetic error alone
+(uncorrected STP TIA / uncorrected multi-TP TIA − 1: median and median |error|); one
 ``multi-TP`` line per class (ground truth against truth); and beside each scan time the best achievable single-scan
 error of the cohort's ``truth/single_scan_bound.csv`` (median and P90 |error|). Lesions: scored ones only (≥ 95 % in
 the field of view at every scan), ≥ 4 mL of true volume (the bound's lesion row covers all its lesions).
@@ -76,6 +78,7 @@ def with_errors(
         if cls == "lesions" and volumes and not true_ml >= _MIN_LESION_ML:
             continue  # small lesions (or ones the truth does not list) are reported by dosimetry_accuracy.py
         dose, gt, true = _num(row["mean_dose_gy"]), _num(row["gt_mean_dose_gy"]), _num(row["true_mean_dose_gy"])
+        tia_unc, gt_tia_unc = _num(row.get("tia_uncorrected_mbq_h")), _num(row.get("gt_tia_uncorrected_mbq_h"))
         out.append(
             {
                 **row,
@@ -83,6 +86,8 @@ def with_errors(
                 "err_truth": dose / true - 1.0 if true > 0 else math.nan,
                 "err_gt": dose / gt - 1.0 if gt > 0 else math.nan,
                 "err_gt_truth": gt / true - 1.0 if true > 0 else math.nan,
+                # The STP formula's kinetic error alone: both TIAs uncorrected, from the same region curve.
+                "err_kinetic": tia_unc / gt_tia_unc - 1.0 if gt_tia_unc > 0 else math.nan,
             }
         )
     return out
@@ -110,21 +115,25 @@ def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], t
     head = f"{'med':>7}{'|med|':>7}{'P90':>7}"
     lines = [
         f"{label}: {len(regions)} regions, {len({k[0] for k in regions})} patients",
-        f"{'method':<11}{'scan h':>7}{'n':>5} | {'vs truth':^21} | {'vs multi-TP':^21} | {'bound':^14}".rstrip(),
-        f"{'':<23} | {head} | {head} | {'|med|':>7}{'P90':>7}",
+        f"{'method':<11}{'scan h':>7}{'n':>5} | {'vs truth':^21} | {'vs multi-TP':^21} | {'kinetic':^14} | "
+        f"{'bound':^14}".rstrip(),
+        f"{'':<23} | {head} | {head} | {'med':>7}{'|med|':>7} | {'|med|':>7}{'P90':>7}",
     ]
     gt = summarise([r["err_gt_truth"] for r in regions.values()])
-    lines.append(f"{'multi-TP':<11}{'all':>7}{gt['n']:>5} | {_stats(gt)} | {'':<21} |")
+    lines.append(f"{'multi-TP':<11}{'all':>7}{gt['n']:>5} | {_stats(gt)} | {'':<21} | {'':<14} |")
     for t in sorted({float(r["timepoint_h"]) for r in sel}):
         for i, method in enumerate(_METHODS):
             part = [r for r in sel if float(r["timepoint_h"]) == t and r["method"] == method]
             if not part:
                 continue
             vs_truth, vs_gt = summarise([r["err_truth"] for r in part]), summarise([r["err_gt"] for r in part])
+            kin = summarise([r["err_kinetic"] for r in part])
+            kinetic = f"{_pct(kin['median'], signed=True)}{_pct(kin['median_abs'])}" if kin["n"] else f"{'-':>14}"
             b = bound.get((cls, t))
             extra = f"{b[0]:>7.1f}{b[1]:>7.1f}" if b is not None and i == 0 else ""
             lines.append(
-                f"{method:<11}{t:>7g}{vs_truth['n']:>5} | {_stats(vs_truth)} | {_stats(vs_gt)} | {extra}".rstrip()
+                f"{method:<11}{t:>7g}{vs_truth['n']:>5} | {_stats(vs_truth)} | {_stats(vs_gt)} | {kinetic} | "
+                f"{extra}".rstrip()
             )
     return "\n".join(lines)
 
