@@ -214,10 +214,10 @@ def _single_scan_values(
 ) -> tuple[dict[str, dict[str, float]], tuple[AlignedTimePoint, ...], Volume]:
     """Every scan on its own: region → ``ss…`` values (module docstring), the aligned scans and the grid."""
     from ludl.dosimetry.gtm_partition import body_mask
-    from ludl.dosimetry.pipeline import _on_reference_grid
+    from ludl.dosimetry.pipeline import on_reference_grid
 
     _, _, regions, ref_index = _reference_grid(data, result)
-    g = _on_reference_grid(data, result.registrations, ref_index)
+    g = on_reference_grid(data, result.registrations, ref_index)
     spacing, voxel_ml = g.grid.spacing_zyx_mm, g.grid.voxel_volume_ml
     dose_method = str(result.settings.get("dose_method", "dvk"))
     correct = str(result.settings.get("pvc", "gtm")) != "none"

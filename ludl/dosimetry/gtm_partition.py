@@ -24,7 +24,7 @@ from ludl.errors import FitError
 from ludl.physics.kinetics import TacFit, fit_tac
 from ludl.physics.units import MBQ_PER_BQ
 
-__all__ = ["body_mask", "gtm_per_timepoint", "region_fractions"]
+__all__ = ["Fractions", "GtmSystem", "body_mask", "gtm_per_timepoint", "gtm_system", "region_fractions"]
 
 # (flat voxel, label value, fraction) of every voxel shared by several labels (`ludl.imaging.label_grid`).
 Fractions = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
@@ -73,7 +73,7 @@ def region_fractions(
 
 
 @dataclass(frozen=True, eq=False)
-class _GtmSystem:
+class GtmSystem:
     """The GTM regions (split-organ parts included, `_GTM_REST` last), their voxels and transfer matrix.
 
     A split organ's observed mean is the count-weighted mean of its parts (`merge_obs`); its true mean is that of its
@@ -104,14 +104,14 @@ class _GtmSystem:
         return self.whole(gtm_solve(self.w, per_part), self.merge_true)
 
 
-def _gtm_system(
+def gtm_system(
     regions: RegionSet,
     values: Mapping[str, int],
     body: npt.NDArray[np.bool_],
     spacing_zyx_mm: tuple[float, float, float],
     fwhm_mm: float,
     fractions: Fractions | None,
-) -> _GtmSystem:
+) -> GtmSystem:
     """Partition the grid into GTM regions and parts and build their transfer matrix."""
     first = max(regions.values.values(), default=0) + 1
     extended, blocks = background_blocks(regions.labels, body, spacing_zyx_mm, _GTM_BLOCK_MM, first)
@@ -130,7 +130,7 @@ def _gtm_system(
         if part and organ in names:
             merge_obs[names.index(organ), i] = 1.0
             merge_true[names.index(organ), i] = 1.0 if part == "core" else 0.0
-    return _GtmSystem(names, index, mixed, w, counts, merge_obs, merge_true, keep)
+    return GtmSystem(names, index, mixed, w, counts, merge_obs, merge_true, keep)
 
 
 def gtm_per_timepoint(
@@ -157,7 +157,7 @@ def gtm_per_timepoint(
     """
     in_fov = dict(in_fov or {})
     values = {n: v for n, v in regions.values.items() if regions.kinds[n] != "body"}
-    system = _gtm_system(regions, values, body, spacing_zyx_mm, fwhm_mm, fractions)
+    system = gtm_system(regions, values, body, spacing_zyx_mm, fwhm_mm, fractions)
     per_part = np.stack(
         [system.means(np.asarray(a.activity.array, dtype=np.float64) * MBQ_PER_BQ) for a in aligned], axis=1
     )  # (regions and parts, time points), MBq/mL

@@ -58,8 +58,11 @@ from ludl.imaging.volume import Volume
 from ludl.physics.kinetics import TacFit
 
 __all__ = [
+    "STAGES",
     "DosimetryResult",
+    "OnGrid",
     "compute_dosimetry",
+    "on_reference_grid",
     "run_dosimetry",
 ]
 
@@ -197,7 +200,7 @@ def _timed(seconds: dict[str, float], stage: str, on_stage: Callable[[str], None
 
 
 @dataclass(frozen=True, eq=False)
-class _OnGrid:
+class OnGrid:
     """Every time point, the regions and the CT on the reference SPECT grid."""
 
     grid: Volume
@@ -245,7 +248,7 @@ def _labels_on_grid(
     return regions, fractions, label_transform
 
 
-def _on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistration, ...], ref_index: int) -> _OnGrid:
+def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistration, ...], ref_index: int) -> OnGrid:
     """SPECTs, labels and the reference CT (HU, density) on the reference SPECT grid."""
     from ludl.physics.dose import density_from_hu
 
@@ -255,7 +258,7 @@ def _on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistrati
     regions, fractions, label_transform = _labels_on_grid(data, registrations, ref_index, grid)
     hu = np.asarray(resample_to(ref_tp.ct, grid).array, dtype=np.float64)  # air outside the CT's field
     density = np.asarray(density_from_hu(hu), dtype=np.float64)
-    return _OnGrid(grid, aligned, regions, fractions, label_transform, hu, density)
+    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density)
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,7 +271,7 @@ class _Integrated:
     notes: list[str]
 
 
-def _integrate(g: _OnGrid, options: DosimetryOptions, ref_index: int) -> _Integrated:
+def _integrate(g: OnGrid, options: DosimetryOptions, ref_index: int) -> _Integrated:
     """Region fits (always: their kinetics go into the table) and the TIA map of the chosen mode."""
     fits, curves, notes = region_fits(g.aligned, g.regions, options.model, g.grid.voxel_volume_ml)
     if options.tia_mode == "voxel":
@@ -281,7 +284,7 @@ def _integrate(g: _OnGrid, options: DosimetryOptions, ref_index: int) -> _Integr
 
 def _region_rows(
     data: CycleData,
-    g: _OnGrid,
+    g: OnGrid,
     ref_tp: TimePoint,
     integrated: _Integrated,
     dose: npt.NDArray[np.float64],
@@ -374,7 +377,7 @@ def compute_dosimetry(
         ref_tp = data.timepoints[ref_index]
         registrations, notes = _register(data, ref_index)
     with _timed(seconds, "resample", on_stage):
-        g = _on_reference_grid(data, registrations, ref_index)
+        g = on_reference_grid(data, registrations, ref_index)
     with _timed(seconds, "tia", on_stage):
         integrated = _integrate(g, o, ref_index)
         notes += integrated.notes

@@ -453,12 +453,13 @@ def prepare_case(
     options = DosimetryOptions() if options is None else options
     config = config or load_cohort_config(cohort_dir)
     manifest = manifest or load_manifest(cohort_dir, config)
+    options = DosimetryOptions() if options is None else options
     data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
     result = compute_dosimetry(data, options)
     if truth is None:
         truth = read_truth(cohort_dir).get((patient_id, int(cycle)), {})
     # From the ground truth just computed: the STP baselines never run the multi-time-point pipeline a second time.
-    stp = stp_case(data, result, truth)
+    stp = stp_case(data, result, truth, kernel_cache_dir=options.kernel_cache_dir)
     notes: list[str] = []
     pet, pet_note = _load_pet(manifest, config, patient_id, int(cycle))
     if pet_note:

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from ludl.dosimetry.dose import corrected_region_doses, dose_map_gy
-from ludl.dosimetry.gtm_partition import Fractions, _gtm_system
+from ludl.dosimetry.gtm_partition import Fractions, gtm_system
 from ludl.dosimetry.pvc import gtm_solve
 from ludl.dosimetry.regions import RegionSet
 from ludl.errors import InputError
@@ -84,7 +84,7 @@ def single_scan_factors(
     if any(np.shape(m) != shape for m in maps):
         raise InputError(f"every map must be on the label grid {shape}; resample it to the regions' grid first")
     inside = np.ones(shape, dtype=np.bool_) if body is None else np.asarray(body, dtype=np.bool_)
-    system = _gtm_system(regions, values, inside, spacing_zyx_mm, fwhm_mm, fractions)
+    system = gtm_system(regions, values, inside, spacing_zyx_mm, fwhm_mm, fractions)
     names = [system.names[i] for i in system.keep]
     # Fine-grid volume (voxels) of each whole region: the corrected total is corrected mean × this volume.
     counts = dict(zip(names, (system.merge_obs @ system.counts)[system.keep], strict=True))
