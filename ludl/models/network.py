@@ -146,8 +146,8 @@ class DoseNet(nn.Module):
         self.tau_scale = tau_scale
         self.tau_prior = tau_prior
         self.normalisation = normalisation or InputNormalisation()
-        # Backbones end in a linear 1×1×1 conv: a nonlinearity first, or a 1×1×1 head would just be a second one.
-        self.feature_act = nn.LeakyReLU(0.01)
+        # The heads read the backbone's (linear) output directly, as a MONAI net's own output layer would: a
+        # nonlinearity between them would cost three full-resolution F-channel passes per step for little.
         self.film = nn.Linear(1, 2 * feature_channels) if time_conditioning == "film" else None
         if self.film is not None:
             nn.init.zeros_(self.film.weight)  # starts as the identity (scale 1, shift 0)
@@ -202,7 +202,7 @@ class DoseNet(nn.Module):
         """Segmentation logits, τ, TIA and dose of a batch (see the module docstring for its keys)."""
         x = self.network_input(batch)  # checks the keys
         activity = batch["activity_mbq_per_ml"]
-        features = self.feature_act(self.backbone(x))
+        features = self.backbone(x)
         time_h = _per_sample(batch["time_h"], activity, "time_h")
         if self.film is not None:
             gamma, beta = self.film(torch.log(time_h.reshape(-1, 1) / self.normalisation.time_ref_h)).chunk(2, dim=1)
