@@ -7,8 +7,9 @@ that starts again at epoch ``e``. `EpochSampler` hands out the global index ``eÂ
 Lightning calls its ``set_epoch`` at the start of every epoch.
 
 A sample is a dict of NumPy arrays and scalars (`collate_samples` makes the batch of tensors): the keys of the
-training interface (docs/architecture.md "The network") plus ``patch_start_zyx`` (the patch's first voxel in the
-time point's grid; negative where padded), ``flipped_zyx`` and ``count_fraction`` (what augmentation did).
+training batch interface (what `ludl.training` and `ludl.models.network.DoseNet` read) plus ``patch_start_zyx``
+(the patch's first voxel in the time point's grid; negative where padded), ``flipped_zyx`` and ``count_fraction``
+(what augmentation did).
 """
 
 from __future__ import annotations

@@ -134,3 +134,11 @@ def test_bad_settings_are_refused(prepared: Path) -> None:
         PreparedDataModule(prepared, fold=7).setup()
     with pytest.raises(LudlError, match=r"unknown data\.augmentation key"):
         PreparedDataModule(prepared, augmentation={"rotate": 10})
+
+
+def test_timepoints_h_keeps_only_those_time_points(prepared: Path) -> None:
+    dm = PreparedDataModule(prepared, patch_size_zyx=PATCH, samples_per_epoch=8, timepoints_h=[24.0], cache="none")
+    assert {float(t) for b in dm.train_dataloader() for t in b["timepoint_h"]} == {24.0}
+    assert {float(b["timepoint_h"][0]) for b in dm.val_dataloader()} == {24.0}
+    with pytest.raises(LudlError, match="none of the time points 12 h"):
+        PreparedDataModule(prepared, timepoints_h=[12.0]).setup()
