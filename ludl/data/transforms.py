@@ -198,5 +198,6 @@ class RandCountNoised(Randomizable, MapTransform):
         record: TimepointRecord = d["_record"]
         voxel_ml = float(np.prod(record.spacing_zyx_mm)) * ML_PER_MM3
         k = counts_per_mbq_per_ml(voxel_ml, self.sensitivity_cps_per_mbq, record.acquisition_s or DEFAULT_ACQUISITION_S)
-        d["activity_mbq_per_ml"] = resample_counts(d["activity_mbq_per_ml"], self._fraction, k, self.R)
+        rng = np.random.default_rng(int(self.R.randint(2**32, dtype=np.uint64)))  # Generator: 2× faster gamma draws
+        d["activity_mbq_per_ml"] = resample_counts(d["activity_mbq_per_ml"], self._fraction, k, rng)
         return d

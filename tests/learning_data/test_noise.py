@@ -9,10 +9,10 @@ from ludl.data.noise import count_noise_variance, counts_per_mbq_per_ml, resampl
 from ludl.errors import InputError
 
 
+@pytest.mark.parametrize("n_counts", [6, 150])  # a gamma draw (few counts) and a Gaussian one (many)
 @pytest.mark.parametrize("fraction", [0.25, 0.5, 0.9])
-def test_mean_kept_and_variance_that_of_poisson_thinning(fraction: float) -> None:
-    k = 200.0  # counts per MBq/mL
-    n_counts = 150  # an observed voxel with 150 counts: a = 0.75 MBq/mL
+def test_mean_kept_and_variance_that_of_poisson_thinning(fraction: float, n_counts: int) -> None:
+    k = 200.0  # counts per MBq/mL; an observed voxel with n_counts counts has a = n_counts / k
     a = n_counts / k
     n = 400_000
     rng = np.random.default_rng(3)
