@@ -99,11 +99,12 @@ def _case_sample(record: CaseRecord, tp: TimepointRecord) -> dict[Hashable, Any]
 
 
 def _finish(transformed: Mapping[Hashable, Any], record: CaseRecord, boxes: Any) -> dict[str, Any]:
-    """Add the regions wholly inside the sample, drop the private keys."""
+    """Add the regions wholly inside the sample that have a ground-truth dose, drop the private keys."""
     sample = {str(k): v for k, v in transformed.items()}
     values, dose, uncorrected, lesion = record.region_table()
     size = sample["activity_mbq_per_ml"].shape[1:]
     inside = regions_inside(boxes, values.tolist(), sample["patch_start_zyx"].tolist(), size)
+    inside &= np.isfinite(dose) & np.isfinite(uncorrected)  # unscored regions (outside the FOV) have no truth
     sample["region_values"] = values[inside]
     sample["region_dose_gy"] = dose[inside]
     sample["region_dose_uncorrected_gy"] = uncorrected[inside]

@@ -3,7 +3,8 @@
 Made in well under a second (no synthesis, no dosimetry), so that the tests can place regions where they need them
 and check the data module against arrays they read back themselves. Every case has three time points on grids of
 slightly different sizes (4 mm voxels), kidneys, a liver and two lesions; the first patient has no PET and its
-cohort did not contour the parotids.
+cohort did not contour the parotids; one lesion of the third has no ground-truth dose (null, as for an unscored
+region).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ TIMEPOINTS_H = (4.0, 24.0, 48.0)
 SPACING_ZYX_MM = (4.0, 4.0, 4.0)
 NET_MBQ = 7400.0
 UNLABELED_FIRST = ("parotid_left", "parotid_right")
+UNSCORED = ("P03", "lesion_002")  # a region without ground truth (as prepare writes for one outside the FOV)
 DOSIMETRY = {"tia_mode": "voxel", "pvc": "gtm", "reference_timepoint": None}
 # region → (value in labels, box z0:z1, y0:y1, x0:x1 on the 4 h grid, activity Bq/mL)
 REGIONS: dict[str, tuple[int, tuple[slice, slice, slice], float]] = {
@@ -71,12 +73,13 @@ def _timepoint(patient: int, tp: int, time_h: float, rng: np.random.Generator, *
 
 def _sidecar(patient_id: str, unlabeled: tuple[str, ...], pet: bool, rng: np.random.Generator) -> CaseSidecar:
     labelled = tuple(c.name for c in SEGMENTATION_CLASSES if c.index > 0 and c.name not in unlabeled)
+    unscored = patient_id == UNSCORED[0]
     rows = tuple(
         {
             "region": name,
             "kind": "lesion" if name.startswith("lesion") else "organ",
-            "mean_dose_gy": float(rng.uniform(1.0, 30.0)),
-            "mean_dose_uncorrected_gy": float(rng.uniform(1.0, 30.0)),
+            "mean_dose_gy": None if unscored and name == UNSCORED[1] else float(rng.uniform(1.0, 30.0)),
+            "mean_dose_uncorrected_gy": None if unscored and name == UNSCORED[1] else float(rng.uniform(1.0, 30.0)),
         }
         for name in REGIONS
     )

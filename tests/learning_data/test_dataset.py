@@ -117,21 +117,23 @@ def test_patch_holds_the_prepared_arrays_at_its_voxels(prepared: Path) -> None:
 
 def test_region_lists_hold_exactly_the_regions_wholly_inside(prepared: Path) -> None:
     dataset = _dataset(prepared)
-    seen_partial = False
-    for i in range(40):
+    seen_partial = seen_unscored = False
+    for i in range(60):
         sample = dataset[i]
         case_id, t, start = sample["case_id"], float(sample["timepoint_h"]), sample["patch_start_zyx"]
         labels = _channel(prepared, case_id, t, "labels")
         inside_part, _ = _window(labels, start, sample["regions"].shape[1:])
+        sidecar = json.loads((prepared / "cases" / case_id / "case.json").read_text())
+        by_value = {sidecar["region_values"][r["region"]]: r for r in sidecar["regions"]}
         expected = {
             int(v)
             for v in np.unique(labels[labels > 0])
             if np.count_nonzero(inside_part == v) == np.count_nonzero(labels == v)
         }
         seen_partial |= bool(set(np.unique(inside_part[inside_part > 0]).tolist()) - expected)
-        assert set(sample["region_values"].tolist()) == expected
-        sidecar = json.loads((prepared / "cases" / case_id / "case.json").read_text())
-        by_value = {sidecar["region_values"][r["region"]]: r for r in sidecar["regions"]}
+        unscored = {v for v in expected if by_value[v]["mean_dose_gy"] is None}  # no ground truth: not listed
+        seen_unscored |= bool(unscored)
+        assert set(sample["region_values"].tolist()) == expected - unscored
         for value, dose, uncorrected, lesion in zip(
             sample["region_values"],
             sample["region_dose_gy"],
@@ -143,7 +145,7 @@ def test_region_lists_hold_exactly_the_regions_wholly_inside(prepared: Path) -> 
             assert dose == pytest.approx(row["mean_dose_gy"], rel=1e-6)
             assert uncorrected == pytest.approx(row["mean_dose_uncorrected_gy"], rel=1e-6)
             assert bool(lesion) == row["region"].startswith("lesion_")
-    assert seen_partial  # some patch cut a region: the rule was exercised both ways
+    assert seen_partial and seen_unscored  # some patch cut a region, one held the unscored lesion
 
 
 def test_flips_mirror_every_channel_keep_sums_and_swap_left_right(prepared: Path) -> None:
@@ -210,12 +212,12 @@ def test_labelled_is_false_only_for_the_classes_a_cohort_left_unlabeled(prepared
 def test_whole_volumes_are_every_time_point_with_valid_equal_gt_fov(prepared: Path) -> None:
     dataset = VolumeDataset(read_records(prepared), TimepointStore("none"))
     assert len(dataset) == 6 * len(TIMEPOINTS_H)
-    for i in (0, 4):
+    for i in (0, 4, 7):  # 7: P03 at 24 h
         sample = dataset[i]
         gt_fov = _channel(prepared, sample["case_id"], float(sample["timepoint_h"]), "gt_fov")
         np.testing.assert_array_equal(sample["valid"][0], gt_fov)
         assert sample["activity_mbq_per_ml"].shape[1:] == gt_fov.shape
-        assert len(sample["region_values"]) == 5  # every region lies inside its whole volume
+        assert len(sample["region_values"]) == (4 if sample["patient_id"] == "P03" else 5)  # all but the unscored
 
 
 def test_same_seed_same_samples_other_seed_or_epoch_other_samples(prepared: Path) -> None:
