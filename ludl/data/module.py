@@ -185,9 +185,17 @@ class PreparedDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             collate_fn=collate_samples,
-            persistent_workers=False,
+            # Workers outlive an epoch: no fork per epoch. Safe for the seeding, which rides on the sampler's
+            # indices (main process), not on worker state.
+            persistent_workers=self.num_workers > 0,
             pin_memory=False,
         )
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch the next training pass draws. Lightning sets it through the sampler; under DDP its sampler
+        wrapper hides ours, so a LightningModule that resumes under DDP calls this in ``on_train_epoch_start``."""
+        if self._sampler is not None:
+            self._sampler.set_epoch(epoch)
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Random patches (one time point each), `batch_size` per batch, seeded per epoch and sample."""
