@@ -21,9 +21,10 @@ from ludl.models.network import DoseNet
     ],
 )
 def test_backbone_forward_32(name: str, kwargs: dict) -> None:
-    if name == "swinunetr":
-        pytest.importorskip("einops", reason="MONAI's SwinUNETR needs einops")
     net = backbones.BACKBONES[name](DoseNet.in_channels_for("channel"), 6, **kwargs)
+    # Inference mode: SwinUNETR's instance norm at its 1×1×1 bottleneck (32³ / 32) needs more than one element in
+    # training mode; a 32³ patch is below what the Swin backbone is meant for, but enough to check the wiring.
+    net.eval()
     with torch.no_grad():
         out = net(torch.randn(1, 4, 32, 32, 32))
     assert out.shape == (1, 6, 32, 32, 32)
