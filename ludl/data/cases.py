@@ -20,7 +20,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from ludl.errors import InputError
-from ludl.io.prepared import SIDECAR, PreparedCase, PreparedTimepoint, list_cases, read_case
+from ludl.io.prepared import CASES_FOLDER, SIDECAR, PreparedCase, PreparedTimepoint, list_cases, read_case
 from ludl.io.regions import SEGMENTATION_CLASSES, class_index, is_lesion_name
 from ludl.physics.units import MBQ_PER_GBQ
 
@@ -36,8 +36,6 @@ __all__ = [
     "read_records",
 ]
 
-# The store's case folder under a prepared folder (as `ludl.dosimetry.prepare.CASES_FOLDER`, a layer above us).
-CASES_FOLDER = "cases"
 INPUT_CHANNELS: tuple[str, ...] = ("spect", "pet", "density")
 TARGET_CHANNELS: tuple[str, ...] = ("dose", "tia")
 _N_CLASSES = len(SEGMENTATION_CLASSES)

@@ -59,6 +59,7 @@ from ludl.io.cohort_images import read_ct_row, read_pet_suv_row, row_where
 from ludl.io.manifest import Manifest, ManifestRow, load_manifest
 from ludl.io.outcomes import load_outcomes
 from ludl.io.prepared import (
+    CASES_FOLDER,
     SIDECAR,
     CaseTimepoint,
     PreparedCase,
@@ -85,7 +86,6 @@ __all__ = [
     "shard_cases",
 ]
 
-CASES_FOLDER = "cases"
 SUMMARY_FILE = "prepare_summary.json"
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 

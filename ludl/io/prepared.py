@@ -42,6 +42,7 @@ from ludl.io.prepared_stats import IntensityStats, body_mask, intensity_statisti
 from ludl.physics.units import MBQ_PER_GBQ
 
 __all__ = [
+    "CASES_FOLDER",
     "CHANNELS",
     "FLOAT_CHANNELS",
     "FORMAT_NAME",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 FORMAT_NAME = "ludl-prepared-case"
+# The folder of the cases under a prepared folder (beside dataset.json, splits.json, stp_regions.csv).
+CASES_FOLDER = "cases"
 # Bump when a file, unit or sidecar key changes meaning; readers refuse other versions (rerun `ludl prepare`).
 FORMAT_VERSION = 2
 SIDECAR = "case.json"
