@@ -55,6 +55,7 @@ __all__ = [
     "clean_stale",
     "list_cases",
     "read_case",
+    "read_versioned_json",
     "timepoint_folder",
     "to_jsonable",
     "write_case",
@@ -365,24 +366,36 @@ def write_case(
     return dest
 
 
+def read_versioned_json(file: Path, format_name: str, *, missing: str, what: str) -> dict[str, Any]:
+    """A JSON document of `format_name` at this `FORMAT_VERSION`; anything else is refused, naming the file and the fix.
+
+    Args:
+        file: the JSON file.
+        format_name: the document's ``format`` entry.
+        missing: the message when the file does not exist.
+        what: what a rerun rewrites ("the case", "the cases and the descriptor").
+    """
+    rerun = f"rerun `ludl prepare … overwrite=true` to rewrite {what}"
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise InputError(missing) from err
+    except (OSError, ValueError) as err:
+        raise InputError(f"{file}: cannot read ({err}); {rerun}") from err
+    if not isinstance(document, dict) or document.get("format") != format_name:
+        raise InputError(f"{file} is not a {format_name} document; {rerun}")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(f"{file} has format version {version}, this ludl reads version {FORMAT_VERSION}: {rerun}")
+    return document
+
+
 def read_case(path: str | Path) -> PreparedCase:
     """Open a prepared case folder (arrays are read lazily, memory-mapped); refuses other format versions."""
     path = Path(path)
     file = path / SIDECAR
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise InputError(f"{path} is not a prepared case (no {SIDECAR}); run `ludl prepare` to write it") from err
-    except (OSError, ValueError) as err:
-        raise InputError(f"{file}: cannot read the sidecar ({err}); rerun `ludl prepare overwrite=true`") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-        raise InputError(f"{file} is not a {FORMAT_NAME} sidecar")
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise InputError(
-            f"{file} has format version {version}, this ludl reads version {FORMAT_VERSION}: "
-            "rerun `ludl prepare … overwrite=true` to rewrite the case"
-        )
+    missing = f"{path} is not a prepared case (no {SIDECAR}); run `ludl prepare` to write it"
+    data = read_versioned_json(file, FORMAT_NAME, missing=missing, what="the case")
     tps = tuple(
         PreparedTimepoint(float(entry["timepoint_h"]), path / entry["folder"], entry) for entry in data["timepoints"]
     )

@@ -22,7 +22,7 @@ import numpy as np
 
 from ludl.errors import InputError
 from ludl.io.atomic import atomic_write_text
-from ludl.io.prepared import CHANNELS, FORMAT_NAME, FORMAT_VERSION, PreparedCase
+from ludl.io.prepared import CHANNELS, FORMAT_NAME, FORMAT_VERSION, PreparedCase, read_versioned_json
 from ludl.io.prepared_sidecar import to_jsonable
 from ludl.io.prepared_stats import IntensityStats
 from ludl.io.regions import SEGMENTATION_CLASSES
@@ -188,18 +188,6 @@ def read_dataset_descriptor(path: str | Path) -> DatasetDescriptor:
     file = Path(path)
     if file.is_dir():
         file = file / DATASET_FILE
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise InputError(f"{file} not found; `ludl prepare` writes it once every case is prepared") from err
-    except (OSError, ValueError) as err:
-        raise InputError(f"{file}: cannot read ({err}); {_RERUN}") from err
-    if not isinstance(document, dict) or document.get("format") != DATASET_FORMAT:
-        raise InputError(f"{file} is not a {DATASET_FORMAT} descriptor; {_RERUN}")
-    version = document.get("format_version")
-    if version != FORMAT_VERSION:
-        raise InputError(
-            f"{file} has format version {version}, this ludl reads version {FORMAT_VERSION}: {_RERUN} to rewrite "
-            "the cases and the descriptor"
-        )
+    missing = f"{file} not found; `ludl prepare` writes it once every case is prepared"
+    document = read_versioned_json(file, DATASET_FORMAT, missing=missing, what="the cases and the descriptor")
     return DatasetDescriptor.from_dict(document)
