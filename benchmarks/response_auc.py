@@ -255,7 +255,9 @@ def dose_agreement(n: int, seed: int) -> list[str]:
         p5, p50, p95 = np.percentile(v, [5, 50, 95])
         lines.append(f"  {site:<12} {v.size:7d}  {p50:.3f}  {p5:.3f}–{p95:.3f}")
     allv = np.concatenate([np.asarray(v) for v in ratio.values()])
-    lines.append(f"  all          {allv.size:7d}  {np.median(allv):.3f}  median |log ratio| {np.median(abs(np.log(allv))):.3f}")
+    lines.append(
+        f"  all          {allv.size:7d}  {np.median(allv):.3f}  median |log ratio| {np.median(abs(np.log(allv))):.3f}"
+    )
     return lines
 
 
