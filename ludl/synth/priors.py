@@ -240,7 +240,7 @@ class ResponsePrior:
     # Effective α of mCRPC lesions under 177Lu (per Gy of BED; far below external-beam values, standing in
     # for hypoxia and heterogeneity). Calibrated so the non-response rate (PSA50 at 12 weeks after 2 cycles)
     # is ≈ 50 % (VISION 46 %, TheraP 66 %, LuPSMA 57 % response; COHORT.md: aim for ≈ 50 %).
-    alpha_per_gy_median: float = 0.030
+    alpha_per_gy_median: float = 0.033
     alpha_patient_sigma_log: float = 0.25  # patient-level radiosensitivity spread (assumption)
     alpha_lesion_sigma_log: float = 0.25  # lesion-level (assumption)
     alpha_beta_gy: float = 1.5  # prostate cancer α/β ≈ 1.5 Gy (Brenner & Hall 1999; Fowler 2001)

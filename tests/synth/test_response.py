@@ -97,8 +97,10 @@ def _paired_diff_ci(y: npt.NDArray[np.bool_], a: npt.ArrayLike, b: npt.ArrayLike
 
 
 def test_non_response_rate_in_range(cohort: Cohort) -> None:
-    # COHORT.md / issue 4: 35–55 % (PSA50 response 46 % VISION, 57 % LuPSMA, 66 % TheraP).
-    assert 0.35 <= cohort.label.mean() <= 0.55
+    # COHORT.md / issue 4: 35–55 % (PSA50 response 46 % VISION, 57 % LuPSMA, 66 % TheraP), up to the
+    # sampling error of the population (3 binomial SE: ±0.075 at 400 patients; 3,000 patients give 0.506).
+    se = math.sqrt(0.25 / cohort.label.size)
+    assert 0.35 - 3 * se <= cohort.label.mean() <= 0.55 + 3 * se
 
 
 def test_full_achievable_auc_in_range_and_above_the_oracle(cohort: Cohort) -> None:
@@ -292,14 +294,15 @@ def test_lesion_dose_matches_the_truth_map_mean_dose() -> None:
 
 
 def test_deadtime_factor_is_no_longer_an_activity_meter(cohort: Cohort) -> None:
-    # Five scans' dead-time factors (1 + 1.5e-5 per MBq of activity): exact, they predicted the hidden
+    # Five scans' dead-time factors (1 + 1.5e-5 per MBq in the body): exact, they predicted the hidden
     # patient factor with r ≈ 0.6 (issue 10). Recorded with model error and rounded to 2 decimals they
     # must tell much less: r of the best linear read-out of the five values, exact vs recorded.
     times_h = (4.0, 24.0, 48.0, 96.0, 168.0)
     exact, recorded, hidden = [], [], []
     rng = np.random.default_rng(5)
     for kin in cohort.kin[:300]:
-        total_mbq = kin.activity_mbq(np.array(times_h)).sum(axis=0)
+        body = np.array([k != "excreta" for k in kin.kinds])  # what the camera sees: not the excreta
+        total_mbq = kin.activity_mbq(np.array(times_h))[body].sum(axis=0)
         f = 1.0 + 1.5e-5 * total_mbq
         exact.append(np.log(f - 1.0))
         rec = np.array([reported_deadtime_factor(float(x), rng) for x in f])
@@ -315,4 +318,4 @@ def test_deadtime_factor_is_no_longer_an_activity_meter(cohort: Cohort) -> None:
 
     r_exact, r_recorded = r_linear(np.asarray(exact)), r_linear(np.asarray(recorded))
     assert r_exact > 0.3  # the exact meter leaks (the reason for the change)
-    assert r_recorded < 0.75 * r_exact
+    assert r_recorded < 0.75 * r_exact and r_recorded < 0.45  # measured: exact 0.64, recorded 0.37
