@@ -239,7 +239,7 @@ class ResponsePrior:
 
     # Effective α of mCRPC lesions under 177Lu (per Gy of BED; far below external-beam values, standing in
     # for hypoxia and heterogeneity). Calibrated so the non-response rate (PSA50 at 12 weeks after 2 cycles)
-    # is ≈ 50 % (VISION 46 %, TheraP 66 %, LuPSMA 57 % response; COHORT.md: aim for ≈ 50 %).
+    # is ≈ 50 % (VISION 46 %, TheraP 66 %, LuPSMA 57 % response; COHORT.md: aim for ≈ 50 %): 0.506 on 3,000.
     alpha_per_gy_median: float = 0.033
     alpha_patient_sigma_log: float = 0.25  # patient-level radiosensitivity spread (assumption)
     alpha_lesion_sigma_log: float = 0.25  # lesion-level (assumption)
@@ -248,14 +248,14 @@ class ResponsePrior:
     # How much the lesion's dose drives its kill: K = α · BED_ref^(1−s) · BED^s. s = 1 is the plain LQ model;
     # s = 0 makes the kill ignore the dose (the dose then carries no information beyond PET); s = 2 doubles
     # the weight of every log-BED difference ("strong"). BED_ref is where the strengths agree: set so the
-    # non-response rate stays ≈ 0.5 at s = 0 and 2 (0.52 and ≈ 0.54 on 600 patients; s = 1: 0.51).
+    # non-response rate is about the same at s = 0, 1 and 2 (0.47, 0.47, 0.51 on the 2,000 benchmark patients).
     dose_response_strength: float = 1.0
     reference_bed_gy: float = 28.0
     # α ∝ (lesion PET expression factor)^γ: PSMA-low lesions respond less than their dose alone says
     # (assumption: PSMA-low clones and FDG-discordant disease). γ and the hidden spreads below (α patient
     # 0.25, changes between cycles 0.6) were calibrated together (benchmarks/response_auc.py, 2,000 patients)
-    # to COHORT.md's targets: PET-only features AUC 0.706 (≈ 0.70), perfect cycle-one dosimetry + PET +
-    # baseline PSA 0.797 by logistic regression and 0.806 as the dosimetry oracle (≈ 0.80), the dose adding
+    # to COHORT.md's targets: PET-only features AUC 0.701 (≈ 0.70), perfect cycle-one dosimetry + PET +
+    # baseline PSA 0.794 by logistic regression and 0.802 as the dosimetry oracle (≈ 0.80), the dose adding
     # +0.09 over PET-only. Against a 24 h concentration it adds only +0.01–0.02: the lesion kinetics priors
     # give the 24 h concentration 83 % of the dose's variance, which caps that gain below 0.05 at any response
     # calibration with an oracle near 0.80 (docs/synthetic-cohort.md, "Response").
