@@ -1,0 +1,293 @@
+"""Response references of the synthetic cohort: AUCs with bootstrap 95 % CIs (issue 10, "Must show", response).
+
+On `--n` ``images=false`` patients (drawn as ``ludl synth`` draws them: lesions, cycle-1 kinetics, PET factors,
+response) it scores, at each dose-response strength (multiples of the default `dose_response_strength`):
+
+- ``PET only``: logistic regression (5-fold cross-validated) on PET features — lesion count, PSMA tumour
+  volume, total lesion PSMA, volume-weighted mean/min/low fraction of the lesions' PET expression;
+- ``PET + PSA``: the same with log baseline PSA;
+- ``24 h proxy + PET + PSA``: plus the same summaries of each lesion's 24 h activity concentration (what one
+  scan shows; `_lesion_features`);
+- ``true dose + PET + PSA``: plus those of the true cycle-1 lesion doses (perfect cycle-one dosimetry);
+- ``p_observable``: the dosimetry-oracle AUC (the exact posterior given cycle-1 dosimetry, PET, baseline PSA);
+- ``p_true``: the full achievable AUC (hidden biology known).
+
+Differences (dose − PET only, dose − proxy) carry paired bootstrap CIs. ``--dose-agreement N`` instead draws N
+`demo` patients with truth maps and compares each lesion's truth-map mean dose with `lesion_dose_gy`.
+
+    python benchmarks/response_auc.py                          # 2,000 patients, strengths 0, 1, 2 × default
+    python benchmarks/response_auc.py --n 1000 --strengths 1 --set response.pet_radiosensitivity_exponent=0.5
+    python benchmarks/response_auc.py --dose-agreement 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ludl.synth.kinetics import patient_rng, sample_lesions, sample_patient_kinetics, sample_pet_lesion_factor
+from ludl.synth.priors import CohortPriors, default_priors, replace_priors
+from ludl.synth.response import kill_exponent, lesion_dose_gy, simulate_response
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class PatientRecord:
+    """What the benchmark keeps of one patient: lesion arrays, baseline PSA, label and probabilities."""
+
+    volume_ml: FloatArray
+    pet: FloatArray
+    conc24_mbq_per_ml: FloatArray
+    dose_gy: FloatArray
+    psa_baseline: float
+    label: bool
+    p_true: float
+    p_observable: float
+
+
+def draw_record(priors: CohortPriors, seed: int, index: int) -> PatientRecord | None:
+    """Patient `index` of an ``images=false`` cohort `seed` (None without lesions)."""
+    rng = patient_rng(seed, index)
+    les = sample_lesions(rng, priors)
+    kin = sample_patient_kinetics(rng, priors, les.n, les.volumes_ml, les.sites)
+    if kin.lesion_rows.size == 0:
+        return None
+    pet = sample_pet_lesion_factor(rng, kin, priors)
+    res = simulate_response(rng, kin, priors, pet)
+    rows = kin.lesion_rows
+    return PatientRecord(
+        volume_ml=kin.volumes_ml[rows],
+        pet=pet,
+        conc24_mbq_per_ml=kin.activity_mbq(24.0)[rows, 0] / kin.volumes_ml[rows],
+        dose_gy=res.dose_gy[0],
+        psa_baseline=res.psa_baseline,
+        label=res.non_response,
+        p_true=res.p_true,
+        p_observable=res.p_observable,
+    )
+
+
+def _draw_chunk(args: tuple[CohortPriors, int, range]) -> list[PatientRecord | None]:
+    priors, seed, indices = args
+    return [draw_record(priors, seed, i) for i in indices]
+
+
+def draw_population(priors: CohortPriors, n: int, seed: int, workers: int = 1) -> list[PatientRecord]:
+    """`n` patients (those without lesions left out), in parallel over `workers` processes."""
+    chunks = [range(i, min(n, i + 100)) for i in range(0, n, 100)]
+    if workers <= 1:
+        parts = [_draw_chunk((priors, seed, c)) for c in chunks]
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(_draw_chunk, [(priors, seed, c) for c in chunks]))
+    return [r for part in parts for r in part if r is not None]
+
+
+def _lesion_features(x: FloatArray, volume_ml: FloatArray) -> list[float]:
+    """Volume-weighted summaries of a per-lesion positive quantity (PET factor, concentration or dose)."""
+    w = volume_ml / volume_ml.sum()
+    lx = np.log(x)
+    order = np.argsort(lx)
+    q10 = lx[order][np.searchsorted(np.cumsum(w[order]), 0.1)]
+    return [float(w @ lx), float(np.log(w @ x)), float(lx.min()), float(q10)]
+
+
+def pet_features(r: PatientRecord) -> list[float]:
+    """PET-visible patient features: count, PSMA-TV, TL-PSMA, expression summaries, PSMA-low volume fraction."""
+    v = r.volume_ml
+    low = float(v[r.pet < 0.5].sum() / v.sum())
+    return [math_log(v.size), math_log(v.sum()), math_log(float(v @ r.pet)), low, *_lesion_features(r.pet, v)]
+
+
+def math_log(x: float) -> float:
+    """Natural log of a positive float, as a float."""
+    return float(np.log(x))
+
+
+def _surviving_fraction_features(dose_gy: FloatArray, r: PatientRecord, priors: CohortPriors) -> list[float]:
+    """log living fraction after two such cycles at the median radiosensitivity (BED ≈ dose: long T_eff)."""
+    rp = priors.response
+    alpha = rp.alpha_per_gy_median * r.pet**rp.pet_radiosensitivity_exponent
+    survive = np.exp(-2.0 * kill_exponent(alpha, dose_gy * (1.0 + 0.05 * dose_gy / rp.alpha_beta_gy), rp))
+    w = r.volume_ml / r.volume_ml.sum()
+    return [math_log(float(w @ survive) + 1e-12), math_log(float(w @ np.sqrt(survive)) + 1e-12)]
+
+
+def feature_matrix(records: Sequence[PatientRecord], kind: str, priors: CohortPriors) -> FloatArray:
+    """Patient features of one kind: ``pet``, ``pet_psa``, ``proxy`` (24 h + PET + PSA), ``dose`` (+ PET + PSA).
+
+    The proxy's concentrations become doses by one population factor (the median dose per 24 h concentration,
+    a Hänscheid-like single-scan dose), so both get the same surviving-fraction features.
+    """
+    dose = np.concatenate([r.dose_gy for r in records])
+    conc = np.concatenate([r.conc24_mbq_per_ml for r in records])
+    proxy_gy_per_conc = float(np.median(dose / conc))
+    rows = []
+    for r in records:
+        f = pet_features(r)
+        if kind != "pet":
+            f.append(math_log(r.psa_baseline))
+        if kind in ("proxy", "dose"):
+            x = r.dose_gy if kind == "dose" else r.conc24_mbq_per_ml * proxy_gy_per_conc
+            f.extend(_lesion_features(x, r.volume_ml))
+            f.extend(_surviving_fraction_features(x, r, priors))
+        rows.append(f)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def cross_validated_scores(x: FloatArray, y: npt.NDArray[np.bool_], seed: int = 0) -> FloatArray:
+    """Out-of-fold P(non-response) of a standardised logistic regression, 5 stratified folds."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    out: FloatArray = cross_val_predict(model, x, y, cv=folds, method="predict_proba")[:, 1]
+    return out
+
+
+def bootstrap_auc(
+    y: npt.NDArray[np.bool_], scores: Mapping[str, FloatArray], n_boot: int = 1000, seed: int = 0
+) -> dict[str, FloatArray]:
+    """AUC of every score on `n_boot` paired bootstrap resamples of the patients."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {k: [] for k in scores}
+    n = y.size
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        if y[idx].all() or not y[idx].any():
+            continue
+        for k, s in scores.items():
+            out[k].append(float(roc_auc_score(y[idx], s[idx])))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def response_scores(
+    records: Sequence[PatientRecord], priors: CohortPriors
+) -> tuple[npt.NDArray[np.bool_], dict[str, FloatArray]]:
+    """The labels and every score of the table (cross-validated where a model is fitted)."""
+    y = np.array([r.label for r in records], dtype=bool)
+    scores = {
+        "PET only": cross_validated_scores(feature_matrix(records, "pet", priors), y),
+        "PET + PSA": cross_validated_scores(feature_matrix(records, "pet_psa", priors), y),
+        "24 h proxy + PET + PSA": cross_validated_scores(feature_matrix(records, "proxy", priors), y),
+        "true dose + PET + PSA": cross_validated_scores(feature_matrix(records, "dose", priors), y),
+        "p_observable (oracle)": np.array([r.p_observable for r in records]),
+        "p_true (achievable)": np.array([r.p_true for r in records]),
+    }
+    return y, scores
+
+
+def _ci(x: FloatArray) -> str:
+    lo, hi = np.percentile(x, [2.5, 97.5])
+    return f"[{lo:.3f}, {hi:.3f}]"
+
+
+def auc_table(records: Sequence[PatientRecord], priors: CohortPriors, n_boot: int = 1000) -> list[str]:
+    """Lines of the AUC table with 95 % CIs, and the dose's gains with paired CIs."""
+    y, scores = response_scores(records, priors)
+    boot = bootstrap_auc(y, scores, n_boot)
+    lines = [f"  {'score':<26} {'AUC':>6}  95 % CI"]
+    for k, s in scores.items():
+        lines.append(f"  {k:<26} {roc_auc_score(y, s):6.3f}  {_ci(boot[k])}")
+    dose = "true dose + PET + PSA"
+    for base in ("PET only", "24 h proxy + PET + PSA"):
+        for top in (dose, "p_observable (oracle)"):
+            d = roc_auc_score(y, scores[top]) - roc_auc_score(y, scores[base])
+            lines.append(f"  {top} − {base}: {d:+.3f}  {_ci(boot[top] - boot[base])}")
+    p_obs = scores["p_observable (oracle)"]
+    lines.append(f"  non-response rate {y.mean():.3f}, mean p_observable {p_obs.mean():.3f}, n {y.size}")
+    return lines
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``section.key=value`` pairs → the nested mapping `replace_priors` takes."""
+    out: dict[str, dict[str, Any]] = {}
+    for pair in pairs:
+        key, value = pair.split("=", 1)
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = float(value)
+    return out
+
+
+def dose_agreement(n: int, seed: int) -> list[str]:
+    """Truth-map mean dose vs `lesion_dose_gy` per lesion on `n` demo patients with truth maps."""
+    from ludl.io.regions import lesion_name
+    from ludl.synth.activity import build_activity_model
+    from ludl.synth.config import make_config
+    from ludl.synth.patient import STREAM_ANATOMY, make_patient_anatomy, sub_rng
+    from ludl.synth.truth import tia_map_mbq_h_per_ml, true_dose_gy
+
+    config = make_config("demo", n, seed, images=True)
+    priors = config.priors
+    ratio: dict[str, list[float]] = {}
+    for i in range(n):
+        rng = patient_rng(seed, i)
+        les = sample_lesions(rng, priors)
+        anatomy, les = make_patient_anatomy(config, sub_rng(seed, i, STREAM_ANATOMY), les)
+        kin = sample_patient_kinetics(
+            rng, priors, les.n, les.volumes_ml, les.sites, organ_volumes_ml=anatomy.organ_volumes_ml
+        )
+        a = anatomy.anatomy
+        model = build_activity_model(kin, a.labels, a.label_values, a.uptake_weight, a.clearance_shift_per_h)
+        dose_map = np.asarray(true_dose_gy(tia_map_mbq_h_per_ml(model), a.density_g_per_ml).array, dtype=np.float64)
+        labels = np.asarray(a.labels.array)
+        predicted = lesion_dose_gy(kin, priors)
+        for j, site in enumerate(kin.lesion_sites):
+            value = a.label_values.get(lesion_name(j + 1))
+            mask = labels == value
+            if value is not None and mask.any():
+                ratio.setdefault(site, []).append(float(dose_map[mask].mean() / predicted[j]))
+    lines = [f"  {'site':<12} {'lesions':>7}  median map/lesion_dose_gy  P5–P95"]
+    for site, values in sorted(ratio.items()):
+        v = np.asarray(values)
+        p5, p50, p95 = np.percentile(v, [5, 50, 95])
+        lines.append(f"  {site:<12} {v.size:7d}  {p50:.3f}  {p5:.3f}–{p95:.3f}")
+    allv = np.concatenate([np.asarray(v) for v in ratio.values()])
+    lines.append(
+        f"  all          {allv.size:7d}  {np.median(allv):.3f}  median |log ratio| {np.median(abs(np.log(allv))):.3f}"
+    )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--strengths", default="0,1,2", help="multiples of the default dose_response_strength")
+    parser.add_argument("--set", action="append", default=[], help="prior override section.key=value")
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--dose-agreement", type=int, default=0, metavar="N", help="N demo patients with maps")
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    if args.dose_agreement:
+        print(f"truth-map lesion dose vs lesion_dose_gy, {args.dose_agreement} demo patients, seed {args.seed}")
+        print("\n".join(dose_agreement(args.dose_agreement, args.seed)))
+        print(f"({time.perf_counter() - t0:.0f} s)")
+        return
+    base = replace_priors(default_priors(), _overrides(args.set))
+    s0 = base.response.dose_response_strength
+    for mult in (float(m) for m in args.strengths.split(",")):
+        priors = replace_priors(base, {"response": {"dose_response_strength": mult * s0}})
+        t1 = time.perf_counter()
+        records = draw_population(priors, args.n, args.seed, args.workers)
+        print(f"dose_response_strength {mult * s0:g} ({mult:g} × default), seed {args.seed}")
+        print("\n".join(auc_table(records, priors, args.n_boot)))
+        print(f"  ({time.perf_counter() - t1:.0f} s)")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
