@@ -45,6 +45,7 @@ from ludl.synth.bound import BOUND_COLUMNS, summarise_bound
 from ludl.synth.config import SynthConfig, make_config, patient_id
 from ludl.synth.labels import cohort_label_values
 from ludl.synth.patient import PatientResult, generate_patient
+from ludl.synth.response import RESPONSE_COLUMNS
 from ludl.synth.tables import csv_text, num_text
 
 __all__ = [
@@ -73,6 +74,7 @@ class SynthSummary:
     seconds_per_patient: float
     non_response_rate: float
     achievable_auc: float
+    oracle_auc: float
     n_lesions_median: float
     n_files: int
 
@@ -83,7 +85,8 @@ class SynthSummary:
                 f"synthetic cohort written to {self.out_dir}",
                 f"  preset            {self.preset} ({'images' if self.images else 'no images'})",
                 f"  patients          {self.n_patients} (median {self.n_lesions_median:g} lesions)",
-                f"  non-response rate {self.non_response_rate:.2f}   achievable AUC {self.achievable_auc:.3f}",
+                f"  non-response rate {self.non_response_rate:.2f}   achievable AUC {self.achievable_auc:.3f}   "
+                f"dosimetry-oracle AUC {self.oracle_auc:.3f}",
                 f"  time              {self.seconds:.1f} s ({self.seconds_per_patient:.2f} s per patient)",
                 f"  files             {self.n_files}",
             ]
@@ -129,8 +132,8 @@ def _write_cohort_files(config: SynthConfig, out: Path, results: Sequence[Patien
     truth.mkdir(parents=True, exist_ok=True)
     region_cells = [row.cells() for res in results for row in res.region_rows]
     write_truth_regions(region_cells, truth / "regions.csv")
-    response_cells = [[res.patient_id, num_text(res.p_non_response)] for res in results]
-    atomic_write_text(truth / "response.csv", csv_text(("patient_id", "p_non_response"), response_cells))
+    response_cells = [[res.patient_id, num_text(res.p_true), num_text(res.p_observable)] for res in results]
+    atomic_write_text(truth / "response.csv", csv_text(RESPONSE_COLUMNS, response_cells))
     latent_keys = tuple(results[0].latent)
     latent_cells = [[res.patient_id, *(num_text(res.latent[k]) for k in latent_keys)] for res in results]
     atomic_write_text(truth / "patients.csv", csv_text(("patient_id", *latent_keys), latent_cells))
@@ -198,7 +201,7 @@ def generate_cohort(config: SynthConfig, out_dir: str | os.PathLike[str]) -> Syn
         n_files += write_previews(out, [r.patient_id for r in results])
     n_files += sum(len(r.manifest_rows) for r in results)
     labels = np.array([r.non_response for r in results], dtype=bool)
-    probs = np.array([r.p_non_response for r in results])
+    probs = np.array([r.p_true for r in results])
     seconds = time.perf_counter() - t0
     return SynthSummary(
         out_dir=out,
@@ -209,6 +212,7 @@ def generate_cohort(config: SynthConfig, out_dir: str | os.PathLike[str]) -> Syn
         seconds_per_patient=float(np.mean([r.seconds for r in results])),
         non_response_rate=float(labels.mean()),
         achievable_auc=_auc(probs, labels),
+        oracle_auc=_auc(np.array([r.p_observable for r in results]), labels),
         n_lesions_median=float(np.median([r.latent["n_lesions"] for r in results])),
         n_files=n_files,
     )

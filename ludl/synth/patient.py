@@ -67,7 +67,8 @@ class PatientResult:
     psa_baseline: float
     psa_week12: float
     non_response: bool
-    p_non_response: float
+    p_true: float
+    p_observable: float
     latent: Mapping[str, float]
     bound: tuple[SingleScanEstimate, ...]
     lesion_pet_log_factor: FloatArray
@@ -103,7 +104,7 @@ def generate_patient(config: SynthConfig, index: int, out_dir: Path | None = Non
         diffuse_marrow=lesions.diffuse_marrow,
     )
     pet_factor = sample_pet_lesion_factor(rng, kin, priors)
-    response: PatientResponse = simulate_response(rng, kin, priors)
+    response: PatientResponse = simulate_response(rng, kin, priors, pet_factor)
     cycles = [kin] + ([response.cycle2] if config.preset.n_cycles >= 2 else [])
     protocol_rng = sub_rng(config.seed, index, STREAM_PROTOCOL)
     protocols = [draw_protocol(config, protocol_rng, k.injected_mbq) for k in cycles]
@@ -147,7 +148,8 @@ def generate_patient(config: SynthConfig, index: int, out_dir: Path | None = Non
         psa_baseline=response.psa_baseline,
         psa_week12=response.psa_week12,
         non_response=response.non_response,
-        p_non_response=response.p_non_response,
+        p_true=response.p_true,
+        p_observable=response.p_observable,
         latent=latent,
         bound=bound,
         lesion_pet_log_factor=np.log(pet_factor),

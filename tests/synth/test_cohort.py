@@ -101,12 +101,19 @@ def test_pet_lesion_uptake_correlation(clinical_cohort: tuple[Path, SynthSummary
 def test_non_response_rate_and_achievable_auc(clinical_cohort: tuple[Path, SynthSummary]) -> None:
     out, summary = clinical_cohort
     labels = np.array([r["non_response"] == "1" for r in _read(out / "outcomes.csv")])
-    p = np.array([float(r["p_non_response"]) for r in _read(out / "truth" / "response.csv")])
+    p = np.array([float(r["p_true"]) for r in _read(out / "truth" / "response.csv")])
     assert 0.35 <= labels.mean() <= 0.55  # issue 4: non-response rate 35–55 %
     pos, neg = p[labels], p[~labels]
     auc = float(np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :]))
-    assert 0.80 <= auc <= 0.90  # issue 4: achievable AUC 0.80–0.90
+    # Cohort v2: the full achievable AUC (p_true, hidden biology included) 0.85–0.95; the dosimetry-oracle AUC
+    # (p_observable: true cycle-one doses, PET, baseline PSA) ≈ 0.80 by calibration (benchmarks/response_auc.py).
+    assert 0.85 <= auc <= 0.95
     assert summary.achievable_auc == pytest.approx(auc)
+    p_obs = np.array([float(r["p_observable"]) for r in _read(out / "truth" / "response.csv")])
+    pos, neg = p_obs[labels], p_obs[~labels]
+    oracle = float(np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :]))
+    assert 0.72 <= oracle <= 0.88 and oracle < auc
+    assert summary.oracle_auc == pytest.approx(oracle)
 
 
 def test_outcomes_follow_psa50(clinical_cohort: tuple[Path, SynthSummary]) -> None:
