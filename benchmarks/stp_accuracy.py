@@ -8,9 +8,10 @@ method it prints the relative error of the region mean dose: n, median signed er
 against the truth (``true_mean_dose_gy``) and against the multi-TP ground truth (``gt_mean_dose_gy``), both with
 partial-volume correction from the single scan itself (`ludl.dosimetry.single_scan`); the kinetic error alone
 (uncorrected STP TIA / uncorrected multi-TP TIA − 1: median and median |error|); one
-``multi-TP`` line per class (ground truth against truth); and beside each scan time the best achievable single-scan
-error of the cohort's ``truth/single_scan_bound.csv`` (median and P90 |error|). Lesions: scored ones only (≥ 95 % in
-the field of view at every scan), ≥ 4 mL of true volume (the bound's lesion row covers all its lesions).
+``multi-TP`` line per class (ground truth against truth); and beside each scan time the TIA error of the cohort's
+single-scan reference (``truth/single_scan_reference.csv``, its measurement-noise variant: median and P90 |error| over
+the cohort's regions of the class). Lesions: scored ones only (≥ 95 % in the field of view at every scan), ≥ 4 mL of
+true volume (the reference's lesion row covers all its lesions).
 
     python benchmarks/stp_accuracy.py                                            # demo preset, 8 patients, seed 0
     python benchmarks/stp_accuracy.py --cohort /tmp/demo8 --kernel-cache /tmp/kc   # reuse a cohort
@@ -31,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from _accuracy import add_cohort_arguments, cohort_path, dosimetry_options, summarise, truth_rows, write_csv
 
 _CLASSES = ("kidneys", "liver", "spleen", "salivary", "red_marrow", "lesions")
@@ -54,15 +56,17 @@ def true_volumes_ml(cohort: Path) -> dict[tuple[str, int, str], float]:
     return {key: _num(row["volume_ml"]) for key, row in truth_rows(cohort).items()}
 
 
-def single_scan_bound(cohort: Path) -> dict[tuple[str, float], tuple[float, float]]:
-    """(region class, scan time h) → best achievable single-scan (median, P90) |error| in %; empty without it."""
-    file = cohort / "truth" / "single_scan_bound.csv"
+def single_scan_reference(cohort: Path, variant: str = "noisy") -> dict[tuple[str, float], tuple[float, float]]:
+    """(region class, scan time h) → the single-scan reference's (median, P90) |TIA error| in %; empty without it."""
+    file = cohort / "truth" / "single_scan_reference.csv"
     if not file.is_file():
         return {}
-    return {
-        (r["region_class"], float(r["timepoint_h"])): (_num(r["median_abs_error_pct"]), _num(r["p90_abs_error_pct"]))
-        for r in _read_csv(file)
-    }
+    errors: dict[tuple[str, float], list[float]] = {}
+    for r in _read_csv(file):
+        estimate, true = _num(r[f"tia_ref_{variant}_mbq_h"]), _num(r["tia_true_mbq_h"])
+        if math.isfinite(estimate) and math.isfinite(true) and true > 0:
+            errors.setdefault((r["region_class"], float(r["scan_h"])), []).append(abs(estimate / true - 1.0) * 100.0)
+    return {key: (float(np.median(e)), float(np.percentile(e, 90))) for key, e in errors.items()}
 
 
 def with_errors(
@@ -107,7 +111,9 @@ def _stats(s: Mapping[str, float]) -> str:
     return f"{_pct(s['median'], signed=True)}{_pct(s['median_abs'])}{_pct(s['p90_abs'])}"
 
 
-def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], tuple[float, float]], cls: str) -> str:
+def table(
+    rows: Sequence[Mapping[str, Any]], reference: Mapping[tuple[str, float], tuple[float, float]], cls: str
+) -> str:
     """One region class: the multi-TP line, then every scan time × method (errors in %)."""
     sel = [r for r in rows if r["region_class"] == cls]
     label = f"lesions >= {_MIN_LESION_ML:g} mL" if cls == "lesions" else cls
@@ -116,7 +122,7 @@ def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], t
     lines = [
         f"{label}: {len(regions)} regions, {len({k[0] for k in regions})} patients",
         f"{'method':<11}{'scan h':>7}{'n':>5} | {'vs truth':^21} | {'vs multi-TP':^21} | {'kinetic':^14} | "
-        f"{'bound':^14}".rstrip(),
+        f"{'reference':^14}".rstrip(),
         f"{'':<23} | {head} | {head} | {'med':>7}{'|med|':>7} | {'|med|':>7}{'P90':>7}",
     ]
     gt = summarise([r["err_gt_truth"] for r in regions.values()])
@@ -129,7 +135,7 @@ def table(rows: Sequence[Mapping[str, Any]], bound: Mapping[tuple[str, float], t
             vs_truth, vs_gt = summarise([r["err_truth"] for r in part]), summarise([r["err_gt"] for r in part])
             kin = summarise([r["err_kinetic"] for r in part])
             kinetic = f"{_pct(kin['median'], signed=True)}{_pct(kin['median_abs'])}" if kin["n"] else f"{'-':>14}"
-            b = bound.get((cls, t))
+            b = reference.get((cls, t))
             extra = f"{b[0]:>7.1f}{b[1]:>7.1f}" if b is not None and i == 0 else ""
             lines.append(
                 f"{method:<11}{t:>7g}{vs_truth['n']:>5} | {_stats(vs_truth)} | {_stats(vs_gt)} | {kinetic} | "
@@ -174,16 +180,17 @@ def main() -> None:
         )
         wall = time.perf_counter() - start
         rows = with_errors(raw, true_volumes_ml(cohort))
-        bound = single_scan_bound(cohort)
+        reference = single_scan_reference(cohort)
     cases = {(r["patient_id"], r["cycle"]) for r in raw}
     print(
         f"STP mean-dose error, % (pvc={args.pvc}, tia_mode={args.tia_mode}, model={args.model}; {len(cases)} cases, "
-        f"{wall / max(len(cases), 1):.1f} s/case incl. multi-TP ground truth; bound: truth/single_scan_bound.csv)"
+        f"{wall / max(len(cases), 1):.1f} s/case incl. multi-TP ground truth; "
+        "reference: truth/single_scan_reference.csv, noisy)"
     )
     for cls in _CLASSES:
         print()
         if any(r["region_class"] == cls for r in rows):
-            print(table(rows, bound, cls))
+            print(table(rows, reference, cls))
         else:
             print(f"{cls}: no scored region (none lies ≥ 95 % inside the field of view at every scan)")
     missing = {m: sum(1 for r in rows if r["method"] == m and not math.isfinite(r["err_gt"])) for m in _METHODS}

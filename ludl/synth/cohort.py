@@ -7,7 +7,8 @@ same configuration and seed. Written:
 - ``cohort.yaml``, ``manifest.csv``, ``outcomes.csv`` (the institutional part; passes `validate_cohort`);
 - images per patient and cycle under ``SYN0001/c1/`` … (NIfTI, or the SPECT beds as multi-frame NM DICOM
   folders; SPECT in Bq/mL, CT/PET-CT in HU, PET in SUV, label map on the truth grid at the reference time);
-- ``truth/``: ``regions.csv`` (both cycles), ``response.csv``, ``single_scan_bound.csv``, ``patients.csv``
+- ``truth/``: ``regions.csv`` (both cycles), ``response.csv``, ``single_scan_reference.csv`` (per region and
+  scan time: true TIA and dose beside the single-scan reference's, `ludl.synth.reference`), ``patients.csv``
   (hidden generator variables) and per patient the true TIA and dose maps of cycle 1 on the fine truth grid.
 
 Nothing outside ``truth/`` carries a generator variable: patient IDs are the index, file names carry only the
@@ -41,10 +42,10 @@ from ludl.io.manifest import write_manifest
 from ludl.io.outcomes import OUTCOME_COLUMNS
 from ludl.io.regions import lesion_name
 from ludl.io.truth import write_truth_regions
-from ludl.synth.bound import BOUND_COLUMNS, summarise_bound
 from ludl.synth.config import SynthConfig, make_config, patient_id
 from ludl.synth.labels import cohort_label_values
 from ludl.synth.patient import PatientResult, generate_patient
+from ludl.synth.reference import DEFAULT_CACHE_DIR, REFERENCE_COLUMNS, load_or_train_reference, reference_cells
 from ludl.synth.response import RESPONSE_COLUMNS
 from ludl.synth.tables import csv_text, num_text
 
@@ -114,7 +115,27 @@ def _cohort_config(config: SynthConfig, label_values: Mapping[str, int] | None) 
     )
 
 
-def _write_cohort_files(config: SynthConfig, out: Path, results: Sequence[PatientResult]) -> int:
+def _write_reference(
+    config: SynthConfig, truth: Path, results: Sequence[PatientResult], cache_dir: str | os.PathLike[str] | None
+) -> None:
+    """``truth/single_scan_reference.csv``: the reference (trained or read from `cache_dir`) on every patient."""
+    reference = load_or_train_reference(
+        config.priors,
+        config.reference_times_h,
+        cache_dir,
+        n_patients=config.reference_population,
+        workers=config.workers,
+    )
+    cells = reference_cells([(res.patient_id, res.reference) for res in results if res.reference], reference)
+    atomic_write_text(truth / "single_scan_reference.csv", csv_text(REFERENCE_COLUMNS, cells))
+
+
+def _write_cohort_files(
+    config: SynthConfig,
+    out: Path,
+    results: Sequence[PatientResult],
+    reference_cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+) -> int:
     """Write the cohort-level files; returns how many files were written."""
     labels = cohort_label_values(config.priors.lesions.max_lesions) if config.images else None
     write_cohort_config(_cohort_config(config, labels), out / "cohort.yaml")
@@ -146,15 +167,10 @@ def _write_cohort_files(config: SynthConfig, out: Path, results: Sequence[Patien
         truth / "lesion_pet.csv",
         csv_text(("patient_id", "region", "log_pet_factor", "log_uptake_24h_mbq_per_ml"), lesion_cells),
     )
-    if config.single_scan_bound:
-        bound_rows = summarise_bound(
-            {res.patient_id: res.bound for res in results},
-            config.bound_times_h,
-            config.priors.structure.shared_variance_fraction,
-            seed=config.seed,
-        )
-        atomic_write_text(truth / "single_scan_bound.csv", csv_text(BOUND_COLUMNS, [b.cells() for b in bound_rows]))
-    return n + 6
+    if config.single_scan_reference:
+        _write_reference(config, truth, results, reference_cache_dir)
+        n += 1
+    return n + 5
 
 
 def _worker_init() -> None:
@@ -170,8 +186,16 @@ def _one(args: tuple[SynthConfig, int, Path]) -> PatientResult:
     return generate_patient(config, index, out)
 
 
-def generate_cohort(config: SynthConfig, out_dir: str | os.PathLike[str]) -> SynthSummary:
-    """Generate every patient (in parallel) and write the cohort folder `out_dir` (created; files replaced)."""
+def generate_cohort(
+    config: SynthConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    reference_cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+) -> SynthSummary:
+    """Generate every patient (in parallel) and write the cohort folder `out_dir` (created; files replaced).
+
+    `reference_cache_dir`: where the single-scan reference's trained models are cached (None: train in memory).
+    """
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,7 +218,7 @@ def generate_cohort(config: SynthConfig, out_dir: str | os.PathLike[str]) -> Syn
                     progress.update(1)
     finally:
         progress.close()
-    n_files = _write_cohort_files(config, out, results)
+    n_files = _write_cohort_files(config, out, results, reference_cache_dir)
     if config.images and config.preview:
         from ludl.synth.preview import write_previews
 
@@ -227,7 +251,8 @@ def run_synth(
     preview: bool = False,
     workers: int | None = None,
     overrides: Mapping[str, Any] | None = None,
+    reference_cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
 ) -> SynthSummary:
     """The `ludl synth` job: build the configuration and generate the cohort into `out`."""
     config = make_config(preset, n_patients, seed, images=images, preview=preview, workers=workers, overrides=overrides)
-    return generate_cohort(config, out)
+    return generate_cohort(config, out, reference_cache_dir=reference_cache_dir)

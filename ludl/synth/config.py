@@ -41,8 +41,11 @@ class SynthConfig:
         extravasation_fraction: range of the extravasated share of the injection.
         pet_days_before: range of days between PET and the cycle-1 injection (COHORT.md: 0–4 weeks).
         pet_tracers: tracers drawn with equal probability (recorded in the manifest).
-        bound_timepoints_h: scan times of the single-scan bound (default: the preset's time points).
-        single_scan_bound: compute the single-scan bound (≈ 0.1 s per patient; off only for quick statistics).
+        reference_timepoints_h: scan times of the single-scan reference (default: the preset's time points).
+        single_scan_reference: write ``truth/single_scan_reference.csv`` (`ludl.synth.reference`; the first
+            cohort of a generator setting trains the reference, minutes; later ones read it from the cache).
+        reference_training_patients: training population of the reference (None: 20,000; the ``tiny`` test
+            preset 500).
     """
 
     preset: SynthPreset
@@ -61,8 +64,9 @@ class SynthConfig:
     extravasation_fraction: tuple[float, float] = (0.005, 0.05)
     pet_days_before: tuple[float, float] = (1.0, 28.0)
     pet_tracers: tuple[str, ...] = ("68Ga-PSMA-11", "18F-DCFPyL")
-    bound_timepoints_h: tuple[float, ...] | None = None
-    single_scan_bound: bool = True
+    reference_timepoints_h: tuple[float, ...] | None = None
+    single_scan_reference: bool = True
+    reference_training_patients: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.n_patients, bool) or not isinstance(self.n_patients, int) or self.n_patients < 1:
@@ -78,13 +82,43 @@ class SynthConfig:
         if not self.pet_tracers:
             raise InputError("pet_tracers needs at least one tracer name")
 
+        if self.reference_training_patients is not None and self.reference_training_patients < 50:
+            raise InputError(f"reference_training_patients must be ≥ 50, got {self.reference_training_patients}")
+
     @property
-    def bound_times_h(self) -> tuple[float, ...]:
-        """Scan times of the single-scan bound."""
-        return self.bound_timepoints_h or self.preset.timepoints_h
+    def reference_times_h(self) -> tuple[float, ...]:
+        """Scan times of the single-scan reference."""
+        return self.reference_timepoints_h or self.preset.timepoints_h
+
+    @property
+    def reference_population(self) -> int:
+        """Training population size of the single-scan reference."""
+        if self.reference_training_patients is not None:
+            return self.reference_training_patients
+        return _TRAINING_PATIENTS_BY_PRESET.get(self.preset.name, 20_000)
+
+
+# The `tiny` preset is for tests (seconds): its reference trains on a small population (≈ 1 min once, cached).
+_TRAINING_PATIENTS_BY_PRESET = {"tiny": 500}
+# Settings of the single-scan bound, replaced by the single-scan reference (issue 10): refused with a pointer.
+_RENAMED_PROTOCOL = {
+    "single_scan_bound": "single_scan_reference",
+    "bound_timepoints_h": "reference_timepoints_h",
+}
 
 
 _TOP_LEVEL_OVERRIDES = ("shared_variance_fraction", "timepoints_h", "activity_mbq", "max_lesions", "image_format")
+
+
+def _refuse_renamed(protocol: Mapping[str, Any]) -> None:
+    """Refuse the single-scan bound's old setting names with a pointer to the reference's."""
+    old = sorted(set(protocol) & set(_RENAMED_PROTOCOL))
+    if old:
+        hints = ", ".join(f"{k} → {_RENAMED_PROTOCOL[k]}" for k in old)
+        raise InputError(
+            f"synth overrides protocol: {', '.join(old)} no longer exist(s): the single-scan bound was replaced by "
+            f"the single-scan reference (truth/single_scan_reference.csv); rename {hints} in configs/synth.yaml"
+        )
 
 
 def make_config(
@@ -126,6 +160,7 @@ def make_config(
     protocol: dict[str, Any] = {
         k: (tuple(v) if isinstance(v, list) else v) for k, v in (ov.get("protocol") or {}).items()
     }
+    _refuse_renamed(protocol)
     return SynthConfig(
         preset=chosen,
         n_patients=int(n_patients),

@@ -1,4 +1,4 @@
-"""One synthetic patient: lesions, anatomy, kinetics, response, protocol, single-scan bound and its images.
+"""One synthetic patient: lesions, anatomy, kinetics, response, protocol, single-scan reference inputs, images.
 
 One patient = one independent random stream (`patient_rng(seed, index)` and sub-streams of the same seed
 sequence), so patients can be generated in any order and in parallel.
@@ -19,7 +19,6 @@ import numpy.typing as npt
 from ludl.io.manifest import ManifestRow
 from ludl.io.regions import lesion_name
 from ludl.physics.units import ML_PER_MM3
-from ludl.synth.bound import SingleScanEstimate, reference_kinetics_grid, single_scan_estimates
 from ludl.synth.config import SynthConfig, patient_id
 from ludl.synth.kinetics import (
     Lesions,
@@ -30,6 +29,7 @@ from ludl.synth.kinetics import (
     sample_pet_lesion_factor,
 )
 from ludl.synth.protocol import draw_protocol
+from ludl.synth.reference import ReferenceInputs, measurement_rng, reference_inputs
 from ludl.synth.response import PatientResponse, simulate_response
 from ludl.synth.truth import RegionTruth, regions_from_kinetics
 
@@ -70,7 +70,7 @@ class PatientResult:
     p_true: float
     p_observable: float
     latent: Mapping[str, float]
-    bound: tuple[SingleScanEstimate, ...]
+    reference: ReferenceInputs | None
     lesion_pet_log_factor: FloatArray
     lesion_log_uptake_24h: FloatArray
     seconds: float
@@ -126,12 +126,10 @@ def generate_patient(config: SynthConfig, index: int, out_dir: Path | None = Non
             pet_factor,
             sub_rng(config.seed, index, STREAM_IMAGING),
         )
-    bound: tuple[SingleScanEstimate, ...] = ()
-    if config.single_scan_bound:
-        ref_kin = reference_kinetics_grid(kin, priors)
-        bound = tuple(
-            single_scan_estimates(kin, priors, t, pet_factor, reference=ref_kin) for t in config.bound_times_h
-        )
+    reference = None
+    if config.single_scan_reference:
+        # Cycle 1 at the nominal scan times; the measurement errors come from a stream of their own.
+        reference = reference_inputs(kin, pet_factor, config.reference_times_h, measurement_rng(config.seed, index))
     latent = {
         "t_eff_patient_z": float(kin.latent["t_eff_patient_z"]),
         "renal_z": float(kin.latent["renal_z"]),
@@ -151,7 +149,7 @@ def generate_patient(config: SynthConfig, index: int, out_dir: Path | None = Non
         p_true=response.p_true,
         p_observable=response.p_observable,
         latent=latent,
-        bound=bound,
+        reference=reference,
         lesion_pet_log_factor=np.log(pet_factor),
         lesion_log_uptake_24h=_log_uptake_24h(kin),
         seconds=time.perf_counter() - t0,

@@ -53,8 +53,8 @@ def kinetics_population() -> KineticsPopulation:
 def clinical_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSummary]:
     """A written ``images=False`` clinical cohort of `CLINICAL_N` patients and its summary."""
     out = tmp_path_factory.mktemp("clinical_cohort")
-    # The single-scan bound has tests of its own (test_bound.py); skipping it here halves the time.
-    overrides = {"protocol": {"single_scan_bound": False}}
+    # The single-scan reference has tests of its own (test_reference.py); skipping it here saves its training.
+    overrides = {"protocol": {"single_scan_reference": False}}
     summary = run_synth("clinical", CLINICAL_N, CLINICAL_SEED, out, images=False, workers=2, overrides=overrides)
     return out, summary
 

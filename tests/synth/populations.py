@@ -11,7 +11,7 @@ from ludl.synth.response import PatientResponse, simulate_response
 # The in-memory population (default priors): cycle-1 kinetics and the response of each patient.
 POPULATION_N = 300
 POPULATION_SEED = 4242
-# The written ``images=False`` cohort of the clinical preset (lesion cap 150), without the single-scan bound.
+# The written ``images=False`` cohort of the clinical preset (lesion cap 150), without the single-scan reference.
 CLINICAL_N = 300
 CLINICAL_SEED = 2026
 

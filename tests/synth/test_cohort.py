@@ -346,7 +346,7 @@ def test_truth_region_table_with_images(tiny_cohort: Path) -> None:
         body = by_region[(pid, "body")]
         assert 0.0 <= float(body["in_fov_fraction"]) <= 1.0
     assert (tiny_cohort / "truth" / "SYN0001" / "dose_c1.nii.gz").is_file()
-    assert (tiny_cohort / "truth" / "single_scan_bound.csv").is_file()
+    assert (tiny_cohort / "truth" / "single_scan_reference.csv").is_file()
 
 
 @pytest.mark.slow
