@@ -169,6 +169,7 @@ class TrainInferenceConf:
     overlap: float = MISSING
     sw_device: str | None = MISSING
     device: str | None = MISSING
+    pad_multiple: int = MISSING
 
 
 @dataclass

@@ -27,6 +27,9 @@ class VolumePredictor:
         sw_batch_size: windows per forward.
         overlap: window overlap fraction.
         sw_device: where windows run (None: the batch's device); device: where the result is stitched.
+        pad_multiple: a whole-volume forward pads the grid at its far end to a multiple of this (a U-Net's
+            down-sampling needs sizes divisible by 2^(levels − 1)); outputs are cropped back. Zero activity in the
+            padding adds no dose.
     """
 
     def __init__(
@@ -36,12 +39,14 @@ class VolumePredictor:
         overlap: float = 0.25,
         sw_device: str | None = None,
         device: str | None = None,
+        pad_multiple: int = 16,
     ) -> None:
         self.roi_size_zyx = None if roi_size_zyx is None else tuple(int(s) for s in roi_size_zyx)
         self.sw_batch_size = int(sw_batch_size)
         self.overlap = float(overlap)
         self.sw_device = sw_device
         self.device = device
+        self.pad_multiple = max(1, int(pad_multiple))
         self._inferer: Any = None
 
     def _window(self) -> Any:
@@ -63,8 +68,24 @@ class VolumePredictor:
         """The network's outputs on the whole volume(s) of `batch`."""
         shape = tuple(batch["activity_mbq_per_ml"].shape[2:])
         if self.roi_size_zyx is None or all(s <= r for s, r in zip(shape, self.roi_size_zyx, strict=True)):
-            return net(batch)
+            return self._padded(net, batch, shape)
         return self._sliding(net, batch)
+
+    def _padded(self, net: DoseNet, batch: Mapping[str, Any], shape: tuple[int, ...]) -> DoseNetOutput:
+        """One forward on the volume padded to `pad_multiple`, outputs cropped back to `shape`."""
+        m = self.pad_multiple
+        pad = [(-s) % m for s in shape]
+        if not any(pad):
+            return net(batch)
+        # F.pad takes (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi)
+        widths = (0, pad[2], 0, pad[1], 0, pad[0])
+        padded = {
+            k: torch.nn.functional.pad(v, widths) if isinstance(v, torch.Tensor) and v.ndim == 5 and tuple(v.shape[2:]) == shape else v
+            for k, v in batch.items()
+        }
+        out = net(padded)
+        crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+        return DoseNetOutput(*(v[crop] if isinstance(v, torch.Tensor) and v.ndim == 5 else v for v in out))
 
     def _sliding(self, net: DoseNet, batch: Mapping[str, Any]) -> DoseNetOutput:
         """Windows over the network part, the τ → TIA → dose tail of `DoseNet.forward` on the whole volume."""

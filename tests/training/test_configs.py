@@ -18,7 +18,7 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.
 def test_every_train_config_composes(group: str, option: str) -> None:
     register_schemas()
     with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"{group}={option}", "prepared=/tmp/prepared"])
+        cfg = compose(config_name="train", overrides=[f"{group}={option}", "prepared=/tmp/prepared", "out=/tmp/run"])
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict) and plain["trainer"]["_target_"] == "pytorch_lightning.Trainer"
     assert plain["model"]["backbone"]["_target_"].startswith("ludl.models.backbones.")

@@ -77,11 +77,12 @@ def test_two_process_cpu_ddp_run_finishes(tmp_path: Path, tiny_prepared: tuple[P
 def test_two_trial_optuna_sweep_runs(tmp_path: Path, tiny_prepared: tuple[Path, Path]) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     done = _train(
-        tmp_path, tiny_prepared, "-m", "sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=1",
-        "evaluate=false", f"out={tmp_path}/sweep/${{hydra:job.num}}",
+        tmp_path, tiny_prepared, "-m", "sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=2",
+        "evaluate=false", f"paths.output_dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "Best parameters" in done.stdout + done.stderr or len(list((tmp_path / "sweep").glob("*/model"))) == 2
+    trials = sorted((tmp_path / "train" / "tiny" / "sweep").glob("*/model/weights.pt"))
+    assert len(trials) == 2  # one run folder per trial
 
 
 def test_missing_prepared_folder_is_a_clear_error(tmp_path: Path) -> None:
