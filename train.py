@@ -37,7 +37,11 @@ def demo_cohort(cfg: DictConfig) -> tuple[Path, Path]:
     if not (prepared / "prepared.complete").is_file():
         print(f"preparing it into {prepared} …")
         summary = run_prepare(
-            cohort, prepared, workers=demo.workers, n_folds=int(demo.n_folds), seed=int(demo.seed),
+            cohort,
+            prepared,
+            workers=demo.workers,
+            n_folds=int(demo.n_folds),
+            seed=int(demo.seed),
             options=DosimetryOptions(kernel_cache_dir=Path(str(cfg.paths.kernel_cache_dir))),
         )
         if not summary.ok:
@@ -52,15 +56,23 @@ def region_scoring() -> Any:
     from ludl.training.predict import CorrectionInput, RegionScoring
 
     try:
-        from ludl.dosimetry.regions import RegionSet
         from ludl.dosimetry.single_scan import correct_region_doses
+
+        from ludl.dosimetry.regions import RegionSet
     except ImportError:  # single-scan correction not available: the corrected column stays empty
         return RegionScoring(region_class=region_class)
 
     def correct(item: CorrectionInput) -> dict[str, float]:
-        regions = RegionSet(item.labels, dict(item.region_values), {n: item.region_kinds.get(n, "organ") for n in item.region_values})
+        regions = RegionSet(
+            item.labels, dict(item.region_values), {n: item.region_kinds.get(n, "organ") for n in item.region_values}
+        )
         doses = correct_region_doses(
-            item.tia_mbq_h_per_ml, regions, item.density_g_per_ml, item.spacing_zyx_mm, item.fwhm_mm, dose_gy=item.dose_gy
+            item.tia_mbq_h_per_ml,
+            regions,
+            item.density_g_per_ml,
+            item.spacing_zyx_mm,
+            item.fwhm_mm,
+            dose_gy=item.dose_gy,
         )
         return dict(doses.mean_dose_gy)
 
@@ -79,7 +91,12 @@ def evaluate_run(cfg: DictConfig, result: Any) -> None:
         for s in result.dose_slices
     ]
     evaluation = evaluate(
-        result.run_dir, str(cfg.prepared), str(cfg.cohort), int(cfg.data.fold), dose_slices=slices, n_boot=int(cfg.n_boot)
+        result.run_dir,
+        str(cfg.prepared),
+        str(cfg.cohort),
+        int(cfg.data.fold),
+        dose_slices=slices,
+        n_boot=int(cfg.n_boot),
     )
     print(evaluation.format())  # ends with where the page is
 

@@ -53,12 +53,16 @@ class EmaCallback(pl.Callback):
             pl_module.load_state_dict(self._backup, strict=False)
             self._backup = {}
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """Store the average beside the raw weights."""
         if self.shadow:
             checkpoint[EMA_KEY] = {k: v.detach().cpu().clone() for k, v in self.shadow.items()}
 
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """Resume the average."""
         saved = checkpoint.get(EMA_KEY)
         if saved:
@@ -95,7 +99,8 @@ class SliceImages(pl.Callback):
         if trainer.current_epoch % self.every_n_epochs:
             return
         with torch.inference_mode():
-            out = pl_module.predictor(pl_module.net, batch)  # type: ignore[attr-defined]
+            module: Any = pl_module  # a DoseLightningModule: its predictor and net
+            out = module.predictor(module.net, batch)
         y = batch["dose_gy"].shape[3] // 2
         ref = batch["dose_gy"][0, 0, :, y].float().cpu().numpy()
         pred = out.dose_gy[0, 0, :, y].float().cpu().numpy()
@@ -104,6 +109,11 @@ class SliceImages(pl.Callback):
         ref_seg = batch["classes"][0, 0, :, y].cpu().numpy().astype("float32")
         logger.log_image(
             key="val/slices",
-            images=[pred[::-1] / vmax, ref[::-1] / vmax, seg[::-1] / max(seg.max(), 1.0), ref_seg[::-1] / max(ref_seg.max(), 1.0)],
+            images=[
+                pred[::-1] / vmax,
+                ref[::-1] / vmax,
+                seg[::-1] / max(seg.max(), 1.0),
+                ref_seg[::-1] / max(ref_seg.max(), 1.0),
+            ],
             caption=["dose (network)", "dose (multi-TP)", "segmentation (network)", "segmentation (reference)"],
         )

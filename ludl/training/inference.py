@@ -80,7 +80,9 @@ class VolumePredictor:
         # F.pad takes (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi)
         widths = (0, pad[2], 0, pad[1], 0, pad[0])
         padded = {
-            k: torch.nn.functional.pad(v, widths) if isinstance(v, torch.Tensor) and v.ndim == 5 and tuple(v.shape[2:]) == shape else v
+            k: torch.nn.functional.pad(v, widths)
+            if isinstance(v, torch.Tensor) and v.ndim == 5 and tuple(v.shape[2:]) == shape
+            else v
             for k, v in batch.items()
         }
         out = net(padded)
@@ -112,7 +114,11 @@ class VolumePredictor:
             outs = [self._sliding(net, {k: _index(v, i) for k, v in batch.items()}) for i in range(x.shape[0])]
             return DoseNetOutput(*(_cat([o[j] for o in outs]) for j in range(len(DoseNetOutput._fields))))
         stitched = self._window()(x, network_part).to(activity.device)
-        seg, features, rest = stitched[:, :n_classes], stitched[:, n_classes : n_classes + f], stitched[:, n_classes + f :]
+        seg, features, rest = (
+            stitched[:, :n_classes],
+            stitched[:, n_classes : n_classes + f],
+            stitched[:, n_classes + f :],
+        )
         pooled = features.mean(dim=(2, 3, 4))
         gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq").float()
         if net.dose_mode == "direct":

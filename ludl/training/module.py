@@ -143,11 +143,18 @@ class DoseLightningModule(pl.LightningModule):
     def losses(self, out: DoseNetOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Every loss term and their weighted sum (``loss``)."""
         c = self.loss_config
-        seg = masked_dice_ce(out.seg_logits, batch["classes"], batch.get("labelled"), dice_weight=c.dice, ce_weight=c.ce)
+        seg = masked_dice_ce(
+            out.seg_logits, batch["classes"], batch.get("labelled"), dice_weight=c.dice, ce_weight=c.ce
+        )
         # Body = CT density above that of lung (≈ 0.3 g/mL): outside it (air, couch) dose is noise.
         body = batch["density_g_per_ml"] > 0.2
         weights = dose_weight_map(
-            batch["classes"], body, body=c.body, organ=c.organ, marrow=c.marrow, lesion=c.lesion,
+            batch["classes"],
+            body,
+            body=c.body,
+            organ=c.organ,
+            marrow=c.marrow,
+            lesion=c.lesion,
             outside=c.outside,
         )
         if "valid" in batch:

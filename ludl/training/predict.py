@@ -193,7 +193,11 @@ def _segmentation_rows(batch: Mapping[str, Any], out: DoseNetOutput, record: Any
     pred = out.seg_logits[0].argmax(dim=0).cpu().numpy()
     reference = batch["classes"][0, 0].cpu().numpy()
     regions = batch["regions"][0, 0].cpu().numpy()
-    lesion_values = [int(v) for v, les in zip(batch["region_values"][0].tolist(), batch["region_is_lesion"][0].tolist(), strict=True) if les and v > 0]
+    lesion_values = [
+        int(v)
+        for v, les in zip(batch["region_values"][0].tolist(), batch["region_is_lesion"][0].tolist(), strict=True)
+        if les and v > 0
+    ]
     n_ref, detected, false_pos = lesion_detection(pred, regions, lesion_values)
     labelled = batch["labelled"][0].cpu().numpy() if "labelled" in batch else None
     base = {

@@ -32,7 +32,14 @@ from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.training.artifact import save_artifact
 from ludl.training.callbacks import EMA_KEY
 from ludl.training.module import DoseLightningModule
-from ludl.training.predict import PATIENT_COLUMNS, REGION_COLUMNS, SEGMENTATION_COLUMNS, RegionScoring, predict_split, write_csv
+from ludl.training.predict import (
+    PATIENT_COLUMNS,
+    REGION_COLUMNS,
+    SEGMENTATION_COLUMNS,
+    RegionScoring,
+    predict_split,
+    write_csv,
+)
 from ludl.training.response import (
     RESPONSE_TIMEPOINT_H,
     fit_response_head,
@@ -174,7 +181,7 @@ def _response_stage(
         seed=int(cfg.get("seed", 0)),
     )
     patients = sorted(test_features)
-    probs = predict_response(head, torch.cat([test_features[p] for p in patients])) if patients else []
+    probs: Any = predict_response(head, torch.cat([test_features[p] for p in patients])) if patients else []
     info = {"response": f"fitted on {len(ys)} training patients", "n_response_features": int(feats[0].shape[1])}
     state = {f"response.{k}": v for k, v in head.state_dict().items()}
     return dict(zip(patients, (float(p) for p in probs), strict=True)), labels, state, info
@@ -222,7 +229,8 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     if not trainer.is_global_zero:
         return result
     ckpt = trainer.checkpoint_callback
-    best = Path(ckpt.best_model_path) if ckpt is not None and getattr(ckpt, "best_model_path", "") else None
+    best_path = str(getattr(ckpt, "best_model_path", "") or "")
+    best = Path(best_path) if best_path else None
     if best is None or not best.is_file():
         best = last if last.is_file() else None
     if best is not None:

@@ -63,7 +63,9 @@ def make_sample(shape: tuple[int, int, int] = (16, 16, 16), time_h: float = 24.0
         "tia_mbq_h_per_ml": f32(tia),
         "classes": torch.tensor(classes[None]),
         # an institution that contoured the left kidney and lesions only (masked Dice + CE)
-        "labelled": torch.tensor([c.index in (0, class_index("kidney_left"), class_index("lesion")) for c in SEGMENTATION_CLASSES]),
+        "labelled": torch.tensor(
+            [c.index in (0, class_index("kidney_left"), class_index("lesion")) for c in SEGMENTATION_CLASSES]
+        ),
         "gt_fov": torch.ones((1, *shape), dtype=torch.bool),
         "valid": torch.ones((1, *shape), dtype=torch.bool),
         "regions": torch.tensor(regions[None]),

@@ -63,5 +63,5 @@ def test_other_format_version_is_refused(saved: tuple[Path, torch.nn.Module], tm
     (copy / WEIGHTS_FILE).write_bytes((folder / WEIGHTS_FILE).read_bytes())
     with pytest.raises(LudlError, match=r"model\.json: artifact format version 99, this ludl reads version 1"):
         load_artifact(copy)
-    with pytest.raises(LudlError, match="model.json is missing"):
+    with pytest.raises(LudlError, match=r"model\.json is missing"):
         load_artifact(tmp_path / "nothing")

@@ -22,9 +22,11 @@ class _Capture(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.step = trainer.global_step
-        self.state = {k: v.clone() for k, v in trainer.optimizers[0].state_dict()["state"][0].items()} if (
-            trainer.optimizers[0].state_dict()["state"]
-        ) else {}
+        self.state = (
+            {k: v.clone() for k, v in trainer.optimizers[0].state_dict()["state"][0].items()}
+            if (trainer.optimizers[0].state_dict()["state"])
+            else {}
+        )
 
 
 def _fit(root: Path, max_steps: int, ckpt_path: str | None) -> tuple[pl.Trainer, _Capture]:
@@ -33,8 +35,14 @@ def _fit(root: Path, max_steps: int, ckpt_path: str | None) -> tuple[pl.Trainer,
     capture = _Capture()
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0, every_n_train_steps=1)
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=max_steps, limit_val_batches=0, logger=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[checkpoint, capture], default_root_dir=root,
+        accelerator="cpu",
+        max_steps=max_steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[checkpoint, capture],
+        default_root_dir=root,
     )
     trainer.fit(module, datamodule=StandInDataModule(n=8, batch_size=2), ckpt_path=ckpt_path)
     return trainer, capture

@@ -38,9 +38,22 @@ def _train(tmp: Path, data: tuple[Path, Path], *extra: str, timeout: int = 600) 
     cohort, prepared = data
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
     flags = [e for e in extra if e.startswith("-")]  # Hydra's flags (-m) before the overrides
-    args = [sys.executable, str(REPO / "train.py"), *flags, "experiment=tiny", f"cohort={cohort}", f"prepared={prepared}"]
+    args = [
+        sys.executable,
+        str(REPO / "train.py"),
+        *flags,
+        "experiment=tiny",
+        f"cohort={cohort}",
+        f"prepared={prepared}",
+    ]
     return subprocess.run(
-        [*args, *(e for e in extra if not e.startswith("-"))], cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [*args, *(e for e in extra if not e.startswith("-"))],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -67,7 +80,12 @@ def test_run_writes_predictions_and_artifact(tmp_path: Path, tiny_prepared: tupl
 def test_two_process_cpu_ddp_run_finishes(tmp_path: Path, tiny_prepared: tuple[Path, Path]) -> None:
     out = tmp_path / "ddp"
     done = _train(
-        tmp_path, tiny_prepared, "trainer=ddp", "trainer.devices=2", "trainer.max_steps=2", f"out={out}",
+        tmp_path,
+        tiny_prepared,
+        "trainer=ddp",
+        "trainer.devices=2",
+        "trainer.max_steps=2",
+        f"out={out}",
         "evaluate=false",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -77,8 +95,14 @@ def test_two_process_cpu_ddp_run_finishes(tmp_path: Path, tiny_prepared: tuple[P
 def test_two_trial_optuna_sweep_runs(tmp_path: Path, tiny_prepared: tuple[Path, Path]) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     done = _train(
-        tmp_path, tiny_prepared, "-m", "sweep=optuna", "hydra.sweeper.n_trials=2", "trainer.max_steps=2",
-        "evaluate=false", f"paths.output_dir={tmp_path}",
+        tmp_path,
+        tiny_prepared,
+        "-m",
+        "sweep=optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_steps=2",
+        "evaluate=false",
+        f"paths.output_dir={tmp_path}",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     trials = sorted((tmp_path / "train" / "tiny" / "sweep").glob("*/model/weights.pt"))
