@@ -33,6 +33,7 @@ __all__ = [
     "ArtifactError",
     "ModelArtifact",
     "load_artifact",
+    "load_network",
     "save_artifact",
 ]
 
