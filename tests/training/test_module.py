@@ -64,3 +64,22 @@ def test_validation_logs_region_errors_and_hparams_are_plain() -> None:
 def test_unknown_loss_key_is_refused() -> None:
     with pytest.raises(InputError, match="unknown loss key"):
         LossConfig.from_mapping({"dose_weight": 1.0})
+
+
+def test_sliding_window_runs_the_physics_on_the_whole_volume() -> None:
+    """Windows over the network part; the dose is the whole-volume physics of the stitched τ (no patch edges)."""
+    from ludl.training.inference import VolumePredictor
+
+    module = _module()
+    batch = make_batch(1, shape=(24, 20, 20))
+    predictor = VolumePredictor(roi_size_zyx=(16, 16, 16), overlap=0.25)
+    with torch.inference_mode():
+        out = predictor(module.net, batch)
+        assert out.tau_h is not None and out.residual_gy is not None
+        whole = module.net.physics(
+            batch["activity_mbq_per_ml"], out.tau_h, batch["density_g_per_ml"], batch["spacing_zyx_mm"]
+        )
+    assert out.dose_gy.shape == batch["dose_gy"].shape and out.seg_logits.shape[2:] == (24, 20, 20)
+    torch.testing.assert_close(out.dose_gy, (whole.dose_gy + out.residual_gy).clamp_min(0.0))
+    # τ within its bounds [e·t, τ_max]
+    assert float(out.tau_h.min()) >= math.e * 24.0 * (1 - 1e-5) and float(out.tau_h.max()) <= 20_000.0
