@@ -146,3 +146,67 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for job, schema in JOB_SCHEMAS.items():
         store.store(name=f"{job}_schema", node=schema)
+
+
+@dataclass
+class TrainDemoConf:
+    """``train.yaml`` ``demo``: the embedded demo cohort."""
+
+    preset: str = MISSING
+    n_patients: int = MISSING
+    seed: int = MISSING
+    n_folds: int = MISSING
+    workers: int | None = MISSING
+    cache_dir: str = MISSING
+
+
+@dataclass
+class TrainInferenceConf:
+    """``train.yaml`` ``inference``: whole-volume prediction (`ludl.training.inference.VolumePredictor`)."""
+
+    roi_size_zyx: list[int] | None = MISSING
+    sw_batch_size: int = MISSING
+    overlap: float = MISSING
+    sw_device: str | None = MISSING
+    device: str | None = MISSING
+    pad_multiple: int = MISSING
+
+
+@dataclass
+class TrainResponseConf:
+    """``train.yaml`` ``response``: the non-response head's second stage."""
+
+    enabled: bool = MISSING
+    steps: int = MISSING
+    lr: float = MISSING
+    hidden: int = MISSING
+    focal_gamma: float = MISSING
+
+
+@dataclass
+class TrainConf:
+    """``python train.py``; the groups (data, model, loss, optim, trainer, logger, callbacks) are ``_target_``
+    configs checked where they are instantiated."""
+
+    paths: PathsConf = field(default_factory=PathsConf)
+    data: Any = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    optim: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = None
+    callbacks: Any = None
+    name: str = MISSING
+    seed: int = MISSING
+    cohort: str | None = MISSING
+    prepared: str | None = MISSING
+    out: str = MISSING
+    evaluate: bool = MISSING
+    n_boot: int = MISSING
+    n_dose_slices: int = MISSING
+    demo: TrainDemoConf = field(default_factory=TrainDemoConf)
+    inference: TrainInferenceConf = field(default_factory=TrainInferenceConf)
+    response: TrainResponseConf = field(default_factory=TrainResponseConf)
+
+
+JOB_SCHEMAS["train"] = TrainConf

@@ -1,0 +1,147 @@
+"""Whole-volume prediction: sliding window over the network part, then the physics layer on the WHOLE volume.
+
+A patch's dose misses the cross-dose from activity outside it; running the kernel convolution on the stitched,
+whole-volume TIA map keeps it. The network part (backbone, FiLM, voxel heads) runs window by window with cached
+Gaussian blending weights (`monai.inferers.SlidingWindowInferer`); ``sw_device`` computes, ``device`` stitches, so
+a whole-body volume fits where the GPU cannot hold it. A volume no larger than the window goes in one forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ludl.models.network import DoseNet, DoseNetOutput, _per_sample
+from ludl.models.physics_layer import bounded_tau
+
+__all__ = ["VolumePredictor"]
+
+
+class VolumePredictor:
+    """Predict a whole volume (batch of 1 or more same-size volumes) with a `DoseNet`.
+
+    Args:
+        roi_size_zyx: sliding-window size (voxels); None: one forward of the whole volume.
+        sw_batch_size: windows per forward.
+        overlap: window overlap fraction.
+        sw_device: where windows run (None: the batch's device); device: where the result is stitched.
+        pad_multiple: a whole-volume forward pads the grid at its far end to a multiple of this (a U-Net's
+            down-sampling needs sizes divisible by 2^(levels − 1)); outputs are cropped back. Zero activity in the
+            padding adds no dose.
+    """
+
+    def __init__(
+        self,
+        roi_size_zyx: Sequence[int] | None = None,
+        sw_batch_size: int = 1,
+        overlap: float = 0.25,
+        sw_device: str | None = None,
+        device: str | None = None,
+        pad_multiple: int = 16,
+    ) -> None:
+        self.roi_size_zyx = None if roi_size_zyx is None else tuple(int(s) for s in roi_size_zyx)
+        self.sw_batch_size = int(sw_batch_size)
+        self.overlap = float(overlap)
+        self.sw_device = sw_device
+        self.device = device
+        self.pad_multiple = max(1, int(pad_multiple))
+        self._inferer: Any = None
+
+    def _window(self) -> Any:
+        if self._inferer is None:
+            from monai.inferers import SlidingWindowInferer
+
+            self._inferer = SlidingWindowInferer(
+                roi_size=self.roi_size_zyx,  # type: ignore[arg-type]
+                sw_batch_size=self.sw_batch_size,
+                overlap=self.overlap,
+                mode="gaussian",
+                sw_device=self.sw_device,
+                device=self.device,
+                cache_roi_weight_map=True,  # one Gaussian weight map for every window and volume
+            )
+        return self._inferer
+
+    def __call__(self, net: DoseNet, batch: Mapping[str, Any]) -> DoseNetOutput:
+        """The network's outputs on the whole volume(s) of `batch`."""
+        shape = tuple(batch["activity_mbq_per_ml"].shape[2:])
+        if self.roi_size_zyx is None or all(s <= r for s, r in zip(shape, self.roi_size_zyx, strict=True)):
+            return self._padded(net, batch, shape)
+        return self._sliding(net, batch)
+
+    def _padded(self, net: DoseNet, batch: Mapping[str, Any], shape: tuple[int, ...]) -> DoseNetOutput:
+        """One forward on the volume padded to `pad_multiple`, outputs cropped back to `shape`."""
+        m = self.pad_multiple
+        pad = [(-s) % m for s in shape]
+        if not any(pad):
+            return net(batch)
+        # F.pad takes (x_lo, x_hi, y_lo, y_hi, z_lo, z_hi)
+        widths = (0, pad[2], 0, pad[1], 0, pad[0])
+        padded = {
+            k: torch.nn.functional.pad(v, widths)
+            if isinstance(v, torch.Tensor) and v.ndim == 5 and tuple(v.shape[2:]) == shape
+            else v
+            for k, v in batch.items()
+        }
+        out = net(padded)
+        crop = (slice(None), slice(None), slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+        return DoseNetOutput(*(v[crop] if isinstance(v, torch.Tensor) and v.ndim == 5 else v for v in out))
+
+    def _sliding(self, net: DoseNet, batch: Mapping[str, Any]) -> DoseNetOutput:
+        """Windows over the network part, the τ → TIA → dose tail of `DoseNet.forward` on the whole volume."""
+        activity = batch["activity_mbq_per_ml"]
+        x = net.network_input(batch)
+        time_h = _per_sample(batch["time_h"], activity, "time_h")
+        n_classes = net.heads.n_classes
+        f = net.feature_channels
+
+        def network_part(window: torch.Tensor) -> torch.Tensor:
+            features = net.feature_act(net.backbone(window))
+            if net.film is not None:
+                log_t = torch.log(time_h.reshape(-1, 1).to(window.device) / net.normalisation.time_ref_h)
+                gamma, beta = net.film(log_t).chunk(2, dim=1)
+                features = features * (1 + gamma[..., None, None, None]) + beta[..., None, None, None]
+            heads = net.heads(features)
+            parts = [heads.seg_logits.float(), features.float()]
+            for extra in (heads.raw_tau, heads.residual_gy_per_gbq, heads.direct_gy_per_gbq):
+                if extra is not None:
+                    parts.append(extra.float())
+            return torch.cat(parts, dim=1)
+
+        if x.shape[0] > 1:  # FiLM needs one time per window batch: run the samples one by one
+            outs = [self._sliding(net, {k: _index(v, i) for k, v in batch.items()}) for i in range(x.shape[0])]
+            return DoseNetOutput(*(_cat([o[j] for o in outs]) for j in range(len(DoseNetOutput._fields))))
+        stitched = self._window()(x, network_part).to(activity.device)
+        seg, features, rest = (
+            stitched[:, :n_classes],
+            stitched[:, n_classes : n_classes + f],
+            stitched[:, n_classes + f :],
+        )
+        pooled = features.mean(dim=(2, 3, 4))
+        gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq").float()
+        if net.dose_mode == "direct":
+            return DoseNetOutput(seg, rest[:, :1] * gbq, None, None, None, None, pooled)
+        if net.physics is None:
+            raise RuntimeError("DoseNet in tau mode was built without its physics layer")
+        raw = net._tau_prior_logit(time_h.float()) + rest[:, :1]
+        tau = bounded_tau(raw, time_h.reshape(-1).float(), net.tau_bounds.tau_max_h, net.tau_scale)
+        phys = net.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
+        dose, residual = phys.dose_gy, None
+        if rest.shape[1] > 1:
+            residual = rest[:, 1:2] * gbq
+            dose = (dose + residual).clamp_min(0.0)
+        return DoseNetOutput(seg, dose, tau, phys.tia_mbq_h_per_ml, phys.dose_gy, residual, pooled)
+
+
+def _index(value: Any, i: int) -> Any:
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        return value[i : i + 1]
+    if isinstance(value, list):
+        return value[i : i + 1]
+    return value
+
+
+def _cat(values: list[Any]) -> Any:
+    return None if values[0] is None else torch.cat(values, dim=0)

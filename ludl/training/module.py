@@ -1,0 +1,212 @@
+"""`DoseLightningModule`: DoseNet + the multi-task loss, optimiser/scheduler from config, whole-volume validation.
+
+Every constructor argument is a plain mapping (the resolved config): Lightning saves them as hyperparameters, and a
+checkpoint with plain hyperparameters loads with ``torch.load(weights_only=True)``. Objects (backbone, optimiser,
+scheduler) are built from them with ``hydra.utils.instantiate`` (``_target_``; optimisers ``_partial_``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+
+from ludl.errors import InputError
+from ludl.io.regions import SEGMENTATION_CLASSES
+from ludl.models.network import DoseNet, DoseNetOutput, InputNormalisation
+from ludl.models.physics_layer import DosePhysicsLayer
+from ludl.training.inference import VolumePredictor
+from ludl.training.losses import dose_weight_map, masked_dice_ce, region_mean_dose_loss, relative_dose_loss
+from ludl.training.metrics import region_errors, summarise_validation
+
+__all__ = ["DoseLightningModule", "LossConfig", "build_dosenet", "region_masks"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the multi-task loss (``loss/`` group): segmentation, voxel dose, region mean dose.
+
+    The voxel term is `relative_dose_loss` weighted by `dose_weight_map` (body/organ/marrow/lesion/outside) on the
+    ``valid`` voxels; the region term is `region_mean_dose_loss` against the pipeline's partial-volume-CORRECTED
+    region means, so the network learns to report corrected means from one scan.
+    """
+
+    segmentation: float = 1.0
+    dose: float = 1.0
+    region: float = 1.0
+    dice: float = 1.0
+    ce: float = 1.0
+    body: float = 1.0
+    organ: float = 4.0
+    marrow: float = 4.0
+    lesion: float = 8.0
+    outside: float = 0.1
+    floor_gy: float = 1.0
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> LossConfig:
+        """From the ``loss`` config (unknown keys refused)."""
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown loss key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{k: float(v) for k, v in values.items()})
+
+
+def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
+    """A `DoseNet` from the ``model`` config: ``backbone`` (``_target_``), ``feature_channels``, ``physics``,
+    ``normalisation`` and the remaining `DoseNet` keyword arguments."""
+    cfg = dict(config)
+    try:
+        backbone_cfg = dict(cfg.pop("backbone"))
+        feature_channels = int(cfg.pop("feature_channels"))
+    except KeyError as err:
+        raise InputError(f"the model config lacks {err}; see ludl/configs/model/dosenet.yaml") from err
+    physics_cfg = dict(cfg.pop("physics", None) or {})
+    norm_cfg = dict(cfg.pop("normalisation", None) or {})
+    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "channel")))
+    backbone = instantiate(backbone_cfg, in_channels=in_channels, out_channels=feature_channels)
+    return DoseNet(
+        backbone,
+        feature_channels,
+        len(SEGMENTATION_CLASSES),
+        physics=DosePhysicsLayer(**physics_cfg),
+        normalisation=InputNormalisation(**norm_cfg),
+        **cfg,
+    )
+
+
+def region_masks(batch: Mapping[str, Any]) -> torch.Tensor:
+    """(B, R, Z, Y, X) bool masks of the listed regions (value 0 = padding → empty)."""
+    regions = batch["regions"]
+    values = batch["region_values"].to(regions.device)
+    view = (*values.shape, 1, 1, 1)
+    return (regions == values.reshape(view)) & (values > 0).reshape(view)
+
+
+def _to_plain(value: Any) -> Any:
+    """OmegaConf containers as plain dicts/lists (hyperparameters must be plain for weights_only loading)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, DictConfig | ListConfig):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - hydra brings omegaconf
+        pass
+    return value
+
+
+class DoseLightningModule(pl.LightningModule):
+    """DoseNet trained on patches with the multi-task loss; validated on whole volumes with per-region metrics.
+
+    Args:
+        model: the ``model`` config (`build_dosenet`).
+        loss: the ``loss`` config (`LossConfig`).
+        optimizer: ``_target_`` + ``_partial_: true`` optimiser config (called with the parameters).
+        scheduler: optional ``{scheduler: {_target_, _partial_}, interval, monitor}``; None for a constant rate.
+        inference: whole-volume settings (`VolumePredictor`): ``roi_size_zyx`` (None: one forward),
+            ``sw_batch_size``, ``overlap``, ``sw_device``, ``device``.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        loss: Mapping[str, Any] | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        inference: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        model, loss, optimizer, scheduler, inference = (
+            _to_plain(v) for v in (model, loss, optimizer, scheduler, inference)
+        )
+        self.save_hyperparameters(
+            {"model": model, "loss": loss, "optimizer": optimizer, "scheduler": scheduler, "inference": inference}
+        )
+        self.net = build_dosenet(model)
+        self.loss_config = LossConfig.from_mapping(loss)
+        self.optimizer_config = dict(optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
+        self.scheduler_config = dict(scheduler) if scheduler else None
+        self.predictor = VolumePredictor(**dict(inference or {}))
+        self._val_rows: list[dict[str, Any]] = []
+
+    def forward(self, batch: Mapping[str, Any]) -> DoseNetOutput:
+        """The network on a (patch) batch."""
+        return self.net(batch)
+
+    def losses(self, out: DoseNetOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """Every loss term and their weighted sum (``loss``)."""
+        c = self.loss_config
+        seg = masked_dice_ce(
+            out.seg_logits, batch["classes"], batch.get("labelled"), dice_weight=c.dice, ce_weight=c.ce
+        )
+        # Body = CT density above that of lung (≈ 0.3 g/mL): outside it (air, couch) dose is noise.
+        body = batch["density_g_per_ml"] > 0.2
+        weights = dose_weight_map(
+            batch["classes"],
+            body,
+            body=c.body,
+            organ=c.organ,
+            marrow=c.marrow,
+            lesion=c.lesion,
+            outside=c.outside,
+        )
+        if "valid" in batch:
+            weights = weights * batch["valid"].to(weights.dtype)
+        dose = relative_dose_loss(out.dose_gy, batch["dose_gy"], weights, floor_gy=c.floor_gy)
+        terms = {"seg": seg, "dose": dose}
+        if c.region > 0 and "region_values" in batch:
+            target = batch["region_dose_gy"].float()
+            present = (batch["region_values"] > 0) & torch.isfinite(target)
+            masks = region_masks(batch)
+            terms["region"] = region_mean_dose_loss(
+                out.dose_gy, torch.nan_to_num(target, nan=0.0), masks, present.to(masks.device), floor_gy=c.floor_gy
+            )
+        else:
+            terms["region"] = out.dose_gy.sum() * 0.0
+        terms["loss"] = c.segmentation * seg + c.dose * dose + c.region * terms["region"]
+        return terms
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """One patch batch: the weighted multi-task loss."""
+        terms = self.losses(self(batch), batch)
+        bs = int(batch["dose_gy"].shape[0])
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"}, batch_size=bs)
+        self.log("train/loss", terms["loss"].detach(), batch_size=bs, prog_bar=True)
+        return terms["loss"]
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """One whole volume: loss and the region mean-dose errors against the corrected ground truth."""
+        out = self.predictor(self.net, batch)
+        terms = self.losses(out, batch)
+        self.log("val/loss", terms["loss"], batch_size=1, sync_dist=True)
+        self._val_rows.extend(region_errors(out, batch))
+
+    def on_validation_epoch_end(self) -> None:
+        """Bias and median |error| of region mean dose per region kind, Dice; ``val/region_mae`` is monitored."""
+        summary = summarise_validation(self._val_rows)
+        self._val_rows = []
+        for key, value in summary.items():
+            if math.isfinite(value):
+                self.log(f"val/{key}", value, sync_dist=True)
+        if "region_mae" not in summary or not math.isfinite(summary["region_mae"]):
+            self.log("val/region_mae", 1e6, sync_dist=True)  # nothing scored: never the best checkpoint
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> DoseNetOutput:
+        """A whole volume (sliding window over the network, physics on the whole volume)."""
+        return self.predictor(self.net, batch)
+
+    def configure_optimizers(self) -> Any:
+        """Optimiser (and scheduler) from their ``_partial_`` configs."""
+        optimizer = instantiate(self.optimizer_config)(params=self.parameters())
+        if not self.scheduler_config:
+            return optimizer
+        cfg = dict(self.scheduler_config)
+        scheduler = instantiate(cfg.pop("scheduler"))(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **cfg}}

@@ -1,0 +1,31 @@
+"""Every option of every group of the train config composes (and the schema refuses unknown keys)."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from ludl.cli import CONFIG_DIR
+from ludl.configs.schema import register_schemas
+
+GROUPS = ("data", "model", "loss", "optim", "trainer", "logger", "callbacks", "experiment", "sweep")
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONFIG_DIR / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_train_config_composes(group: str, option: str) -> None:
+    register_schemas()
+    with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"{group}={option}", "prepared=/tmp/prepared", "out=/tmp/run"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict) and plain["trainer"]["_target_"] == "pytorch_lightning.Trainer"
+    assert plain["model"]["backbone"]["_target_"].startswith("ludl.models.backbones.")
+
+
+def test_unknown_top_level_key_is_refused() -> None:
+    register_schemas()
+    with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
+        with pytest.raises(ConfigCompositionException):
+            compose(config_name="train", overrides=["epochs=3"])
