@@ -56,9 +56,8 @@ def region_scoring() -> Any:
     from ludl.training.predict import CorrectionInput, RegionScoring
 
     try:
-        from ludl.dosimetry.single_scan import correct_region_doses
-
         from ludl.dosimetry.regions import RegionSet
+        from ludl.dosimetry.single_scan import correct_region_doses
     except ImportError:  # single-scan correction not available: the corrected column stays empty
         return RegionScoring(region_class=region_class)
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ludl.errors import InputError
-from ludl.models.heads import VoxelHeads
+from ludl.models.heads import VoxelHeadOutput, VoxelHeads
 from ludl.models.physics_layer import (
     DEFAULT_TAU_MAX_H,
     DosePhysicsLayer,
@@ -201,14 +201,32 @@ class DoseNet(nn.Module):
     def forward(self, batch: Mapping[str, Any]) -> DoseNetOutput:
         """Segmentation logits, τ, TIA and dose of a batch (see the module docstring for its keys)."""
         x = self.network_input(batch)  # checks the keys
-        activity = batch["activity_mbq_per_ml"]
+        time_h = self.scan_time_h(batch)
+        features = self.features(x, time_h)
+        return self.outputs(self.heads(features), features.mean(dim=(2, 3, 4)), batch, time_h)
+
+    def scan_time_h(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The batch's scan times (B,), h."""
+        return _per_sample(batch["time_h"], batch["activity_mbq_per_ml"], "time_h")
+
+    def features(self, x: torch.Tensor, time_h: torch.Tensor) -> torch.Tensor:
+        """The network part on normalised inputs (or a window of them): backbone features, FiLM-conditioned on t."""
         features = self.backbone(x)
-        time_h = _per_sample(batch["time_h"], activity, "time_h")
         if self.film is not None:
-            gamma, beta = self.film(torch.log(time_h.reshape(-1, 1) / self.normalisation.time_ref_h)).chunk(2, dim=1)
+            log_t = torch.log(time_h.reshape(-1, 1).to(features.device) / self.normalisation.time_ref_h)
+            gamma, beta = self.film(log_t).chunk(2, dim=1)
             features = features * (1 + gamma[..., None, None, None]) + beta[..., None, None, None]
-        heads = self.heads(features)
-        pooled = features.mean(dim=(2, 3, 4))
+        return features
+
+    def outputs(
+        self, heads: VoxelHeadOutput, pooled: torch.Tensor, batch: Mapping[str, Any], time_h: torch.Tensor
+    ) -> DoseNetOutput:
+        """The tail on whole volumes: head outputs → τ → TIA → dose through the physics layer (or the direct dose).
+
+        Split from `forward` so a sliding-window predictor can run the network part by windows and this tail once
+        on the whole volume (the dose convolution then sees every source, no window edge).
+        """
+        activity = batch["activity_mbq_per_ml"]
         gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq")
         if heads.direct_gy_per_gbq is not None:
             dose = heads.direct_gy_per_gbq.float() * gbq.float()

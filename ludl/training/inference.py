@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ludl.models.network import DoseNet, DoseNetOutput, _per_sample
-from ludl.models.physics_layer import bounded_tau
+from ludl.models.heads import VoxelHeadOutput
+from ludl.models.network import DoseNet, DoseNetOutput
 
 __all__ = ["VolumePredictor"]
 
@@ -93,16 +93,12 @@ class VolumePredictor:
         """Windows over the network part, the τ → TIA → dose tail of `DoseNet.forward` on the whole volume."""
         activity = batch["activity_mbq_per_ml"]
         x = net.network_input(batch)
-        time_h = _per_sample(batch["time_h"], activity, "time_h")
+        time_h = net.scan_time_h(batch)
         n_classes = net.heads.n_classes
         f = net.feature_channels
 
         def network_part(window: torch.Tensor) -> torch.Tensor:
-            features = net.feature_act(net.backbone(window))
-            if net.film is not None:
-                log_t = torch.log(time_h.reshape(-1, 1).to(window.device) / net.normalisation.time_ref_h)
-                gamma, beta = net.film(log_t).chunk(2, dim=1)
-                features = features * (1 + gamma[..., None, None, None]) + beta[..., None, None, None]
+            features = net.features(window, time_h)
             heads = net.heads(features)
             parts = [heads.seg_logits.float(), features.float()]
             for extra in (heads.raw_tau, heads.residual_gy_per_gbq, heads.direct_gy_per_gbq):
@@ -120,19 +116,11 @@ class VolumePredictor:
             stitched[:, n_classes + f :],
         )
         pooled = features.mean(dim=(2, 3, 4))
-        gbq = _per_sample(batch["injected_gbq"], activity, "injected_gbq").float()
         if net.dose_mode == "direct":
-            return DoseNetOutput(seg, rest[:, :1] * gbq, None, None, None, None, pooled)
-        if net.physics is None:
-            raise RuntimeError("DoseNet in tau mode was built without its physics layer")
-        raw = net._tau_prior_logit(time_h.float()) + rest[:, :1]
-        tau = bounded_tau(raw, time_h.reshape(-1).float(), net.tau_bounds.tau_max_h, net.tau_scale)
-        phys = net.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
-        dose, residual = phys.dose_gy, None
-        if rest.shape[1] > 1:
-            residual = rest[:, 1:2] * gbq
-            dose = (dose + residual).clamp_min(0.0)
-        return DoseNetOutput(seg, dose, tau, phys.tia_mbq_h_per_ml, phys.dose_gy, residual, pooled)
+            heads = VoxelHeadOutput(seg, None, None, rest[:, :1])
+        else:
+            heads = VoxelHeadOutput(seg, rest[:, :1], rest[:, 1:2] if rest.shape[1] > 1 else None, None)
+        return net.outputs(heads, pooled, batch, time_h)
 
 
 def _index(value: Any, i: int) -> Any:
