@@ -205,8 +205,13 @@ class PreparedDataModule(pl.LightningDataModule):
         return self._loader(dataset, batch_size=self.batch_size, sampler=self._sampler)
 
     def _volumes(self, split: str) -> DataLoader[dict[str, Any]]:
+        return self.volume_dataloader(split)
+
+    def volume_dataloader(self, split: str, records: Sequence[Any] | None = None) -> DataLoader[dict[str, Any]]:
+        """Whole volumes, batch size 1, of a split's case records (or of `records`, e.g. one time point per case)."""
         store = self._require_setup()
-        return self._loader(VolumeDataset(self.records[split], store), batch_size=1)
+        chosen = self.records[split] if records is None else records
+        return self._loader(VolumeDataset(list(chosen), store), batch_size=1)
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Whole volumes of the validation fold, every time point, batch size 1."""

@@ -153,12 +153,8 @@ def _response_stage(
     labels = (load_outcomes(Path(str(cohort))) if cohort else None) or {}
     if not settings.get("enabled", True) or not labels:
         return {}, labels, {}, {"response": "skipped: no outcomes.csv labels" if not labels else "disabled"}
-    from torch.utils.data import DataLoader
-
-    from ludl.data.dataset import VolumeDataset, collate_samples
-
     records = nearest_timepoint_records(dm.records["train"], RESPONSE_TIMEPOINT_H)
-    loader = DataLoader(VolumeDataset(records, dm._require_setup()), batch_size=1, collate_fn=collate_samples)
+    loader = dm.volume_dataloader("train", records)
     feats, ys = [], []
     net.eval()
     with torch.inference_mode():
