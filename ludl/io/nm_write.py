@@ -25,6 +25,7 @@ import numpy.typing as npt
 from ludl.errors import GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
+from ludl.io.deid import DEIDENTIFICATION_METHOD
 from ludl.io.dicom_file import NM_IMAGE_STORAGE
 from ludl.io.rtdose import new_uid
 
@@ -73,6 +74,7 @@ def _header(ds: Any, who: NmIdentity) -> None:
     ds.PatientBirthDate = ""
     ds.PatientSex = "M"
     ds.PatientIdentityRemoved = "YES"
+    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD  # Type 1C once the identity is removed (dciodvfy)
     date, clock = who.acquisition.strftime("%Y%m%d"), who.acquisition.strftime("%H%M%S")
     ds.StudyDate, ds.StudyTime = date, clock
     ds.SeriesDate, ds.SeriesTime = date, clock
