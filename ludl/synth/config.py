@@ -117,7 +117,7 @@ def _refuse_renamed(protocol: Mapping[str, Any]) -> None:
         hints = ", ".join(f"{k} → {_RENAMED_PROTOCOL[k]}" for k in old)
         raise InputError(
             f"synth overrides protocol: {', '.join(old)} no longer exist(s): the single-scan bound was replaced by "
-            f"the single-scan reference (truth/single_scan_reference.csv); rename {hints} in configs/synth.yaml"
+            f"the single-scan reference (truth/single_scan_reference.csv); rename {hints} in ludl/configs/synth.yaml"
         )
 
 
@@ -131,7 +131,7 @@ def make_config(
     workers: int | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> SynthConfig:
-    """Build a `SynthConfig` from a preset name and the override mapping of `configs/synth.yaml`.
+    """Build a `SynthConfig` from a preset name and the override mapping of `ludl/configs/synth.yaml`.
 
     `overrides` keys: ``shared_variance_fraction``, ``timepoints_h``, ``activity_mbq``, ``max_lesions``,
     ``image_format`` (shortcuts; None = keep), ``preset`` (any `SynthPreset` field), ``priors`` (nested
