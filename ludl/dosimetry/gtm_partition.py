@@ -36,7 +36,7 @@ _BODY_MIN_HU = -900.0
 _GTM_BLOCK_MM = 40.0
 # Organs at least this large are split into GTM parts (`_split_organs`).
 _SPLIT_MIN_ML = 60.0
-# Only organs known to be layered are split: the kidney (cortex ≫ medulla, PHYSICS/COHORT kidney heterogeneity).
+# Only organs known to be layered are split: the kidney (cortex ≫ medulla, the cohort's kidney heterogeneity).
 _SPLIT_PREFIXES = ("kidney",)
 # Parenchymal organs whose part next to a lesion is solved apart and left out of the organ's mean (`_split_organs`);
 # not the bladder, whose content (urine, voided between scans) is no parenchyma.

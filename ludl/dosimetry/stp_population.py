@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 from ludl.errors import InputError, LudlError
 from ludl.io.prepared_sidecar import StpCase
+from ludl.io.regions import EVALUATION_CLASSES, evaluation_class
 from ludl.physics.kinetics import fit_tac
 from ludl.physics.stp import RegionPrior
 
@@ -42,7 +43,7 @@ __all__ = [
     "region_class",
 ]
 
-REGION_CLASSES = ("kidneys", "salivary", "lacrimal", "liver", "spleen", "red_marrow", "lesions")
+REGION_CLASSES = EVALUATION_CLASSES
 # Everything else with kinetics (bladder, unlabelled voxels): only used for the voxels of Madsen dose maps.
 OTHER_CLASS = "other"
 # The parameters of a region's ``biexp_uptake`` fit, as stored in its region row.
@@ -51,18 +52,8 @@ _NAN = float("nan")
 
 
 def region_class(region: str, kind: str) -> str | None:
-    """Region class of a region (`REGION_CLASSES`), `OTHER_CLASS` for bladder/body/unlabelled, None for nothing."""
-    if kind == "lesion":
-        return "lesions"
-    if region.startswith("kidney"):
-        return "kidneys"
-    if region.startswith(("parotid", "submandibular")):
-        return "salivary"
-    if region.startswith("lacrimal"):
-        return "lacrimal"
-    if region in ("liver", "spleen", "red_marrow"):
-        return region
-    return OTHER_CLASS
+    """Region class of a region (`REGION_CLASSES`), `OTHER_CLASS` for bladder, body and the unlabelled voxels."""
+    return evaluation_class(region, kind) or OTHER_CLASS
 
 
 def clearance_t_eff_h(time_h: npt.ArrayLike, activity_mbq: npt.ArrayLike) -> float:

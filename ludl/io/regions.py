@@ -16,6 +16,7 @@ from ludl.errors import InputError, ManifestError
 
 __all__ = [
     "BACKGROUND",
+    "EVALUATION_CLASSES",
     "KINDS",
     "LESION_CLASS",
     "ORGAN_REGIONS",
@@ -24,6 +25,7 @@ __all__ = [
     "SEGMENTATION_CLASSES",
     "SegmentationClass",
     "class_index",
+    "evaluation_class",
     "is_lesion_name",
     "is_region_name",
     "lesion_name",
@@ -106,6 +108,26 @@ def region_kind(name: str) -> str:
         f"unknown region name {name!r}; use one of {', '.join(REGION_NAMES)}, "
         f"'{LESION_CLASS}' or lesion_001, lesion_002, …"
     )
+
+
+# The region classes methods are compared on (docs/architecture.md "Evaluation"): the STP baselines, the single-scan
+# reference and the evaluation tables all group regions this way.
+EVALUATION_CLASSES: tuple[str, ...] = ("kidneys", "salivary", "lacrimal", "liver", "spleen", "red_marrow", "lesions")
+
+
+def evaluation_class(region: str, kind: str | None = None) -> str | None:
+    """The `EVALUATION_CLASSES` class of a region (``kidney_left`` → ``kidneys``); None for bladder, body, blood, …"""
+    if kind == "lesion" or region == LESION_CLASS or is_lesion_name(region):
+        return "lesions"
+    if region.startswith("kidney"):
+        return "kidneys"
+    if region.startswith(("parotid", "submandibular")):
+        return "salivary"
+    if region.startswith("lacrimal"):
+        return "lacrimal"
+    if region in ("liver", "spleen", "red_marrow"):
+        return region
+    return None
 
 
 def region_class_name(name: str) -> str | None:

@@ -2,7 +2,8 @@
 
 Every compartment c of `PatientKinetics` gets a voxel set with weights; at time t its activity R_c(t) is spread
 as A(x, t) = R_c(t) · u(x) e^{−δλ(x) t} / Σ_y u(y) e^{−δλ(y) t} V_y, so the map holds exactly R_c(t) at every
-t (COHORT.md "Whole-body activity balance") while voxels inside lesions and kidneys clear at their own rates
+t (docs/synthetic-cohort.md "Whole-body activity balance")
+while voxels inside lesions and kidneys clear at their own rates
 (δλ: the anatomy's zero-mean clearance-shift field, independent of the uptake field u).
 
 Where the activity of each compartment sits:

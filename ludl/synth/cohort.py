@@ -1,4 +1,6 @@
-"""Generate and write a synthetic cohort in the institutional format, with its truth (DESIGN.md "Data formats").
+"""Generate and write a synthetic cohort in the institutional format, with its truth.
+
+The format: docs/cohort-format.md.
 
 One patient = one independent random stream (`patient_rng(seed, index)` and sub-streams of the same seed
 sequence), so patients can be generated in any order and in parallel and the cohort is byte-identical for the
@@ -109,7 +111,7 @@ def _cohort_config(config: SynthConfig, label_values: Mapping[str, int] | None) 
         name=config.name,
         nuclide="Lu-177",
         description=f"ludl synthetic cohort, preset {config.preset.name}",
-        sensitivity_cps_per_mbq=9.4,  # PHYSICS.md §6 system volume sensitivity (only used for count images)
+        sensitivity_cps_per_mbq=9.4,  # docs/physics.md §6 system volume sensitivity (only used for count images)
         fwhm_mm=config.preset.fwhm_mm,
         labels=dict(label_values or {}),
     )

@@ -29,17 +29,18 @@ class SynthConfig:
         images: write images and truth maps; False: kinetics, truth tables and response only.
         preview: write PNG montages under ``preview/`` (needs images).
         workers: processes (None: all cores; 1: in-process).
-        priors: population priors (COHORT.md), e.g. with another shared-variance fraction.
+        priors: population priors (docs/synthetic-cohort.md), e.g. with another shared-variance fraction.
         name: cohort name in ``cohort.yaml``.
         scan_jitter_fraction: SD of the actual scan start around the nominal time point, as a fraction of it,
-            capped at `scan_jitter_max_h` (COHORT.md "No shortcuts": jitter on scan times).
+            capped at `scan_jitter_max_h` (docs/synthetic-cohort.md "No shortcuts": jitter on scan times).
         scan_jitter_max_h: cap of that SD (h).
         second_bed_probability: chance that a time point up to 48 h has a second bed position (half of it later:
-            "late time points often one bed", COHORT.md); its start time comes from the imaging's bed plan.
+            "late time points often one bed", docs/synthetic-cohort.md);
+            its start time comes from the imaging's bed plan.
         residual_fraction_max: residual activity in syringe and lines, uniform in [0, this] of the injection.
         extravasation_probability: chance of an extravasation at the injection site.
         extravasation_fraction: range of the extravasated share of the injection.
-        pet_days_before: range of days between PET and the cycle-1 injection (COHORT.md: 0–4 weeks).
+        pet_days_before: range of days between PET and the cycle-1 injection (docs/synthetic-cohort.md: 0–4 weeks).
         pet_tracers: tracers drawn with equal probability (recorded in the manifest).
         reference_timepoints_h: scan times of the single-scan reference (default: the preset's time points).
         single_scan_reference: write ``truth/single_scan_reference.csv`` (`ludl.synth.reference`; the first

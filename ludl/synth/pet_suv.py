@@ -38,8 +38,8 @@ _PET_BACKGROUND_SUV: Mapping[str, float] = {
     "rest_of_body": 0.6,
 }
 _PET_TUMOUR_SUV = 7.6
-# 68Ga-PSMA-11 vs 18F-DCFPyL: SUVs differ 2–3× between tracers at SUVmax (COHORT.md); SUVmean ratio assumed 0.7
-# for normal organs and 0.9 for tumour, so models must normalise per tracer.
+# 68Ga-PSMA-11 vs 18F-DCFPyL: SUVs differ 2–3× between tracers at SUVmax (docs/synthetic-cohort.md); SUVmean ratio
+# assumed 0.7 for normal organs and 0.9 for tumour, so models must normalise per tracer.
 _GA_ORGAN_FACTOR = 0.7
 _GA_TUMOUR_FACTOR = 0.9
 # Correlation of an organ's PET SUV with its 177Lu uptake factor (assumption: PET shows expression).

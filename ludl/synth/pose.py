@@ -9,7 +9,8 @@ with R a small rotation about the centre c, t the translation (the patient moved
 field on a coarse control grid in the scanner frame (the slight non-rigid change of the repositioned patient).
 Images of a scan are made by pulling the reference maps back through F⁻¹ (`apply_pose`); activity picks up the
 Jacobian factor 1/det ∂F so that it is conserved.
-COHORT.md (SPECT/CT table, "pose"): rigid shifts of several mm, small rotations, slight non-rigid deformation.
+docs/synthetic-cohort.md (SPECT/CT table, "pose"): rigid shifts of several mm, small rotations, slight non-rigid
+deformation.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _CHUNK_VOXELS = 1 << 21
 
 @dataclass(frozen=True)
 class PoseSpec:
-    """How patients are repositioned between scans (COHORT.md SPECT/CT table "pose"; values are assumptions).
+    """How patients are repositioned between scans (docs/synthetic-cohort.md, SPECT/CT "pose"; values: assumptions).
 
     Args:
         shift_sd_mm: standard deviation of the rigid shift per axis, mm ("rigid shifts of several mm").

@@ -2,7 +2,7 @@
 
 `tiny` is for tests (seconds per patient), `demo` for a 2-core CPU (≤ 5 s per patient), `clinical` for the
 clinical geometry (4.8 mm whole-body SPECT, 5 time points, ≤ 60 s per patient). The truth grid is the SPECT
-grid refined by `truth_factor` (COHORT.md SPECT table: truth on a grid finer than the SPECT's, e.g. 2×).
+grid refined by `truth_factor` (docs/synthetic-cohort.md SPECT table: truth on a grid finer than the SPECT's, e.g. 2×).
 The numbers live in ``ludl/configs/preset/<name>.yaml`` (the ``preset`` config group of ``ludl synth``); this module
 reads them. Any field may be overridden by a mapping (what ``ludl synth preset.<field>=…`` gives).
 """
@@ -34,12 +34,13 @@ class SynthPreset:
         spect_shape_zyx: SPECT matrix (z, y, x).
         spect_spacing_mm: isotropic SPECT voxel size (mm).
         truth_factor: truth grid = SPECT grid refined by this integer factor per axis.
-        timepoints_h: nominal SPECT/CT time points after injection (h), increasing (COHORT.md: 4, 24, 48, 96, 168).
+        timepoints_h: nominal SPECT/CT time points after injection (h), increasing
+            (docs/synthetic-cohort.md: 4, 24, 48, 96, 168).
         reference_timepoint_h: the time point the label map is drawn on and the truth maps are posed in.
-        max_lesions: lesion cap for the grid size (COHORT.md: "keep a config cap for small grids").
+        max_lesions: lesion cap for the grid size (docs/synthetic-cohort.md: "keep a config cap for small grids").
         image_format: ``"nifti"`` or ``"dicom"`` for the written images.
-        pet_spacing_mm: PET voxel size (mm) (COHORT.md: 3–4 mm; coarser for small presets).
-        fwhm_mm: nominal reconstructed SPECT resolution written to the manifest (COHORT.md: ≈ 10–15 mm).
+        pet_spacing_mm: PET voxel size (mm) (docs/synthetic-cohort.md: 3–4 mm; coarser for small presets).
+        fwhm_mm: nominal reconstructed SPECT resolution written to the manifest (docs/synthetic-cohort.md: ≈ 10–15 mm).
         n_cycles: cycles in the truth tables (cycle 2 from `sample_next_cycle_kinetics`).
         cycle2_images: also write images of cycle 2.
     """

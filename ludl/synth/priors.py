@@ -1,4 +1,4 @@
-"""Population priors of the synthetic cohort: every number a config value with its source (COHORT.md).
+"""Population priors of the synthetic cohort: every number a config value with its source (docs/synthetic-cohort.md).
 
 Distributions across patients are log-normal unless said otherwise (effective half-lives: J Nucl Med 2022,
 PMC8882881). "assumption" marks a value no source pinned down. A published *range* of a dose per GBq is read
@@ -77,12 +77,12 @@ class OrganPrior:
 
     name: str
     regions: tuple[str, ...]
-    kind: str  # "organ" or "marrow" (DESIGN.md region kinds)
+    kind: str  # "organ" or "marrow" (docs/architecture.md region kinds)
     mass_g: float  # per region (one side)
     dose_gy_per_gbq: float  # population median of the mean absorbed dose per injected GBq
     dose_range_gy_per_gbq: tuple[float, float]
     t_eff_h: float  # population median effective half-life
-    t_eff_sigma_log: float = 0.35  # COHORT.md: σ_log ≈ 0.3–0.4 across patients
+    t_eff_sigma_log: float = 0.35  # docs/synthetic-cohort.md: σ_log ≈ 0.3–0.4 across patients
     uptake_sigma_log: float | None = None
     mass_sigma_log: float = 0.15  # assumption: organ size varies ≈ 15 % around ICRP 89 reference male
     side_variance_fraction: float = 0.2  # assumption: share of a side's log variance not common to both sides
@@ -122,11 +122,11 @@ def _default_organs() -> tuple[OrganPrior, ...]:
     # the inter-patient spread of organ expression is taken as the same for both (assumption).
     return (
         # Masses: ICRP Publication 89 adult male (kidneys 310 g, liver 1800 g, spleen 150 g, parotids 50 g,
-        # submandibular ("submaxillary") 25 g, active marrow 1170 g), as tabulated e.g. by Lee et al. 2012
-        # Health Phys 102:292 (Table 2) and ICRP 110 Table 4.1; paired organs split evenly.
-        # Doses / T_eff: COHORT.md table (Hohberg 2016, Kabasakal 2017, Peters 2022, Violet 2019, Okamoto 2017;
-        # T_eff: AAPM 2026 abstract, 20 pts). Kidney T_eff spread at COHORT.md's low end (0.3): with the
-        # published uptake spread and the tumour sink the kidney dose spread stays near its published range.
+        # submandibular ("submaxillary") 25 g, active marrow 1170 g), as tabulated e.g. by Lee et al. 2012 Health Phys
+        # 102:292 (Table 2) and ICRP 110 Table 4.1; paired organs split evenly. Doses / T_eff: docs/synthetic-cohort.md
+        # table (Hohberg 2016, Kabasakal 2017, Peters 2022, Violet 2019, Okamoto 2017; T_eff: AAPM 2026 abstract, 20
+        # pts). Kidney T_eff spread at docs/synthetic-cohort.md's low end (0.3): with the published uptake spread and
+        # the tumour sink the kidney dose spread stays near its published range.
         OrganPrior(
             "kidney",
             ("kidney_left", "kidney_right"),
@@ -148,7 +148,7 @@ def _default_organs() -> tuple[OrganPrior, ...]:
             42.2,
             uptake_sigma_log=cv_sigma_log(9.0, 2.0),
         ),
-        # Submandibular and lacrimal T_eff: "as parotid" (assumption, COHORT.md).
+        # Submandibular and lacrimal T_eff: "as parotid" (assumption, docs/synthetic-cohort.md).
         OrganPrior(
             "submandibular",
             ("submandibular_left", "submandibular_right"),
@@ -159,12 +159,12 @@ def _default_organs() -> tuple[OrganPrior, ...]:
             42.2,
             uptake_sigma_log=cv_sigma_log(9.5, 2.3),
         ),
-        # Lacrimal mass: MRI mean volume 0.77 / 0.68 mL right/left (Bukhari 2014, Ophthal Plast Reconstr Surg
-        # 30:388) × 1.0 g/mL ≈ 0.73 g. Dose 2.0 (0.4–4.5): Hohberg 2016 2.82, Okamoto 2017 3.8 disagree. That
-        # range is far wider than Li 2017's lacrimal SUV spread (6.5 ± 1.8) allows, and COHORT.md matches the
-        # doses first: the own uptake spread is derived from the dose range (uptake_sigma_log=None).
+        # Lacrimal mass: MRI mean volume 0.77 / 0.68 mL right/left (Bukhari 2014, Ophthal Plast Reconstr Surg 30:388) ×
+        # 1.0 g/mL ≈ 0.73 g. Dose 2.0 (0.4–4.5): Hohberg 2016 2.82, Okamoto 2017 3.8 disagree. That range is far wider
+        # than Li 2017's lacrimal SUV spread (6.5 ± 1.8) allows, and docs/synthetic-cohort.md matches the doses first:
+        # the own uptake spread is derived from the dose range (uptake_sigma_log=None).
         OrganPrior("lacrimal", ("lacrimal_left", "lacrimal_right"), "organ", 0.73, 2.0, (0.4, 4.5), 42.2),
-        # Liver T_eff spread at COHORT.md's low end (0.3), as the kidneys'.
+        # Liver T_eff spread at docs/synthetic-cohort.md's low end (0.3), as the kidneys'.
         OrganPrior(
             "liver",
             ("liver",),
@@ -176,8 +176,9 @@ def _default_organs() -> tuple[OrganPrior, ...]:
             t_eff_sigma_log=0.3,
             uptake_sigma_log=cv_sigma_log(5.0, 0.7),
         ),
-        # Spleen: COHORT.md gives only 0.06–0.15 → median taken as the geometric mid-point 0.095; its published
-        # dose range is narrower than its T_eff and uptake spreads allow, so its realised dose spread is wider.
+        # Spleen: docs/synthetic-cohort.md gives only 0.06–0.15 → median taken as the geometric mid-point 0.095; its
+        # published dose range is narrower than its T_eff and uptake spreads allow, so its realised dose spread is
+        # wider.
         OrganPrior(
             "spleen",
             ("spleen",),
@@ -238,18 +239,19 @@ class CompartmentPrior:
 
 @dataclass(frozen=True)
 class KineticStructurePrior:
-    """How region kinetics covary: T_eff = median × patient factor × region factor (COHORT.md)."""
+    """How region kinetics covary: T_eff = median × patient factor × region factor (docs/synthetic-cohort.md)."""
 
     # Share of each region's log T_eff variance that is common to all regions of a patient. No source pins
-    # it (COHORT.md): results must be reported over a sweep of it.
+    # it (docs/synthetic-cohort.md): results must be reported over a sweep of it.
     shared_variance_fraction: float = 0.3
-    # Correlation of a lesion's log uptake with its log T_eff (stated, COHORT.md asks for it): 0 = independent.
+    # Correlation of a lesion's log uptake with its log T_eff (stated, docs/synthetic-cohort.md asks for it): 0 =
+    # independent.
     uptake_t_eff_correlation: float = 0.0
     # The same for organs. Negative (assumption): with the published uptake spreads (Li 2017), the published
     # T_eff spreads (σ_log 0.3–0.4) and the tumour sink, independent uptake would widen the organ dose spreads
-    # ≈ 30 % beyond their published ranges; COHORT.md asks the generator to state the value it uses.
+    # ≈ 30 % beyond their published ranges; docs/synthetic-cohort.md asks the generator to state the value it uses.
     organ_uptake_t_eff_correlation: float = -0.3
-    # Tumour sink by ligand competition (COHORT.md: kidney dose falls with tumour volume, r ≈ −0.58 in a
+    # Tumour sink by ligand competition (docs/synthetic-cohort.md: kidney dose falls with tumour volume, r ≈ −0.58 in a
     # 13-patient Monte Carlo study): every organ's uptake rate × ((K + V₀)/(K + V))^β, V the total tumour
     # volume, V₀ the reference volume (`LesionPrior.reference_tumour_volume_ml`) and K the volume below which
     # tumour binds too little ligand to matter (assumption). β calibrated so that the Pearson r of log kidney
@@ -300,20 +302,21 @@ class LesionPrior:
     diffuse_marrow_probability: float = 0.12
     diffuse_marrow_uptake_factor: float = 4.0
     diffuse_marrow_sigma_log: float = 0.4
-    volume_min_ml: float = 0.5  # COHORT.md: 0.5–100 mL each
+    volume_min_ml: float = 0.5  # docs/synthetic-cohort.md: 0.5–100 mL each
     volume_max_ml: float = 100.0
     # Lesion volume = patient scale × lesion factor; the patient scale median and the spreads give a total
-    # tumour volume of median ≈ 300 mL, 10 to > 2,000 mL (COHORT.md: median 200–500 mL, assumption).
+    # tumour volume of median ≈ 300 mL, 10 to > 2,000 mL (docs/synthetic-cohort.md: median 200–500 mL, assumption).
     volume_patient_median_ml: float = 10.0
     volume_patient_sigma_log: float = 0.6
     volume_lesion_sigma_log: float = 0.9
     # Tumour volume of the reference patient the uptake rates are calibrated at (≈ the cohort median).
     reference_tumour_volume_ml: float = 300.0
     reference_lesion_volume_ml: float = 10.0
-    dose_gy_per_gbq: float = 3.5  # COHORT.md: median ≈ 3.5 Gy/GBq, emerges from the kinetics
-    dose_gsd_range: tuple[float, float] = (1.7, 2.1)  # COHORT.md: geometric SD ≈ 1.7–2.1
-    t_eff_h: float = 70.0  # COHORT.md: median ≈ 70 h, 40–160 h, capped at the physical 159.5 h (assumption)
-    t_eff_sigma_log: float = 0.3  # COHORT.md ("What one scan can tell": lesion T_eff σ_log 0.3)
+    dose_gy_per_gbq: float = 3.5  # docs/synthetic-cohort.md: median ≈ 3.5 Gy/GBq, emerges from the kinetics
+    dose_gsd_range: tuple[float, float] = (1.7, 2.1)  # docs/synthetic-cohort.md: geometric SD ≈ 1.7–2.1
+    # docs/synthetic-cohort.md: median ≈ 70 h, 40–160 h, capped at the physical 159.5 h (assumption)
+    t_eff_h: float = 70.0
+    t_eff_sigma_log: float = 0.3  # docs/synthetic-cohort.md ("What one scan can tell": lesion T_eff σ_log 0.3)
     uptake_sigma_log: float = 0.5  # assumption: PSMA expression per mL, sized for the dose GSD above
     # Pooled-lesion median dose of the cohort ≠ reference-patient dose (sink, small-lesion S values, site
     # mix): this factor on the lesion uptake rate was calibrated to land the cohort median at ≈ 3.5 Gy/GBq.
@@ -344,7 +347,7 @@ class LesionPrior:
 
 @dataclass(frozen=True)
 class VoidingPrior:
-    """Random bladder voiding (COHORT.md "No shortcuts": voiding is random)."""
+    """Random bladder voiding (docs/synthetic-cohort.md "No shortcuts": voiding is random)."""
 
     first_void_h: tuple[float, float] = (0.5, 2.5)  # assumption: uniform
     interval_median_h: float = 3.5  # assumption: daytime voiding every 3–4 h
@@ -355,11 +358,11 @@ class VoidingPrior:
 
 @dataclass(frozen=True)
 class ResponsePrior:
-    """Mechanistic response: LQ cell kill, regrowth, PSA from living burden (COHORT.md "Response")."""
+    """Mechanistic response: LQ cell kill, regrowth, PSA from living burden (docs/synthetic-cohort.md "Response")."""
 
-    # Effective α of mCRPC lesions under 177Lu (per Gy of BED; far below external-beam values, standing in
-    # for hypoxia and heterogeneity). Calibrated so the non-response rate (PSA50 at 12 weeks after 2 cycles)
-    # is ≈ 50 % (VISION 46 %, TheraP 66 %, LuPSMA 57 % response; COHORT.md: aim for ≈ 50 %): 0.506 on 3,000.
+    # Effective α of mCRPC lesions under 177Lu (per Gy of BED; far below external-beam values, standing in for hypoxia
+    # and heterogeneity). Calibrated so the non-response rate (PSA50 at 12 weeks after 2 cycles) is ≈ 50 % (VISION 46 %,
+    # TheraP 66 %, LuPSMA 57 % response; docs/synthetic-cohort.md: aim for ≈ 50 %): 0.506 on 3,000.
     alpha_per_gy_median: float = 0.033
     alpha_patient_sigma_log: float = 0.25  # patient-level radiosensitivity spread (assumption)
     alpha_lesion_sigma_log: float = 0.25  # lesion-level (assumption)
@@ -374,7 +377,7 @@ class ResponsePrior:
     # α ∝ (lesion PET expression factor)^γ: PSMA-low lesions respond less than their dose alone says
     # (assumption: PSMA-low clones and FDG-discordant disease). γ and the hidden spreads below (α patient
     # 0.25, changes between cycles 0.6) were calibrated together (benchmarks/response_auc.py, 2,000 patients)
-    # to COHORT.md's targets: PET-only features AUC 0.701 (≈ 0.70), perfect cycle-one dosimetry + PET +
+    # to docs/synthetic-cohort.md's targets: PET-only features AUC 0.701 (≈ 0.70), perfect cycle-one dosimetry + PET +
     # baseline PSA 0.794 by logistic regression and 0.802 as the dosimetry oracle (≈ 0.80), the dose adding
     # +0.09 over PET-only. Against a 24 h concentration it adds only +0.01–0.02: the lesion kinetics priors
     # give the 24 h concentration 83 % of the dose's variance, which caps that gain below 0.05 at any response
@@ -430,7 +433,7 @@ class CohortPriors:
 
 
 def default_priors() -> CohortPriors:
-    """The cohort's default priors (COHORT.md)."""
+    """The cohort's default priors (docs/synthetic-cohort.md)."""
     return CohortPriors()
 
 

@@ -1,6 +1,7 @@
 """Mechanistic response of a synthetic patient to two cycles, and its two probabilities of non-response.
 
-Model (COHORT.md "Response"): every lesion's living tumour volume is killed at each cycle by the surviving
+Model (docs/synthetic-cohort.md "Response"): every lesion's living tumour volume is killed at each cycle by the
+surviving
 fraction of the linear-quadratic model, S = exp(−K) with the kill exponent K = α · BED_ref^(1−s) · BED^s:
 BED = D (1 + G D / (α/β)) is the lesion's protracted BED (Dale; `ludl.physics.radiobiology.bed_gy`), s the
 `dose_response_strength` (1: plain LQ; 0: the kill ignores the dose), α drawn per patient and per lesion and

@@ -1,4 +1,4 @@
-"""The synthetic cohort against its sources (COHORT.md), computed from the written files.
+"""The synthetic cohort against its sources (docs/synthetic-cohort.md), computed from the written files.
 
 Statistics use an ``images=False`` cohort of the clinical preset (lesion cap 150) of 300 patients; the
 uptake–T_eff correlation used is the priors' default, 0 (independent uptake and retention).
@@ -26,10 +26,10 @@ from ludl.synth.priors import default_priors
 from ludl.synth.truth import tia_map_mbq_h_per_ml
 from tests.synth.populations import CLINICAL_N
 
-# 177Lu half-life 159.528 h (PHYSICS.md §1, ICRP 107).
+# 177Lu half-life 159.528 h (docs/physics.md §1, ICRP 107).
 LAMBDA_PER_H = math.log(2.0) / 159.528
 
-# COHORT.md organ table: median dose per GBq, published range (read as 5–95 %), median T_eff (h).
+# docs/synthetic-cohort.md organ table: median dose per GBq, published range (read as 5–95 %), median T_eff (h).
 ORGANS = {
     "kidney": (0.5, (0.25, 1.0), 35.5),
     "parotid": (0.6, (0.3, 1.9), 42.2),
@@ -72,7 +72,7 @@ def test_organ_dose_per_gbq_median_and_spread(region_table: dict, organ: str) ->
 
 
 def test_spleen_dose_in_published_band(region_table: dict) -> None:
-    # COHORT.md gives only 0.06–0.15 Gy/GBq for the spleen.
+    # docs/synthetic-cohort.md gives only 0.06–0.15 Gy/GBq for the spleen.
     assert 0.06 < np.median(region_table["spleen"]["dose_gy_per_gbq"]) < 0.15
 
 
@@ -80,7 +80,7 @@ def test_lesion_dose_is_lognormal_around_3_5_gy_per_gbq(region_table: dict) -> N
     dose = np.array(region_table["lesion"]["dose_gy_per_gbq"])
     assert abs(np.median(dose) / 3.5 - 1.0) < 0.2
     gsd = math.exp(np.std(np.log(dose)))
-    assert 1.6 < gsd < 2.2  # COHORT.md: geometric SD ≈ 1.7–2.1
+    assert 1.6 < gsd < 2.2  # docs/synthetic-cohort.md: geometric SD ≈ 1.7–2.1
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_pet_lesion_uptake_correlation(clinical_cohort: tuple[Path, SynthSummary
     rows = _read(clinical_cohort[0] / "truth" / "lesion_pet.csv")
     pet = np.array([float(r["log_pet_factor"]) for r in rows])
     lu = np.array([float(r["log_uptake_24h_mbq_per_ml"]) for r in rows])
-    assert abs(np.corrcoef(pet, lu)[0, 1] - 0.74) < 0.1  # COHORT.md PET table: r ≈ 0.74
+    assert abs(np.corrcoef(pet, lu)[0, 1] - 0.74) < 0.1  # docs/synthetic-cohort.md PET table: r ≈ 0.74
 
 
 def test_non_response_rate_and_achievable_auc(clinical_cohort: tuple[Path, SynthSummary]) -> None:
@@ -327,7 +327,8 @@ def test_spect_organ_noise_in_clinical_range(tiny_cohort: Path) -> None:
         liver = ndimage.binary_erosion(resample_to(labels, spect, kind="nearest").array == 9)
         values = spect.array[liver]
         cvs.append(float(values.std() / values.mean()))
-    # COHORT.md SPECT table: voxel CV ≈ 10–20 % in organs (a small margin for the liver's own texture and edges).
+    # docs/synthetic-cohort.md SPECT table: voxel CV ≈ 10–20 % in organs (a small margin for the liver's own texture and
+    # edges).
     assert cvs and 0.08 < float(np.median(cvs)) < 0.30
 
 
@@ -338,7 +339,7 @@ def test_truth_region_table_with_images(tiny_cohort: Path) -> None:
     for pid in ("SYN0001", "SYN0002"):
         kidney = by_region[(pid, "kidney_left")]
         # Voxel dose (kernel convolution) vs the kinetics' self-dose S value of a sphere of the kidney's volume:
-        # same TIA, so they agree up to shape, cross-dose and density (PHYSICS.md: within ≈ 25 %).
+        # same TIA, so they agree up to shape, cross-dose and density (docs/physics.md: within ≈ 25 %).
         from ludl.physics.dose import sphere_model_dose
 
         expected = float(sphere_model_dose(float(kidney["tia_mbq_h"]), float(kidney["volume_ml"])))

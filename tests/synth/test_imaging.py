@@ -1,7 +1,8 @@
 """Scanner simulation of the synthetic cohort: SPECT quantification, resolution, noise, beds, pose, PET, CT.
 
 Expected values come from outside the code: the true activity put into the phantom, the configured FWHM and its
-stated depth law, the COHORT.md ranges (voxel CV 10–20 % in organs, ≈ 15 % PET noise in liver), the 177Lu half-life
+stated depth law, the docs/synthetic-cohort.md ranges
+(voxel CV 10–20 % in organs, ≈ 15 % PET noise in liver), the 177Lu half-life
 and the SUV definition.
 """
 
@@ -229,7 +230,8 @@ def _organ_cv(activity_in_organ_mbq: float, seed: int) -> tuple[float, float]:
 
 
 def test_spect_organ_noise_is_in_the_clinical_range_and_scales_with_counts() -> None:
-    # ≈ 1.5 GBq seen at 24 h after 7.4 GBq (COHORT.md: ≈ 50 % excreted by 4 h, organs and tumour hold the rest).
+    # ≈ 1.5 GBq seen at 24 h after 7.4 GBq (docs/synthetic-cohort.md: ≈ 50 % excreted by 4 h, organs and tumour hold the
+    # rest).
     cv_high, stated_high = _organ_cv(1500.0, seed=1)
     cv_low, _ = _organ_cv(750.0, seed=2)
     assert 0.10 <= cv_high <= 0.20

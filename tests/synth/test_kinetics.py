@@ -1,4 +1,4 @@
-"""Whole-body kinetics of the synthetic cohort: exactness, conservation, and agreement with COHORT.md."""
+"""Whole-body kinetics of the synthetic cohort: exactness, conservation, and agreement with docs/synthetic-cohort.md."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ludl.synth.kinetics import (
 from ludl.synth.priors import CohortPriors, default_priors, replace_priors
 from tests.synth.populations import KineticsPopulation, draw_patient
 
-# PHYSICS.md §1 (ICRP 107): 177Lu half-life 159.528 h; electron energy per TIA 0.08532 Gy·g/(MBq·h).
+# docs/physics.md §1 (ICRP 107): 177Lu half-life 159.528 h; electron energy per TIA 0.08532 Gy·g/(MBq·h).
 T_HALF_H = 159.528
 LAMBDA_PER_H = math.log(2.0) / T_HALF_H
 E_ELECTRON_GY_G_PER_MBQ_H = 0.08532
@@ -145,13 +145,13 @@ def test_self_dose_matches_sphere_model_and_energy_balance(cohort: Cohort) -> No
     np.testing.assert_allclose(
         kin.mean_dose_gy()[rows], sphere_model_dose(kin.tia_mbq_h()[rows], kin.volumes_ml[rows]), rtol=1e-9
     )
-    # A 1.8 kg liver absorbs practically all electron energy: D ≈ TIA · E_e / m (PHYSICS.md §1), photons a few %.
+    # A 1.8 kg liver absorbs practically all electron energy: D ≈ TIA · E_e / m (docs/physics.md §1), photons a few %.
     mass_g = kin.volumes_ml[kin.index("liver")] * 1.04
     ldm = kin.tia_mbq_h("liver") * E_ELECTRON_GY_G_PER_MBQ_H / mass_g
     assert ldm <= kin.mean_dose_gy("liver") <= 1.1 * ldm
 
 
-# ---------------------------------------------------------------------------------- COHORT.md numbers
+# ---------------------------------------------------------------------------------- docs/synthetic-cohort.md numbers
 
 
 @pytest.mark.parametrize(
@@ -174,7 +174,7 @@ def test_organ_dose_per_gbq_median_and_spread(cohort: Cohort, region: str, media
 
 def test_lesion_dose_per_gbq_median_and_gsd(cohort: Cohort) -> None:
     d = cohort.lesion_dose
-    assert 3.0 <= np.median(d) <= 4.0  # COHORT.md: median ≈ 3.5 Gy/GBq
+    assert 3.0 <= np.median(d) <= 4.0  # docs/synthetic-cohort.md: median ≈ 3.5 Gy/GBq
     assert 1.7 <= math.exp(np.std(np.log(d))) <= 2.1  # geometric SD 1.7–2.1
     assert np.percentile(d, 5) > 0.6 and np.percentile(d, 95) < 16.0  # 5–95 % ≈ 1.2–10
 
@@ -211,8 +211,8 @@ def test_uptake_phases(cohort: Cohort) -> None:
 
 
 def test_tumour_sink_lowers_kidney_dose(cohort: Cohort) -> None:
-    # COHORT.md: kidney dose falls with tumour volume, r ≈ −0.58 (13-patient Monte Carlo study). Measured here
-    # as the Pearson r of log kidney dose vs log total tumour volume (a 300-patient population: ± 0.1).
+    # docs/synthetic-cohort.md: kidney dose falls with tumour volume, r ≈ −0.58 (13-patient Monte Carlo study). Measured
+    # here as the Pearson r of log kidney dose vs log total tumour volume (a 300-patient population: ± 0.1).
     r = np.corrcoef(np.log(cohort.dose["kidney_left"]), np.log(cohort.tumour_ml))[0, 1]
     assert r == pytest.approx(-0.58, abs=0.1)
     # Same patient draws, four times the tumour volume: less for the kidneys, less per lesion.
@@ -294,7 +294,7 @@ def _pet_vs_lu(kin: list[PatientKinetics], priors: CohortPriors) -> tuple[float,
 
 
 def test_pet_correlates_with_uptake_not_retention(cohort: Cohort) -> None:
-    # COHORT.md: lesion PET vs 177Lu uptake r ≈ 0.74 (1,364-lesion study), as the literature measures it:
+    # docs/synthetic-cohort.md: lesion PET vs 177Lu uptake r ≈ 0.74 (1,364-lesion study), as the literature measures it:
     # log lesion PET SUV (per tracer: the PET factor) vs log 24 h 177Lu concentration, pooled over lesions.
     priors = default_priors()
     r_pet_lu, r_pet_t_eff, r_expr_lu = _pet_vs_lu(cohort.kin, priors)

@@ -1,4 +1,4 @@
-"""No shortcuts (COHORT.md): no generator variable is recoverable from tags, names, ordering or metadata.
+"""No shortcuts (docs/synthetic-cohort.md): no generator variable is recoverable from tags, names, ordering or metadata.
 
 Generator variables: the shared patient factor, region T_eff, true dose and the response. What a method sees:
 file names, NIfTI headers, manifest cells and row order, patient and lesion numbering. Physics may carry them
@@ -173,5 +173,5 @@ def test_dicom_tags_are_generic_and_deidentified(image_cohort: Path) -> None:
 def test_manifest_times_are_jittered_not_derived(image_cohort: Path) -> None:
     rows = [r for r in _read(image_cohort / "manifest.csv") if r["role"] == "spect" and r["bed"] in ("", "1")]
     offsets = [float(r["time_h"]) - float(r["timepoint_h"]) for r in rows]
-    # Scan-time jitter (COHORT.md "No shortcuts"): actual times differ from the nominal ones.
+    # Scan-time jitter (docs/synthetic-cohort.md "No shortcuts"): actual times differ from the nominal ones.
     assert len({round(o, 3) for o in offsets}) > len(offsets) // 2

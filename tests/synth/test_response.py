@@ -1,4 +1,4 @@
-"""Response model of the synthetic cohort: LQ mechanics, the two calibrated probabilities, COHORT.md targets."""
+"""Response model of the synthetic cohort: LQ mechanics, the two calibrated probabilities, the documented targets."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from ludl.synth.writer import reported_deadtime_factor
 from tests.synth.conftest import RESPONSE_N, ResponsePopulation
 from tests.synth.populations import draw_patient, draw_patient_with_response
 
-T_HALF_H = 159.528  # PHYSICS.md §1
+T_HALF_H = 159.528  # docs/physics.md §1
 
 
 @dataclass
@@ -97,7 +97,7 @@ def _paired_diff_ci(y: npt.NDArray[np.bool_], a: npt.ArrayLike, b: npt.ArrayLike
 
 
 def test_non_response_rate_in_range(cohort: Cohort) -> None:
-    # COHORT.md / issue 4: 35–55 % (PSA50 response 46 % VISION, 57 % LuPSMA, 66 % TheraP), up to the
+    # docs/synthetic-cohort.md / issue 4: 35–55 % (PSA50 response 46 % VISION, 57 % LuPSMA, 66 % TheraP), up to the
     # sampling error of the population (3 binomial SE: ±0.075 at 400 patients; 3,000 patients give 0.506).
     se = math.sqrt(0.25 / cohort.label.size)
     assert 0.35 - 3 * se <= cohort.label.mean() <= 0.55 + 3 * se
@@ -111,7 +111,7 @@ def test_full_achievable_auc_in_range_and_above_the_oracle(cohort: Cohort) -> No
 
 
 def test_dosimetry_oracle_auc_near_target_and_above_pet_only(cohort: Cohort) -> None:
-    # COHORT.md: perfect cycle-one dosimetry + PET + baseline PSA ≈ 0.80; PET-only features ≈ 0.70.
+    # docs/synthetic-cohort.md: perfect cycle-one dosimetry + PET + baseline PSA ≈ 0.80; PET-only features ≈ 0.70.
     auc_obs = roc_auc_score(cohort.label, cohort.p_obs)
     pet_only = _cv_auc(_features(cohort, dose=False, psa=False), cohort.label)
     assert 0.75 <= auc_obs <= 0.86
@@ -187,7 +187,7 @@ def test_dose_response_is_negative_and_moderate(cohort: Cohort) -> None:
     mean_dose = [float(np.mean(r.dose_gy[0])) for r in cohort.resp]
     change = [r.psa_change for r in cohort.resp]
     rho, _ = stats.spearmanr(mean_dose, change)
-    # COHORT.md: Spearman ρ ≈ −0.3 between patient mean lesion dose and PSA change.
+    # docs/synthetic-cohort.md: Spearman ρ ≈ −0.3 between patient mean lesion dose and PSA change.
     assert -0.55 <= rho <= -0.15
     # Dose alone predicts non-response far from perfectly (published PET/dose AUCs ≈ 0.7–0.8).
     assert 0.55 <= roc_auc_score(cohort.label, -np.array(mean_dose)) <= 0.85
@@ -285,7 +285,7 @@ def test_lesion_dose_matches_the_truth_map_mean_dose() -> None:
         ratio.append(dose[mask].mean() / predicted[j])
         if site != "bone":
             soft.append(ratio[-1])
-        # Self-dose on the map follows ρ_k/ρ of the lesion (PHYSICS.md §4): check the physics, not the factor.
+        # Self-dose on the map follows ρ_k/ρ of the lesion (docs/physics.md §4): check the physics, not the factor.
         expected = kin.mean_dose_gy()[kin.lesion_rows[j]] * SOFT_TISSUE_DENSITY_G_PER_ML / rho[mask].mean()
         assert dose[mask].mean() == pytest.approx(expected, rel=0.06)
     ratio_a = np.asarray(ratio)

@@ -45,8 +45,8 @@ Slices = tuple[slice, slice, slice]
 Point = Sequence[float] | FloatArray  # (x, y, z) in mm, or three semi-axes
 
 # The generator's own label values (one table): tissue classes the kinetics and the physics need (1–6), then the
-# DESIGN.md regions (10–21), then the lesions (lesion_001 → 101, …). Fixed per name, so they carry nothing about
-# the patient. They differ from the written label values (`ludl.io.regions.SEGMENTATION_CLASSES`, what the cohort
+# docs/architecture.md regions (10–21), then the lesions (lesion_001 → 101, …). Fixed per name, so they carry nothing
+# about the patient. They differ from the written label values (`ludl.io.regions.SEGMENTATION_CLASSES`, what the cohort
 # writer maps them to) because the generator needs tissue classes (lung, bone, bowel, …) a cohort never labels.
 ANATOMY_LABELS: Mapping[str, int] = MappingProxyType(
     {
@@ -162,7 +162,7 @@ class Anatomy:
 
     Attributes:
         labels: int16 label map (unit "label"), 0 outside the body.
-        label_values: name → label value for every region and tissue class present (DESIGN.md regions,
+        label_values: name → label value for every region and tissue class present (docs/architecture.md regions,
             ``rest_of_body``, ``lung``, ``bone``, ``marrow_other``, ``bowel``, ``blood_pool``, ``lesion_001`` …).
         hu: CT numbers of the truth (float32, "HU"), −1000 outside the body.
         density_g_per_ml: mass density from `hu` (`ludl.physics.dose.density_from_hu`), float32.

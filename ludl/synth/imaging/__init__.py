@@ -1,6 +1,7 @@
 """Scanner images of a digital patient: post-therapy 177Lu SPECT (per bed), low-dose CT and pre-therapy PSMA PET.
 
-Image-domain models (fast; COHORT.md SPECT/CT and PET tables are the requirements). Inputs are maps on the truth
+Image-domain models (fast; the SPECT/CT and PET tables of docs/synthetic-cohort.md are the requirements).
+Inputs are maps on the truth
 grid in the reference pose; every scan has its own grid in its own pose (`ludl.synth.pose`).
 
 SPECT, per bed position (each with its own start time and activity map):

@@ -29,7 +29,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class PetSpec:
-    """A pre-therapy PSMA PET protocol (COHORT.md PET table).
+    """A pre-therapy PSMA PET protocol (docs/synthetic-cohort.md PET table).
 
     Args:
         spacing_mm: isotropic voxel size, mm (3–4 mm clinical; coarser for small presets).

@@ -243,7 +243,7 @@ def _bed_image(
         work_map = aggregate(sub_truth, sub_work, block)
     conc = apply_pose(work_map, pose, padded, kind="activity").array
     depth = apply_pose(sub_work.with_array(depth_work.array[lo:hi]), pose, padded, kind="linear").array
-    # counts = A[MBq] · S_true · t_acq / dead-time factor (PHYSICS.md §6 read backwards)
+    # counts = A[MBq] · S_true · t_acq / dead-time factor (docs/physics.md §6 read backwards)
     counts_per_bq_ml = (
         padded.voxel_volume_ml / BQ_PER_MBQ * system.sensitivity_true_cps_per_mbq * bed.acquisition_s / deadtime
     )

@@ -25,7 +25,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SpectSpec:
-    """A post-therapy 177Lu SPECT protocol and system (COHORT.md SPECT/CT table).
+    """A post-therapy 177Lu SPECT protocol and system (docs/synthetic-cohort.md SPECT/CT table).
 
     Args:
         matrix_xy: transaxial matrix (square), voxels.
@@ -33,11 +33,12 @@ class SpectSpec:
         bed_slices: slices per bed position (≈ 390 mm camera axial FOV / 4.8 mm).
         overlap_slices: slices shared by neighbouring beds.
         n_beds: default number of bed positions (1 or 2; `plan_beds` may override per scan).
-        acquisition_s: acquisition time one bed's reconstruction stands for, s (a manifest field, PHYSICS.md §6).
+        acquisition_s: acquisition time one bed's reconstruction stands for, s (a manifest field, docs/physics.md §6).
         bed_gap_min: (low, high) pause between the end of one bed and the start of the next, min (uniform).
         axial_jitter_mm: uniform ± jitter of the bed block's axial centre, mm (positioning by the technologist).
         fwhm_nominal_mm: the resolution the site states (written to the manifest), mm.
-        fwhm_factor_range: the true FWHM at the reference depth is nominal × U(low, high) (COHORT.md: 0.95–1.15).
+        fwhm_factor_range: the true FWHM at the reference depth is nominal × U(low, high)
+            (0.95–1.15: docs/synthetic-cohort.md).
         depth_gain_per_100mm: relative FWHM increase per 100 mm of depth below the body surface (collimator
             resolution worsens with distance; assumption within the 10–15 mm clinical range).
         depth_reference_mm: depth at which the FWHM equals the realised system FWHM, mm.
@@ -72,9 +73,9 @@ class SpectSpec:
     # Assumption: ≈ 6 % count loss at 4 h after 7.4 GBq (≈ 4 GBq still in the patient), the order reported for
     # 177Lu SPECT at day-0 activities (Uribe et al. 2018 EJNMMI Phys 5:2; losses grow with the activity present).
     deadtime_per_mbq: float = 1.5e-5
-    # Voxel CV 10–20 % in organs of clinical reconstructions (COHORT.md "noise"); ≈ 14 % at ≈ 2·10⁷ counts per bed
-    # (≈ 1.8 GBq in the field of view, 9.4 cps/MBq, 20 min: a 24 h scan). The cap stands for longer late
-    # acquisitions / stronger filtering that clinics use when counts are low.
+    # Voxel CV 10–20 % in organs of clinical reconstructions (docs/synthetic-cohort.md "SPECT/CT (post-therapy 177Lu)");
+    # ≈ 14 % at ≈ 2·10⁷ counts per bed (≈ 1.8 GBq in the field of view, 9.4 cps/MBq, 20 min: a 24 h scan). The cap
+    # stands for longer late acquisitions / stronger filtering that clinics use when counts are low.
     noise_cv_reference: float = 0.14
     noise_reference_counts: float = 2.0e7
     noise_cv_range: tuple[float, float] = (0.06, 0.25)

@@ -1,6 +1,7 @@
 """Whole-body compartment kinetics of 177Lu-PSMA for one synthetic patient-cycle, normalised to the injection.
 
-Model (COHORT.md "Whole-body activity balance"): a mammillary system around the blood pool. Every peripheral
+Model (docs/synthetic-cohort.md "Whole-body activity balance"): a mammillary system around the blood pool.
+Every peripheral
 compartment j (interstitial fluid, kidneys, salivary and lacrimal glands, liver, spleen, bowel, red marrow,
 rest of body, one per lesion) takes activity up from blood at rate a_j and returns it at rate b_j; blood
 loses activity to the bladder at the renal rate k_u, the bowel to the faeces at rate l. The bladder is voided

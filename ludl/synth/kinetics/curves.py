@@ -35,7 +35,7 @@ __all__ = [
 class PatientKinetics:
     """Exact activity curves of one patient-cycle, for every region, per injected activity.
 
-    Rows (`regions`): ``blood``, ``interstitial``, the organs in prior order (DESIGN.md names, ``red_marrow``
+    Rows (`regions`): ``blood``, ``interstitial``, the organs in prior order (docs/architecture.md names, ``red_marrow``
     last), ``bowel``, ``rest_of_body``, ``lesion_001`` …, then ``bladder``, ``excreted_urine`` (voided) and
     ``excreted_feces``.
     The rows sum to injected × e^{−λt} at every time.

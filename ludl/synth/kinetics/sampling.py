@@ -66,7 +66,7 @@ class Lesions:
 
 
 def sample_lesions(rng: np.random.Generator, priors: CohortPriors) -> Lesions:
-    """Draw lesion count, sites and volumes from `priors.lesions` (COHORT.md "Lesions")."""
+    """Draw lesion count, sites and volumes from `priors.lesions` (docs/synthetic-cohort.md "Lesions")."""
     lp = priors.lesions
     n = int(np.clip(np.rint(lp.count_median * math.exp(lp.count_sigma_log * rng.standard_normal())), 1, lp.max_lesions))
     sites = tuple(lp.site_probability)

@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ludl.errors import InputError
+from ludl.io.regions import EVALUATION_CLASSES, evaluation_class
 from ludl.synth.kinetics import PatientKinetics
 
 __all__ = [
@@ -37,8 +38,8 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.float64]
 
-# Region classes of the evaluation (DESIGN.md "Evaluation"); one reference model per class and scan time.
-REFERENCE_CLASSES: tuple[str, ...] = ("kidneys", "salivary", "lacrimal", "liver", "spleen", "red_marrow", "lesions")
+# Region classes of the evaluation; one reference model per class and scan time.
+REFERENCE_CLASSES: tuple[str, ...] = EVALUATION_CLASSES
 # Organ classes whose total activity is a patient-level feature (in this order).
 _ORGAN_CLASSES = REFERENCE_CLASSES[:-1]
 # Lesion sites as a number (the models take it as a categorical-like ordinal; unknown sites read −1).
@@ -72,18 +73,8 @@ _TINY = 1e-12
 
 
 def region_class(region: str) -> str | None:
-    """Evaluation class of a region name (None for regions outside the classes: blood, bladder, …)."""
-    if region.startswith("lesion_"):
-        return "lesions"
-    if region.startswith("kidney_"):
-        return "kidneys"
-    if region.startswith(("parotid_", "submandibular_")):
-        return "salivary"
-    if region.startswith("lacrimal_"):
-        return "lacrimal"
-    if region in ("liver", "spleen", "red_marrow"):
-        return region
-    return None
+    """Evaluation class of a kinetics region name (None for blood, bladder, rest of body, …)."""
+    return evaluation_class(region)
 
 
 @dataclass(frozen=True)
