@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ludl.dosimetry.regions import write_regions_csv
 from ludl.dosimetry.registration import TimepointRegistration
 from ludl.dosimetry.timepoints import CycleData
@@ -33,8 +31,8 @@ def _write_registration_csv(registrations: Sequence[TimepointRegistration], path
 
 
 def write_outputs(result: DosimetryResult, data: CycleData, ref_index: int, out: Path) -> dict[str, Path]:
-    """Write the result's maps (NIfTI, RT Dose), tables (regions, registration), DVH and summary into `out`."""
-    from ludl.dosimetry.report import plot_dvh, summary_html
+    """Write the result's maps (NIfTI, RT Dose), tables (regions, registration) and the report (summary.html/.pdf)."""
+    from ludl.dosimetry.report import write_dosimetry_report
     from ludl.io.nifti import write_nifti
     from ludl.io.rtdose import write_rtdose
 
@@ -47,13 +45,5 @@ def write_outputs(result: DosimetryResult, data: CycleData, ref_index: int, out:
     files["rtdose"] = write_rtdose(result.dose, out / "dose_rtdose.dcm", reference=reference, deidentify=True)
     files["regions_csv"] = write_regions_csv(result.regions, out / "regions.csv")
     files["registration_csv"] = _write_registration_csv(result.registrations, out / "registration.csv")
-    files["dvh_png"] = plot_dvh(np.asarray(result.dose.array), result.regions_map, out / "dvh.png")
-    files["summary_html"] = summary_html(
-        out / "summary.html",
-        rows=result.regions,
-        registrations=[r.as_row() for r in result.registrations],
-        settings=result.settings,
-        notes=result.notes,
-        whole_body_tumour_dose_gy=result.whole_body_tumour_dose_gy,
-    )
+    files.update(write_dosimetry_report(result, data, ref_index, out))
     return files

@@ -1,137 +1,214 @@
-"""Human-readable outputs of a dosimetry run: a DVH plot (PNG, matplotlib Agg) and a short HTML summary.
+"""The clinical report of a multi-time-point dosimetry run: `ReportContent` built from a `DosimetryResult`.
 
-Both are de-identified: no patient name, ID or date appears in them (the caller names the output folder).
+`ludl.report.write_report` renders it (HTML + PDF); this module only gathers the case's numbers, curves and images.
+No patient identifier enters the content: the report is labelled with the output folder's name (the caller names
+it), and region names stay canonical in the page's hover text.
 """
 
 from __future__ import annotations
 
-import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ludl.dosimetry.regions import RegionSet
-from ludl.io.atomic import atomic_write, atomic_write_text
-from ludl.physics.radiobiology import dvh
+from ludl.dosimetry.timepoints import CycleData
+from ludl.physics.kinetics import TacFit
+from ludl.report import RegionDose, ReportContent, ReportHeader, ReportImages, TimeActivityCurve, write_report
 
-__all__ = ["plot_dvh", "summary_html"]
+if TYPE_CHECKING:
+    from ludl.dosimetry.pipeline import DosimetryResult
 
-_MAX_CURVES = 24  # beyond this a legend is unreadable; the largest lesions are kept
+__all__ = [
+    "MARROW_CAUTION",
+    "RegionKinetics",
+    "dosimetry_report_content",
+    "region_kinetics",
+    "terminal_half_life_h",
+    "write_dosimetry_report",
+]
 
-
-def plot_dvh(
-    dose_gy: npt.ArrayLike, regions: RegionSet, path: str | Path, *, exclude_kinds: Sequence[str] = ("body",)
-) -> Path:
-    """Cumulative DVH of every region (organs solid, lesions dashed, marrow dotted) written as PNG, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
-    dose = np.asarray(dose_gy, dtype=np.float64)
-    names = [n for n, k in regions.kinds.items() if k not in exclude_kinds]
-    sizes = {n: int(np.count_nonzero(regions.labels == regions.values[n])) for n in names}
-    names = sorted(names, key=lambda n: (regions.kinds[n] == "lesion", -sizes[n]))[:_MAX_CURVES]
-    styles = {"organ": "-", "lesion": "--", "marrow": ":", "body": "-."}
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=100)
-    try:
-        for name in names:
-            if sizes[name] == 0:
-                continue
-            axis, frac = dvh(dose, regions.mask(name), bins=256)
-            ax.plot(axis, 100.0 * frac, styles.get(regions.kinds[name], "-"), label=name, linewidth=1.2)
-        ax.set_xlabel("absorbed dose (Gy)")
-        ax.set_ylabel("volume (%)")
-        ax.set_ylim(0, 102)
-        ax.set_xlim(left=0)
-        ax.grid(alpha=0.3)
-        if names:
-            ax.legend(fontsize=7, ncol=2, loc="upper right")
-        ax.set_title("cumulative dose–volume histograms")
-        fig.tight_layout()
-        with atomic_write(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
+LN2 = math.log(2.0)
+# docs/physics.md §5: the image-based marrow region reads +21…+101 % (median) on the synthetic cohort.
+MARROW_CAUTION = (
+    "image-based red marrow: spill-in from nearby bone lesions can dominate it (synthetic cohort: median +21 to "
+    "+101 %); use blood-based marrow dosimetry for decisions"
+)
+_CURVE_POINTS = 160
+_TIA_MODES = {"voxel": "voxel-wise fits", "region": "region fits spread by the reference image"}
+_DOSE_METHODS = {"dvk": "177Lu voxel S kernel with CT density correction", "ldm": "local energy deposition"}
+_PVC = {"none": "none", "rc": "recovery coefficients", "gtm": "geometric transfer matrix (GTM) per time point"}
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return "–" if not math.isfinite(value) else f"{value:.{digits}g}"
-    return html.escape(str(value))
+@dataclass(frozen=True, eq=False)
+class RegionKinetics:
+    """Region time-activity curves measured in the images (time h, activity MBq) and their fits."""
+
+    fits: Mapping[str, TacFit | None]
+    curves: Mapping[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]
 
 
-def summary_html(
-    path: str | Path,
+def region_kinetics(result: DosimetryResult, data: CycleData, ref_index: int) -> RegionKinetics:
+    """The result's region curves and fits (read-only): taken from the result when it carries them, else refitted.
+
+    Refitting repeats the pipeline's own steps (`on_reference_grid`, `region_fits`) with the result's registrations,
+    so the curves are the ones the pipeline fitted before partial-volume correction.
+    """
+    fits = getattr(result, "region_fits", None)
+    curves = getattr(result, "region_curves", None)
+    if fits is not None and curves is not None:
+        return RegionKinetics(fits, curves)
+    from ludl.dosimetry.pipeline import on_reference_grid
+    from ludl.dosimetry.tia import region_fits
+
+    grid = on_reference_grid(data, result.registrations, ref_index)
+    model = str(result.settings.get("model", "auto"))
+    fitted, measured, _ = region_fits(grid.aligned, grid.regions, model, grid.grid.voxel_volume_ml)
+    return RegionKinetics(fitted, measured)
+
+
+def terminal_half_life_h(fit: TacFit | None) -> float | None:
+    """Effective half-life (h) of the fit's slowest clearance phase (λ1 is the terminal rate in every model)."""
+    if fit is None:
+        return None
+    rate = fit.params.get("lambda1_per_h", fit.params.get("lambda_tail_per_h", math.nan))
+    return LN2 / rate if math.isfinite(rate) and rate > 0 else None
+
+
+def _finite(value: Any) -> float | None:
+    v = float(value) if value not in (None, "") else math.nan
+    return v if math.isfinite(v) else None
+
+
+def _region_dose(row: Mapping[str, Any], fit: TacFit | None) -> RegionDose:
+    scored = bool(row["scored"])
+    flags = (MARROW_CAUTION,) if row["kind"] == "marrow" else ()
+    if not scored:
+        flags = (f"partly outside the field of view ({100 * float(row['in_fov_fraction']):.0f} % inside)",)
+    return RegionDose(
+        name=row["region"], kind=row["kind"], volume_ml=float(row["volume_ml"]),
+        mean_dose_gy=float(row["mean_dose_gy"]), voxel_mean_dose_gy=float(row["mean_dose_uncorrected_gy"]),
+        median_dose_gy=float(row["median_dose_gy"]), max_dose_gy=float(row["max_dose_gy"]),
+        d2_gy=float(row["d2_gy"]), d50_gy=float(row["d50_gy"]), d98_gy=float(row["d98_gy"]),
+        tia_mbq_h=float(row["tia_mbq_h"]), scored=scored,
+        t_eff_h=terminal_half_life_h(fit) if scored else None, bed_gy=_finite(row["bed_gy"]),
+        correction_factor=_finite(row["pvc_factor"]), flags=flags,
+    )  # fmt: skip
+
+
+def _curves(result: DosimetryResult, kinetics: RegionKinetics) -> tuple[TimeActivityCurve, ...]:
+    """Measured points and fitted curves of every scored organ and lesion (not the body, bladder or rest)."""
+    out = []
+    for row in result.regions:
+        name = row["region"]
+        fit = kinetics.fits.get(name)
+        skip = row["kind"] == "body" or name == "bladder" or not row["scored"]
+        if skip or fit is None or name not in kinetics.curves:
+            continue
+        times, activity = kinetics.curves[name]
+        dense = np.linspace(0.0, 1.15 * float(np.max(times)), _CURVE_POINTS)
+        predicted = np.clip(fit.predict(dense), 0.0, None)
+        out.append(
+            TimeActivityCurve(
+                name,
+                tuple(map(float, times)),
+                tuple(map(float, activity)),
+                tuple(map(float, dense)),
+                tuple(map(float, predicted)),
+                fit.model,
+            )
+        )
+    return tuple(out)
+
+
+def _scan_dates(data: CycleData) -> tuple[str, ...]:
+    """Calendar date of each scan from the injection date and time (empty where the manifest has none)."""
+    from datetime import timedelta
+
+    dates = []
+    for tp in data.timepoints:
+        injected = tp.spect_rows[0].injection_datetime
+        dates.append("" if injected is None else (injected + timedelta(hours=tp.time_h)).date().isoformat())
+    return tuple(dates)
+
+
+def _method_notes(result: DosimetryResult, data: CycleData) -> tuple[str, ...]:
+    s = result.settings
+    share = ", ".join(
+        f"{t.timepoint_h:g} h {100 * a / result.net_administered_mbq:.0f} %"
+        for t, a in zip(data.timepoints, result.activity_in_fov_mbq, strict=False)
+    )
+    return (
+        f"Time-integrated activity: {_TIA_MODES.get(s['tia_mode'], s['tia_mode'])}, kinetic model {s['model']}; "
+        f"time points {s['timepoints_h']} h; reference time point {s['reference_timepoint_h']:g} h.",
+        f"Dose: {_DOSE_METHODS.get(s['dose_method'], s['dose_method'])}; voxel {s['voxel_mm']} mm.",
+        f"Partial-volume correction of region means: {_PVC.get(s['pvc'], s['pvc'])}, nominal resolution "
+        f"{s['fwhm_mm']:g} mm FWHM.",
+        f"Activity in the field of view, share of the net administered {result.net_administered_mbq:.0f} MBq: {share}.",
+        "Time–activity curves: region activities measured in the images (before partial-volume correction).",
+    )
+
+
+def dosimetry_report_content(
+    result: DosimetryResult,
+    data: CycleData,
+    ref_index: int,
     *,
-    rows: Sequence[Mapping[str, Any]],
-    registrations: Sequence[Mapping[str, Any]],
-    settings: Mapping[str, Any],
-    notes: Sequence[str],
-    whole_body_tumour_dose_gy: float | None,
-    dvh_png: str | None = "dvh.png",
-) -> Path:
-    """Write a one-page HTML summary (settings, region table, registration quality, warnings), atomically."""
-    cols = (
-        "region",
-        "kind",
-        "volume_ml",
-        "mean_dose_gy",
-        "mean_dose_uncorrected_gy",
-        "d2_gy",
-        "d98_gy",
-        "tia_mbq_h",
-        "model",
-        "t_eff_h",
-        "pvc_factor",
-        "bed_gy",
-        "scored",
+    patient_label: str,
+    kinetics: RegionKinetics | None = None,
+) -> ReportContent:
+    """The report content of one patient-cycle's multi-time-point dosimetry (`patient_label`: a pseudonym)."""
+    from ludl import __version__
+
+    kinetics = region_kinetics(result, data, ref_index) if kinetics is None else kinetics
+    regions = tuple(_region_dose(row, kinetics.fits.get(row["region"])) for row in result.regions)
+    header = ReportHeader(
+        patient_label=patient_label,
+        cycle=data.cycle,
+        scan_dates=_scan_dates(data),
+        scan_times_h=tuple(t.time_h for t in data.timepoints),
+        injected_mbq=data.injected_mbq,
+        method=f"multi-time-point ({len(data.timepoints)} SPECT/CT, {result.settings['tia_mode']} fits)",
+        code_version=__version__,
+        administered_mbq=data.net_administered_mbq,
     )
-    reg_cols = (
-        "timepoint_h",
-        "reference",
-        "tx_mm",
-        "ty_mm",
-        "tz_mm",
-        "rx_deg",
-        "ry_deg",
-        "rz_deg",
-        "hu_correlation",
-        "mean_abs_diff_hu",
-        "large_diff_fraction",
-        "flags",
+    labels = result.regions_map
+    images = ReportImages(
+        dose_gy=result.dose,
+        labels=result.dose.with_array(labels.labels, unit="label"),
+        label_names={v: n for n, v in labels.values.items()},
+        ct_hu=data.timepoints[ref_index].ct,
+    )
+    return ReportContent(
+        title="Multi-time-point dosimetry (177Lu)",
+        header=header,
+        regions=regions,
+        images=images,
+        curves=_curves(result, kinetics),
+        warnings=(*data.notes, *result.notes),
+        notes=_method_notes(result, data),
+        registration_rows=tuple(r.as_row() for r in result.registrations),
     )
 
-    def table(columns: Sequence[str], data: Sequence[Mapping[str, Any]]) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-        body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in data)
-        return f"<table><tr>{head}</tr>{body}</table>"
 
-    settings_text = ", ".join(f"{html.escape(str(k))}={html.escape(str(v))}" for k, v in settings.items())
-    wbtd = "–" if whole_body_tumour_dose_gy is None else f"{whole_body_tumour_dose_gy:.3g} Gy"
-    parts = [
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>ludl dosimetry</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:0.85em}"
-        "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}th{background:#eee}</style></head><body>",
-        "<h1>Multi-time-point dosimetry (177Lu)</h1>",
-        f"<p>{settings_text}</p>",
-        f"<p>whole-body tumour dose (scored lesions, volume-weighted): <b>{wbtd}</b></p>",
-        "<h2>Regions</h2>",
-        table(cols, rows),
-        "<p>mean_dose_gy is partial-volume corrected (method in settings); voxel statistics are uncorrected.</p>",
-        "<h2>Registration to the reference time point</h2>",
-        table(reg_cols, registrations),
-    ]
-    if notes:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
-    if dvh_png:
-        parts.append(f"<h2>Dose–volume histograms</h2><img src='{html.escape(dvh_png)}' alt='DVH'>")
-    parts.append("</body></html>")
-    return atomic_write_text(path, "\n".join(parts))
+def write_dosimetry_report(
+    result: DosimetryResult, data: CycleData, ref_index: int, out: Path, *, pdf: bool = True
+) -> dict[str, Path]:
+    """Write ``summary.html``, ``summary.pdf`` (the report) and ``dvh.png`` into `out`, labelled by the folder name."""
+    from ludl.io.atomic import atomic_write
+    from ludl.report.figures import dvh_figure, png_bytes
+
+    label = Path(out).resolve().name
+    content = dosimetry_report_content(result, data, ref_index, patient_label=label)
+    files = write_report(content, Path(out), pdf=pdf, name="summary")
+    out_files = {"summary_html": files["report_html"], **({"summary_pdf": files["report_pdf"]} if pdf else {})}
+    figure = dvh_figure(content)
+    if figure is not None:  # the DVHs on their own as well, for slides and letters
+        with atomic_write(Path(out) / "dvh.png", suffix=".png") as tmp:
+            tmp.write_bytes(png_bytes(figure))
+        out_files["dvh_png"] = Path(out) / "dvh.png"
+    return out_files

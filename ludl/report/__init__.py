@@ -8,12 +8,17 @@ from ludl.report.content import (
     ResponseEstimate,
     TimeActivityCurve,
 )
+from ludl.report.limits import ORGAN_LIMITS, OrganLimit
+from ludl.report.writer import write_report
 
 __all__ = [
+    "ORGAN_LIMITS",
+    "OrganLimit",
     "RegionDose",
     "ReportContent",
     "ReportHeader",
     "ReportImages",
     "ResponseEstimate",
     "TimeActivityCurve",
+    "write_report",
 ]

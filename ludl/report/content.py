@@ -36,6 +36,7 @@ class ReportHeader:
     model: str | None = None  # model artifact name/version for single-scan inference
     code_version: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)  # where a value came from, e.g. {"time_h": "command line"}
+    administered_mbq: float | None = None  # net administered (injected − residual); Gy/GBq uses it when given
 
 
 @dataclass(frozen=True)
