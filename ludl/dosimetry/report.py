@@ -8,7 +8,8 @@ it), and region names stay canonical in the page's hover text.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ MARROW_CAUTION = (
     "+101 %); use blood-based marrow dosimetry for decisions"
 )
 _CURVE_POINTS = 160
+# Pipeline notes that describe the method rather than warn (shown under "Method", not in the warnings box).
+_METHOD_NOTE_STARTS = ("several bed positions",)
+_REGION_NOTE = re.compile(r"^region (\S+): (.*)$", re.S)
 _TIA_MODES = {"voxel": "voxel-wise fits", "region": "region fits spread by the reference image"}
 _DOSE_METHODS = {"dvk": "177Lu voxel S kernel with CT density correction", "ldm": "local energy deposition"}
 _PVC = {"none": "none", "rc": "recovery coefficients", "gtm": "geometric transfer matrix (GTM) per time point"}
@@ -60,7 +64,7 @@ def region_kinetics(result: DosimetryResult, data: CycleData, ref_index: int) ->
     """
     fits = getattr(result, "region_fits", None)
     curves = getattr(result, "region_curves", None)
-    if fits is not None and curves is not None:
+    if fits and curves:  # fields the pipeline may carry (see docs/report.md); empty or absent: refit
         return RegionKinetics(fits, curves)
     from ludl.dosimetry.pipeline import on_reference_grid
     from ludl.dosimetry.tia import region_fits
@@ -84,11 +88,25 @@ def _finite(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def _region_dose(row: Mapping[str, Any], fit: TacFit | None) -> RegionDose:
+def _region_notes(notes: Sequence[str], names: set[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The pipeline's notes split into case-level warnings and per-region flags (``region NAME: …`` notes)."""
+    general: list[str] = []
+    per_region: dict[str, list[str]] = {}
+    for note in notes:
+        match = _REGION_NOTE.match(note)
+        if match and match[1] in names:
+            per_region.setdefault(match[1], []).append(match[2])
+        elif not note.startswith(_METHOD_NOTE_STARTS):
+            general.append(note)
+    return general, per_region
+
+
+def _region_dose(row: Mapping[str, Any], fit: TacFit | None, notes: Sequence[str]) -> RegionDose:
     scored = bool(row["scored"])
-    flags = (MARROW_CAUTION,) if row["kind"] == "marrow" else ()
-    if not scored:
-        flags = (f"partly outside the field of view ({100 * float(row['in_fov_fraction']):.0f} % inside)",)
+    flags = (*((MARROW_CAUTION,) if row["kind"] == "marrow" else ()), *notes)
+    if not scored:  # the only thing to say about a lesion without dose
+        share = 100 * float(row["in_fov_fraction"])
+        flags = (f"outside the field of view at some time point (at worst {share:.0f} % inside)",)
     return RegionDose(
         name=row["region"], kind=row["kind"], volume_ml=float(row["volume_ml"]),
         mean_dose_gy=float(row["mean_dose_gy"]), voxel_mean_dose_gy=float(row["mean_dose_uncorrected_gy"]),
@@ -150,6 +168,7 @@ def _method_notes(result: DosimetryResult, data: CycleData) -> tuple[str, ...]:
         f"{s['fwhm_mm']:g} mm FWHM.",
         f"Activity in the field of view, share of the net administered {result.net_administered_mbq:.0f} MBq: {share}.",
         "Time–activity curves: region activities measured in the images (before partial-volume correction).",
+        *(n for n in result.notes if n.startswith(_METHOD_NOTE_STARTS)),
     )
 
 
@@ -165,7 +184,11 @@ def dosimetry_report_content(
     from ludl import __version__
 
     kinetics = region_kinetics(result, data, ref_index) if kinetics is None else kinetics
-    regions = tuple(_region_dose(row, kinetics.fits.get(row["region"])) for row in result.regions)
+    warnings, region_notes = _region_notes(result.notes, {row["region"] for row in result.regions})
+    regions = tuple(
+        _region_dose(row, kinetics.fits.get(row["region"]), region_notes.get(row["region"], ()))
+        for row in result.regions
+    )
     header = ReportHeader(
         patient_label=patient_label,
         cycle=data.cycle,
@@ -189,7 +212,7 @@ def dosimetry_report_content(
         regions=regions,
         images=images,
         curves=_curves(result, kinetics),
-        warnings=(*data.notes, *result.notes),
+        warnings=(*data.notes, *warnings),
         notes=_method_notes(result, data),
         registration_rows=tuple(r.as_row() for r in result.registrations),
     )

@@ -139,8 +139,8 @@ def slice_targets(content: ReportContent) -> tuple[SliceTarget, ...]:
         key=lambda r: -r.mean_dose_gy,
     )
     targets = [
-        SliceTarget(f"{region_label(r.name)} (hottest lesion {i + 1})", (r.name,))
-        for i, r in enumerate(lesions[:_MAX_LESION_SLICES])
+        SliceTarget(f"{region_label(r.name)}, mean {r.mean_dose_gy:.1f} Gy", (r.name,))
+        for r in lesions[:_MAX_LESION_SLICES]
         if r.name in present
     ]
     kidneys = tuple(n for n in ("kidney_left", "kidney_right") if n in present)
@@ -230,9 +230,10 @@ def tac_figure(content: ReportContent) -> Figure | None:
         key=lambda c: lesion_rank[c.region],
     )
     groups = [(title, curves) for title, curves in (("Organs", organs), ("Hottest lesions", lesions)) if curves]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), squeeze=False)
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 5.2), squeeze=False)
     predicted = all(c.model == "predicted" for c in content.curves)
     for ax, (title, curves) in zip(axes[0], groups, strict=True):
+        low, high = math.inf, 0.0
         for colour, curve in zip(_COLOURS, curves, strict=False):
             region = by_name.get(curve.region)
             label = region_label(curve.region)
@@ -241,13 +242,19 @@ def tac_figure(content: ReportContent) -> Figure | None:
             style = "--" if curve.model == "predicted" else "-"
             ax.plot(curve.curve_times_h, curve.curve_activity_mbq, style, color=colour, linewidth=1.3, label=label)
             ax.plot(curve.times_h, curve.activity_mbq, "o", color=colour, markersize=5)
-        ax.set_xlabel("time after injection (h)")
-        ax.set_ylabel("activity in region (MBq)")
-        ax.set_ylim(bottom=0)
+            measured = [a for a in curve.activity_mbq if a > 0]
+            low = min(low, *measured) if measured else low
+            high = max(high, *measured, *curve.curve_activity_mbq)
+        # Log scale: the terminal (clearance) phase is a straight line; the rise from zero is cut off below.
+        ax.set_yscale("log")
+        if math.isfinite(low) and high > 0:
+            ax.set_ylim(0.3 * low, 2.0 * high)
         ax.set_xlim(left=0)
-        ax.set_title(f"{title} (dots: measured; line: {'prediction' if predicted else 'fit'})", fontsize=10)
+        ax.set_xlabel("time after injection (h)")
+        ax.set_ylabel("activity in region (MBq, log scale)")
+        ax.set_title(f"{title} (dots: measured; {'dashed: prediction' if predicted else 'line: fit'})", fontsize=10)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -281,13 +288,13 @@ def dvh_figure(content: ReportContent) -> Figure | None:
         for colour, region in zip(_COLOURS, group, strict=False):
             mask = labels == value_of[region.name]
             axis, frac = dvh(dose, mask, bins=256)
-            top = max(top, float(dose[mask].max()))
+            top = max(top, float(np.percentile(dose[mask], 99.5)))  # a few spill-in voxels must not set the axis
             style = "--" if region.kind == "lesion" else "-"
             ax.plot(axis, 100.0 * frac, style, color=colour, linewidth=1.6, label=region_label(region.name))
         ax.set_xlabel("absorbed dose (Gy)")
         ax.set_ylabel("volume receiving at least this dose (%)")
         ax.set_ylim(0, 102)
-        ax.set_xlim(0, top * 1.02 if top > 0 else 1.0)
+        ax.set_xlim(0, top * 1.15 if top > 0 else 1.0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
         ax.set_title("Organs" if group[0].kind != "lesion" else "Hottest lesions", fontsize=10)

@@ -24,7 +24,7 @@ h1{font-size:1.5em;margin:0.2em 0}h2{font-size:1.15em;margin:1.4em 0 0.4em;borde
 table{border-collapse:collapse;font-size:0.85em;margin:0.3em 0}
 td,th{border:1px solid #bbb;padding:3px 7px;text-align:right;vertical-align:top}
 th{background:#eef1f5;font-weight:600}td.left,th.left{text-align:left}td.left{white-space:nowrap}
-td.warn{background:#fff1c2}td.over{background:#f9c0c0;font-weight:700}td.muted{color:#666;text-align:left}
+td.warn{background:#fff1c2}td.over{background:#f9c0c0;font-weight:700}td.muted{color:#666;text-align:left}td.note{color:#444;text-align:left;font-size:0.85em;max-width:28em}
 table.header td{border:none;padding:1px 10px 1px 0;text-align:left}table.header td:first-child{color:#555}
 .warnings{border:2px solid #c0392b;background:#fdecea;padding:0.5em 1em;margin:0.8em 0}
 .warnings h2{border:none;margin:0.1em 0;color:#c0392b}
@@ -81,15 +81,22 @@ def all_warnings(content: ReportContent) -> list[str]:
     """The caller's warnings, then every region flag (named by region), without repeats."""
     out = list(content.warnings)
     for region in content.regions:
-        if region.kind == "lesion" and not region.scored:
-            continue  # the lesion table and the headline say it; one line per lesion would bury the rest
-        out += [f"{region_label(region.name)}: {flag}" for flag in region.flags]
+        if region.kind != "lesion":
+            out += [f"{region_label(region.name)}: {flag}" for flag in region.flags]
+    # Lesion notes stay in the lesion table: one line per lesion here would bury the rest.
+    flagged = [region_label(r.name) for r in content.regions if r.kind == "lesion" and r.scored and r.flags]
+    if flagged:
+        out.append(
+            f"{len(flagged)} scored lesion{'s carry' if len(flagged) > 1 else ' carries'} a note in the lesion "
+            f"table ({', '.join(flagged)})"
+        )
     unscored = sum(1 for r in content.regions if r.kind == "lesion" and not r.scored)
     if unscored:
         out.append(
-            f"{unscored} lesion{'s are' if unscored > 1 else ' is'} partly outside the field of view and not scored"
+            f"{unscored} lesion{'s lie' if unscored > 1 else ' lies'} (partly) outside the field of view at some "
+            "time point and cannot be scored"
         )
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(w[:1].upper() + w[1:] for w in out))
 
 
 def key_findings(content: ReportContent) -> list[str]:
@@ -107,9 +114,15 @@ def key_findings(content: ReportContent) -> list[str]:
             continue
         region, worst = max(values, key=lambda rv: rv[1])
         what = "BED" if limit.quantity == "bed" else "mean dose"
+        which = (
+            f"highest {what} {fmt(worst, 2)} Gy ({region_label(region.name)})"
+            if len(present) > 1
+            else (f"{what} {fmt(worst, 2)} Gy")
+        )
+        caution = " Caution: see the warnings." if region.flags else ""
         lines.append(
-            f"{limit.group.capitalize()}: highest {what} {fmt(worst, 2)} Gy ({region_label(region.name)}), "
-            f"{fmt(100 * worst / limit.limit_gy, 0)} % of the {fmt(limit.limit_gy, 0)} Gy limit this cycle."
+            f"{region_label(region.name) if len(present) == 1 else limit.group.capitalize()}: {which}, "
+            f"{fmt(100 * worst / limit.limit_gy, 0)} % of the {fmt(limit.limit_gy, 0)} Gy limit this cycle.{caution}"
         )
     if content.response is not None:
         estimate = content.response

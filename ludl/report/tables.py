@@ -174,6 +174,9 @@ def lesion_table(content: ReportContent) -> Table:
     ]
     if has_interval:
         columns.insert(3, "90 % interval (Gy)")
+    has_notes = any(r.flags for r in scored)
+    if has_notes:
+        columns.append("Notes")
     rows: list[tuple[Cell, ...]] = []
     above_d2 = False
     for r in scored:
@@ -193,6 +196,8 @@ def lesion_table(content: ReportContent) -> Table:
         ]
         if has_interval:
             cells.insert(3, Cell(_interval(r)))
+        if has_notes:
+            cells.append(Cell("; ".join(r.flags), "note"))
         rows.append(tuple(cells))
     for r in unscored:
         reason = "; ".join(r.flags) if r.flags else "partly outside the field of view"
@@ -228,14 +233,14 @@ def header_table(header: ReportHeader) -> Table:
     for i, t in enumerate(header.scan_times_h):
         date = header.scan_dates[i] if i < len(header.scan_dates) else ""
         scans.append(f"{fmt(t)} h" + (f" ({date})" if date else ""))
-    activity = f"{fmt(header.injected_mbq, 0)} MBq ({fmt(header.injected_mbq / 1000.0, 2)} GBq)"
+    activity = f"{fmt(header.injected_mbq, 0)} MBq {header.nuclide} ({fmt(header.injected_mbq / 1000.0, 2)} GBq)"
     if header.administered_mbq and not math.isclose(header.administered_mbq, header.injected_mbq):
         activity += f"; net administered {fmt(header.administered_mbq, 0)} MBq"
     rows = [
         ("Patient", header.patient_label),
         ("Therapy cycle", str(header.cycle)),
         ("Scan time(s) after injection", ", ".join(scans) + source("time_h")),
-        ("Injected activity", f"{activity} {header.nuclide}{source('injected_mbq')}"),
+        ("Injected activity", f"{activity}{source('injected_mbq')}"),
         ("Method", header.method),
     ]
     if header.model:

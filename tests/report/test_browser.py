@@ -46,9 +46,7 @@ def _open(page: Path, browser: str) -> tuple[int, int, list[str]]:
     body = re.search(r'<body[^>]*data-images="(\d+)"[^>]*data-broken="(\d+)"', done.stdout)
     assert body is not None, done.stdout[:500]
     errors = [
-        line
-        for line in done.stderr.splitlines()
-        if "CONSOLE" in line or "net::ERR" in line or "Failed to load" in line
+        line for line in done.stderr.splitlines() if "CONSOLE" in line or "net::ERR" in line or "Failed to load" in line
     ]
     return int(body[1]), int(body[2]), errors
 
