@@ -183,17 +183,18 @@ def _dose_panel(ax: Any, ct: npt.NDArray[np.float64] | None, dose: npt.NDArray[n
 
 def slice_figure(content: ReportContent) -> Figure | None:
     """Axial and coronal dose-on-CT slices through each `slice_targets` region (None without a target)."""
-    targets = slice_targets(content)
+    images = content.images
+    masks = {t: _mask(images, t.regions) for t in slice_targets(content)}
+    targets = [t for t, m in masks.items() if m.any()]
     if not targets:
         return None
     plt = _pyplot()
-    images = content.images
     dose = _oriented(images.dose_gy)
     ct = _on_dose_grid(images.ct_hu, images)
     sz, sy, sx = images.dose_gy.spacing_zyx_mm
     fig, axes = plt.subplots(len(targets), 2, figsize=(10.0, 4.3 * len(targets)), squeeze=False, layout="constrained")
     for row, target in zip(axes, targets, strict=True):
-        mask = _mask(images, target.regions)
+        mask = masks[target]
         z, y, _ = (round(float(c)) for c in np.argwhere(mask).mean(axis=0))
         half = max(20, int(110.0 / sz))  # coronal window ±110 mm around the target, head up
         z0, z1 = max(0, z - half), min(dose.shape[0], z + half + 1)

@@ -79,11 +79,16 @@ def _table_pages(plt: Any, title: str, table: Table) -> list[Figure]:
         ax.axis("off")
         chunk = rows[start : start + _ROWS_PER_PAGE]
         headings = ["\n".join(textwrap.wrap(c, 14)) for c in table.columns]
-        shown = ax.table(cellText=chunk, colLabels=headings, loc="upper center", cellLoc="right")
+        n = len(table.columns)
+        widths = [0.22] + [0.78 / max(n - 1, 1)] * (n - 1)  # the region name needs the room
+        shown = ax.table(cellText=chunk, colLabels=headings, loc="upper center", cellLoc="right", colWidths=widths)
         shown.auto_set_font_size(False)
         shown.set_fontsize(6.5)
         shown.scale(1.0, 1.25)
-        for (r, _), cell in shown.get_celld().items():
+        for (r, c), cell in shown.get_celld().items():
+            if c == 0:
+                cell.set_text_props(ha="left")
+                cell.PAD = 0.02
             if r == 0:
                 cell.set_height(cell.get_height() * 2.4)
                 cell.set_facecolor("#eef1f5")

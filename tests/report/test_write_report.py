@@ -156,3 +156,17 @@ def test_pdf_without_a_browser_is_drawn_by_matplotlib(
         pdf = files["report_pdf"].read_bytes()
         assert pdf[:5] == b"%PDF-" and pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page ") >= 4
         assert files["report_html"].is_file()
+
+
+def test_a_bare_content_still_renders(tmp_path: Path) -> None:
+    """No CT, PET, curves, lesions, response or warnings: the page says what it has and nothing breaks."""
+    from dataclasses import replace
+
+    full = synthetic.content()
+    organs = tuple(r for r in full.regions if r.kind != "lesion" and r.name != "kidney_left")
+    pictures = replace(full.images, ct_hu=None, pet_suv=None, label_names={**full.images.label_names, 99: "spleen"})
+    bare = replace(full, regions=organs, images=pictures, curves=(), response=None, warnings=(), notes=())
+    page = write_report(bare, tmp_path, pdf=False)["report_html"].read_text(encoding="utf-8")
+    assert "No lesions in the label map." in page and "class=warnings" in page  # the red-marrow caution
+    assert "Lesions, highest dose first" not in page and "Time–activity curves" not in page
+    assert len(images(page)) == 3  # dose MIP, kidney slices, DVHs
