@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ludl.dosimetry.timepoints import CycleData
+from ludl.imaging.volume import Volume
 from ludl.physics.kinetics import TacFit
 from ludl.report import RegionDose, ReportContent, ReportHeader, ReportImages, TimeActivityCurve, write_report
 
@@ -36,8 +37,8 @@ __all__ = [
 LN2 = math.log(2.0)
 # docs/physics.md §5: the image-based marrow region reads +21…+101 % (median) on the synthetic cohort.
 MARROW_CAUTION = (
-    "image-based red marrow: spill-in from nearby bone lesions can dominate it (synthetic cohort: median +21 to "
-    "+101 %); use blood-based marrow dosimetry for decisions"
+    "spill-in from nearby bone lesions can dominate this image-based dose (synthetic cohort: median +21 to +101 %); "
+    "use blood-based marrow dosimetry for decisions"
 )
 _CURVE_POINTS = 160
 # Pipeline notes that describe the method rather than warn (shown under "Method", not in the warnings box).
@@ -154,6 +155,24 @@ def _scan_dates(data: CycleData) -> tuple[str, ...]:
     return tuple(dates)
 
 
+def _baseline_pet(data: CycleData) -> tuple[Volume | None, str]:
+    """The patient's pre-therapy PET (this cycle's, else the latest earlier one) in SUV for the MIP, or a note.
+
+    Only its projection is shown, on its own grid, so it is not registered; a PET that cannot be read is left out
+    with a note and never fails the report.
+    """
+    from ludl.errors import LudlError
+    from ludl.io.cohort_images import read_pet_suv_row
+
+    rows = [r for r in data.manifest.select(patient_id=data.patient_id, role="pet") if r.cycle <= data.cycle]
+    if not rows:
+        return None, ""
+    try:
+        return read_pet_suv_row(data.manifest, data.config, max(rows, key=lambda r: r.cycle)), ""
+    except (LudlError, OSError) as err:
+        return None, f"PET maximum-intensity projection left out: {err}"
+
+
 def _method_notes(result: DosimetryResult, data: CycleData) -> tuple[str, ...]:
     s = result.settings
     share = ", ".join(
@@ -200,11 +219,15 @@ def dosimetry_report_content(
         administered_mbq=data.net_administered_mbq,
     )
     labels = result.regions_map
+    pet, pet_note = _baseline_pet(data)
+    if pet is not None:
+        pet_note = "PET maximum-intensity projection: the pre-therapy PSMA PET as acquired (overview, not registered)."
     images = ReportImages(
         dose_gy=result.dose,
         labels=result.dose.with_array(labels.labels, unit="label"),
         label_names={v: n for n, v in labels.values.items()},
         ct_hu=data.timepoints[ref_index].ct,
+        pet_suv=pet,
     )
     return ReportContent(
         title="Multi-time-point dosimetry (177Lu)",
@@ -213,7 +236,7 @@ def dosimetry_report_content(
         images=images,
         curves=_curves(result, kinetics),
         warnings=(*data.notes, *warnings),
-        notes=_method_notes(result, data),
+        notes=(*_method_notes(result, data), *((pet_note,) if pet_note else ())),
         registration_rows=tuple(r.as_row() for r in result.registrations),
     )
 

@@ -91,30 +91,35 @@ def _mask(images: ReportImages, names: Sequence[str]) -> npt.NDArray[np.bool_]:
     return np.isin(labels, values)
 
 
+def _coronal_mip(volume: Volume) -> tuple[npt.NDArray[np.float64], tuple[float, float, float, float]]:
+    """Maximum along anterior–posterior, head up, with its extent in mm (true aspect)."""
+    array = _oriented(volume)
+    sz, _, sx = volume.spacing_zyx_mm
+    return array.max(axis=1), (0.0, array.shape[2] * sx, 0.0, array.shape[0] * sz)
+
+
 def mip_figure(images: ReportImages) -> Figure:
-    """Coronal maximum-intensity projections: the PSMA PET (inverted grey) and the absorbed dose (Gy)."""
+    """Coronal maximum-intensity projections: the PSMA PET (inverted grey, its own field of view) and the dose (Gy)."""
     plt = _pyplot()
-    dose = _oriented(images.dose_gy)
-    pet = _on_dose_grid(images.pet_suv, images)
-    sz, _, sx = images.dose_gy.spacing_zyx_mm
-    extent = (0.0, dose.shape[2] * sx, 0.0, dose.shape[0] * sz)
-    panels = 2 if pet is not None else 1
-    height = 6.0
-    width = min(12.0, panels * height * extent[1] / extent[3] + 1.2 * panels + 0.5)
-    fig, axes = plt.subplots(1, panels, figsize=(max(width, 5.0), height), squeeze=False)
-    axes = axes[0]
-    if pet is not None:
-        mip = pet.max(axis=1)
-        top = float(np.percentile(mip[mip > 0], 99.5)) if np.any(mip > 0) else 1.0
-        shown = axes[0].imshow(mip, cmap="gray_r", vmin=0, vmax=top, origin="lower", extent=extent)
-        fig.colorbar(shown, ax=axes[0], fraction=0.05, pad=0.02, label="SUV")
-        axes[0].set_title("PSMA PET, maximum-intensity projection", fontsize=10)
-    mip = dose.max(axis=1)
-    top = float(np.percentile(mip[mip > 0], 99.8)) if np.any(mip > 0) else 1.0
-    shown = axes[-1].imshow(mip, cmap="inferno", vmin=0, vmax=top, origin="lower", extent=extent)
-    fig.colorbar(shown, ax=axes[-1], fraction=0.05, pad=0.02, label="absorbed dose (Gy)")
-    axes[-1].set_title("Absorbed dose, maximum-intensity projection", fontsize=10)
-    for ax in axes:
+    panels = [("dose", *_coronal_mip(images.dose_gy))]
+    if images.pet_suv is not None:
+        panels.insert(0, ("pet", *_coronal_mip(images.pet_suv)))
+    height = 6.5
+    widths = [height * e[1] / e[3] for _, _, e in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(min(12.0, sum(widths) + 1.6 * len(panels) + 0.4), height),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})  # fmt: skip
+    for ax, (kind, mip, extent) in zip(axes[0], panels, strict=True):
+        positive = mip[mip > 0]
+        if kind == "pet":
+            top = float(np.percentile(positive, 99.5)) if positive.size else 1.0
+            shown = ax.imshow(mip, cmap="gray_r", vmin=0, vmax=top, origin="lower", extent=extent)
+            fig.colorbar(shown, ax=ax, fraction=0.05, pad=0.02, label="SUV")
+            ax.set_title("PSMA PET, maximum-intensity projection", fontsize=10)
+        else:
+            top = float(np.percentile(positive, 99.8)) if positive.size else 1.0
+            shown = ax.imshow(mip, cmap="inferno", vmin=0, vmax=top, origin="lower", extent=extent)
+            fig.colorbar(shown, ax=ax, fraction=0.05, pad=0.02, label="absorbed dose (Gy)")
+            ax.set_title("Absorbed dose, maximum-intensity projection", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.text(0.02, 0.02, "R", transform=ax.transAxes, color="tab:blue", fontsize=11, fontweight="bold")
