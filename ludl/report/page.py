@@ -111,6 +111,13 @@ def key_findings(content: ReportContent) -> list[str]:
             if v is not None and math.isfinite(v):
                 values.append((r, v))
         if not values:
+            doses = [r for r in present if math.isfinite(r.mean_dose_gy)]
+            if doses:  # a BED limit without BED (no clearance fit): say the dose, not a share
+                top = max(doses, key=lambda r: r.mean_dose_gy)
+                lines.append(
+                    f"{limit.group.capitalize()}: highest mean dose {fmt(top.mean_dose_gy, 2)} Gy "
+                    f"({region_label(top.name)}); no BED, so no share of the {fmt(limit.limit_gy, 0)} Gy BED limit."
+                )
             continue
         region, worst = max(values, key=lambda rv: rv[1])
         what = "BED" if limit.quantity == "bed" else "mean dose"
