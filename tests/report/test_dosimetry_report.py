@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -31,7 +32,9 @@ def test_files_label_and_no_identifier(run: tuple[DosimetryResult, str]) -> None
     assert result.files["dvh_png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     header = {row[0]: row[1] for row in tables(page)["header"]}
     assert header["Patient"] == "SYN0001_c1"  # the output folder's name, never the cohort's patient ID
-    assert "P01" not in visible_text(page)
+    text = visible_text(page)
+    assert "P01" not in text
+    assert not re.search(r"\d[eE][+-]?\d", text) and "nan" not in text.lower().split()
     assert header["Therapy cycle"] == "1"
     assert "7\u2009400 MBq" in header["Injected activity"]
     assert len(images(page)) == 4  # dose MIP (no PET here), dose on CT, time-activity curves, DVHs
