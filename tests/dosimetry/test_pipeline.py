@@ -75,6 +75,7 @@ def test_outputs_are_written_and_consistent(exact_cohort: Path, run_cached: Run)
         "registration.csv",
         "dvh.png",
         "summary.html",
+        "summary.pdf",
     }
     dose = read_nifti(result.files["dose_nifti"])
     assert dose.unit == "Gy"
