@@ -20,10 +20,9 @@ written whole or not at all (`ludl.io.prepared.write_case`).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,7 @@ from ludl.io.manifest import Manifest, ManifestRow, load_manifest
 from ludl.io.prepared import CaseTimepoint, clean_stale, write_case
 from ludl.io.prepared_sidecar import CaseSidecar, GroundTruthInfo, PetInfo, StpCase, TimepointInfo
 from ludl.io.prepared_stats import class_map, classes_present, label_coverage
-from ludl.io.provenance import Provenance, canonical_json, input_checksums
+from ludl.io.provenance import Provenance, canonical_json, manifest_provenance
 from ludl.io.truth import read_truth
 
 __all__ = ["case_id", "case_inputs", "case_provenance", "prepare_case"]
@@ -67,12 +66,6 @@ def case_id(patient_id: str, cycle: int) -> str:
 # ------------------------------------------------------------------------------------------------ provenance
 
 
-def _rows_sha256(rows: Sequence[ManifestRow]) -> str:
-    """SHA-256 of manifest rows as values (their line numbers left out: moving a row changes nothing)."""
-    cells = [{k: v for k, v in dataclasses.asdict(r).items() if k != "line"} for r in rows]
-    return hashlib.sha256(canonical_json(cells).encode("ascii")).hexdigest()
-
-
 def case_inputs(manifest: Manifest, patient_id: str, cycle: int) -> tuple[ManifestRow, ...]:
     """The manifest rows a case reads: every row of its cycle, and the patient's PET (and PET-CT) rows up to it."""
     own = manifest.select(patient_id=patient_id, cycle=cycle)
@@ -91,18 +84,14 @@ def case_provenance(
 ) -> Provenance:
     """What a case is computed from: its image files, manifest rows, ``cohort.yaml``, truth rows and settings.
 
-    Image paths are the manifest's (relative to the cohort), so that a moved cohort keeps its cases current.
+    Image paths are the manifest's (relative to the cohort): ``case.json`` holds no absolute path.
     """
     rows = case_inputs(manifest, patient_id, int(cycle))
-    inputs = input_checksums(manifest.root, [r.path for r in rows])
-    config = manifest.root / "cohort.yaml"
-    if config.is_file():
-        inputs.update(input_checksums(manifest.root, ["cohort.yaml"]))
-    where = f"[{patient_id} c{int(cycle)}]"
-    inputs[f"manifest.csv{where}"] = _rows_sha256(rows)
+    label = f"{patient_id} c{int(cycle)}"
     truth_text = canonical_json({k: list(v) for k, v in sorted(truth.items())})
-    inputs[f"truth/regions.csv{where}"] = hashlib.sha256(truth_text.encode("ascii")).hexdigest()
-    return Provenance.of(inputs, {"dosimetry": options.settings(), "nifti": bool(nifti)})
+    extra = {f"truth/regions.csv[{label}]": hashlib.sha256(truth_text.encode("ascii")).hexdigest()}
+    settings = {"dosimetry": options.settings(), "nifti": bool(nifti)}
+    return manifest_provenance(manifest, rows, settings, label=label, extra=extra)
 
 
 # ------------------------------------------------------------------------------------------------ PET

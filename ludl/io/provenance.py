@@ -15,6 +15,7 @@ earlier owner recorded, so that no file of an earlier run stays beside the new o
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import json
@@ -26,25 +27,40 @@ from typing import Any
 
 from ludl.errors import InputError
 from ludl.io.atomic import atomic_write_text
+from ludl.io.manifest import Manifest, ManifestRow
 from ludl.io.prepared_sidecar import to_jsonable
 
 __all__ = [
+    "DOSIMETRY_OUTPUTS",
     "OUTPUT_RECORD",
     "OUTPUT_RECORD_FORMAT",
     "Provenance",
     "canonical_json",
     "claim_output_dir",
     "code_version",
+    "dosimetry_owner",
     "file_sha256",
     "input_checksums",
+    "manifest_provenance",
     "path_sha256",
     "read_output_record",
+    "rows_sha256",
     "settings_hash",
     "update_output_record",
 ]
 
 OUTPUT_RECORD = "provenance.json"
 OUTPUT_RECORD_FORMAT = "ludl-output-folder"
+# The files `ludl dosimetry` writes in its `out` folder (`ludl.dosimetry.outputs.write_outputs`).
+DOSIMETRY_OUTPUTS = (
+    "dose_gy.nii.gz",
+    "tia_mbq_h_per_ml.nii.gz",
+    "dose_rtdose.dcm",
+    "regions.csv",
+    "registration.csv",
+    "dvh.png",
+    "summary.html",
+)
 # Entries of an output folder that belong to no job's results: Hydra's per-run config and log folders.
 _NOT_OUTPUTS = frozenset({".ludl"})
 _CHUNK_BYTES = 1 << 20  # streaming: a 2 GB CT series never sits in memory
@@ -97,6 +113,36 @@ def input_checksums(root: str | Path, relative_paths: Sequence[str]) -> dict[str
     """Relative path (as given, POSIX) → `path_sha256` of ``root/path``, sorted by path."""
     root = Path(root)
     return {rel: path_sha256(root / rel) for rel in sorted(set(relative_paths))}
+
+
+def rows_sha256(rows: Sequence[ManifestRow]) -> str:
+    """SHA-256 of manifest rows as values (their line numbers left out: moving a row changes nothing)."""
+    cells = [{k: v for k, v in dataclasses.asdict(r).items() if k != "line"} for r in rows]
+    return hashlib.sha256(canonical_json(cells).encode("ascii")).hexdigest()
+
+
+def manifest_provenance(
+    manifest: Manifest,
+    rows: Sequence[ManifestRow],
+    settings: Mapping[str, Any],
+    *,
+    label: str,
+    extra: Mapping[str, str] | None = None,
+) -> Provenance:
+    """The provenance of a result computed from these manifest rows: their image files (paths relative to the cohort,
+    as the manifest gives them), ``cohort.yaml``, the rows themselves (``manifest.csv[label]``), the `extra` named
+    checksums, and `settings`."""
+    inputs = input_checksums(manifest.root, [r.path for r in rows])
+    if (manifest.root / "cohort.yaml").is_file():
+        inputs.update(input_checksums(manifest.root, ["cohort.yaml"]))
+    inputs[f"manifest.csv[{label}]"] = rows_sha256(rows)
+    inputs.update(extra or {})
+    return Provenance.of(inputs, settings)
+
+
+def dosimetry_owner(cohort_dir: str | Path, patient_id: str, cycle: int) -> dict[str, Any]:
+    """The owner of a ``ludl dosimetry`` output folder (`claim_output_dir`): the cohort, patient and cycle."""
+    return {"job": "dosimetry", "cohort": str(Path(cohort_dir).resolve()), "patient_id": patient_id, "cycle": cycle}
 
 
 def _value(entries: Mapping[str, Any], key: str) -> str:
