@@ -38,6 +38,7 @@ __all__ = [
     "canonical_json",
     "claim_output_dir",
     "code_version",
+    "dataset_provenance",
     "dosimetry_owner",
     "file_sha256",
     "input_checksums",
@@ -138,6 +139,19 @@ def manifest_provenance(
     inputs[f"manifest.csv[{label}]"] = rows_sha256(rows)
     inputs.update(extra or {})
     return Provenance.of(inputs, settings)
+
+
+def dataset_provenance(prepared_dir: str | Path, settings: Mapping[str, Any]) -> Provenance:
+    """The provenance of a model trained on a prepared folder: ``dataset.json``, ``splits.json`` and every case's
+    ``case.json`` (which records its own inputs, so the arrays need not be hashed again), with the training settings.
+
+    Raises:
+        InputError: a file is missing (naming it).
+    """
+    root = Path(prepared_dir)
+    names = ["dataset.json", "splits.json"]
+    names += sorted(p.relative_to(root).as_posix() for p in root.glob("cases/*/case.json"))
+    return Provenance.of(input_checksums(root, names), settings)
 
 
 def dosimetry_owner(cohort_dir: str | Path, patient_id: str, cycle: int) -> dict[str, Any]:

@@ -23,7 +23,14 @@ from ludl.dosimetry.prepare import run_prepare
 from ludl.errors import InputError
 from ludl.io.nifti import read_nifti, write_nifti
 from ludl.io.prepared import CASES_FOLDER, SIDECAR, read_case
-from ludl.io.provenance import OUTPUT_RECORD, Provenance, file_sha256, path_sha256, settings_hash
+from ludl.io.provenance import (
+    OUTPUT_RECORD,
+    Provenance,
+    dataset_provenance,
+    file_sha256,
+    path_sha256,
+    settings_hash,
+)
 from ludl.synth.cohort import run_synth
 from tests.reliability.conftest import write_cohort
 
@@ -66,6 +73,16 @@ def test_settings_hash_ignores_key_order_and_names_what_changed() -> None:
     assert 'dosimetry.pvc: "gtm" → "none"' in changes and "input x.nii.gz changed" in changes
 
 
+def test_dataset_provenance_names_a_changed_case(tmp_path: Path) -> None:
+    for name in ("dataset.json", "splits.json", "cases/A_c1/case.json", "cases/B_c1/case.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    before = dataset_provenance(tmp_path, {"max_steps": 10})
+    assert sorted(before.inputs) == ["cases/A_c1/case.json", "cases/B_c1/case.json", "dataset.json", "splits.json"]
+    (tmp_path / "cases/B_c1/case.json").write_text("recomputed")
+    assert before.differences(dataset_provenance(tmp_path, {"max_steps": 10})) == ["input cases/B_c1/case.json changed"]
+
+
 # ------------------------------------------------------------------------------------------------ ludl prepare
 
 
@@ -92,6 +109,14 @@ def test_changed_inputs_are_recomputed_not_skipped(tmp_path: Path, cohort: Path,
     assert redone.case_id == "P01_c1" and "input P01/images/spect_24h.nii.gz changed" in redone.reason
     assert any("recomputed" in note for note in again.notes)
     assert _case_dose_mbq(out, "P01_c1") == pytest.approx(1.1 * dose_before, rel=2e-3)
+    # A case written before provenance was recorded (format version 2 without the entry) is recomputed too.
+    sidecar = out / CASES_FOLDER / "P02_c1" / SIDECAR
+    document = json.loads(sidecar.read_text())
+    del document["provenance"]
+    sidecar.write_text(json.dumps(document))
+    third = run_prepare(cohort, out, workers=1, options=options)
+    assert [(c.case_id, c.status) for c in third.cases] == [("P01_c1", "skipped"), ("P02_c1", "done")]
+    assert "older ludl" in third.cases[1].reason and "provenance" in json.loads(sidecar.read_text())
 
 
 def test_other_settings_are_refused_naming_overwrite_then_recomputed(
