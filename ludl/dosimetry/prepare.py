@@ -3,7 +3,11 @@ docs/architecture.md).
 
 Each patient-cycle with SPECT rows becomes one case folder (`ludl.dosimetry.prepare_case.prepare_case`: the ground
 truth of the multi-time-point pipeline mapped onto every time point's own SPECT grid, the PET, the typed sidecar).
-Finished cases are skipped, a case is written whole or not at all, a case failing with a `LudlError` is recorded with
+Finished cases are skipped when current — their recorded provenance (input checksums, settings, code version;
+`ludl.io.provenance`) equals what they would be computed from now — and recomputed otherwise. The output folder
+belongs to one cohort (``provenance.json``, with the dosimetry settings): another cohort's folder, or other dosimetry
+settings, are refused unless ``overwrite=true``; case folders of cases the cohort no longer has are removed. A case
+is written whole or not at all, a case failing with a `LudlError` is recorded with
 its reason in ``prepare_summary.json`` (`ludl.dosimetry.prepare_summary`) while the others finish, and the case list
 (sorted as the manifest orders patients) is sharded ``[i::n]`` for ``shard=i/n``. ``splits.json`` (patient-level
 folds stratified by ``non_response``) depends only on the manifest, outcomes and seed, so every shard writes the same
@@ -194,7 +198,8 @@ def run_prepare(
             ``prepare_summary.json`` (``prepare_summary.shard-i-of-n.json`` when sharded) and ``stp_regions.csv``.
         shard: ``"i/n"``: this process prepares cases ``[i::n]`` of the sorted case list.
         workers: parallel processes (joblib); None: all cores, 1: in this process.
-        overwrite: redo finished cases (default: skip them).
+        overwrite: redo every case; also replace another cohort's results in `out_dir`, or cases prepared with other
+            dosimetry settings (both refused otherwise). A case whose inputs changed is redone without it.
         n_folds, seed: patient-level folds of ``splits.json`` (n_folds is capped at the number of patients).
         nifti: also write NIfTI copies of every array, for viewing.
         stp_baselines: when every case of the cohort is prepared (or failed), write ``stp_regions.csv``: the STP
@@ -205,7 +210,8 @@ def run_prepare(
         The summary (also written as JSON); failed cases are listed with their reasons, never raised.
 
     Raises:
-        LudlError: problems with the whole run (cohort files, options, shard), before any case is prepared.
+        LudlError: problems with the whole run (cohort files, options, shard; `out_dir` of another cohort, or of
+            other dosimetry settings, without `overwrite`), before any case is prepared.
     """
     start = time.perf_counter()
     index, count = parse_shard(shard)

@@ -9,8 +9,8 @@ now (`Provenance.differences`) and recomputes, or refuses naming ``overwrite=tru
 An output folder belongs to one job and one subject (a cohort for ``ludl prepare``; a cohort, patient and cycle for
 ``ludl dosimetry``): `claim_output_dir` reads the folder's ``provenance.json`` and refuses a folder of another owner
 (or a non-empty folder ludl did not write) unless ``overwrite=true``, in which case it first removes the outputs the
-earlier owner recorded, so that no file of an earlier run stays beside the new ones. Hydra's per-run log folder
-(``.ludl``) is never counted or removed.
+earlier owner recorded, so that no file of an earlier run stays beside the new ones. Hidden entries (Hydra's per-run
+log folder ``.ludl``, temporary files of atomic writes) are never counted or removed.
 """
 
 from __future__ import annotations
@@ -62,8 +62,6 @@ DOSIMETRY_OUTPUTS = (
     "dvh.png",
     "summary.html",
 )
-# Entries of an output folder that belong to no job's results: Hydra's per-run config and log folders.
-_NOT_OUTPUTS = frozenset({".ludl"})
 _CHUNK_BYTES = 1 << 20  # streaming: a 2 GB CT series never sits in memory
 
 
@@ -277,7 +275,7 @@ def _remove_outputs(out: Path, patterns: Sequence[str]) -> list[str]:
     """Remove the top-level entries of `out` matching the earlier owner's output patterns; their names."""
     removed = []
     for entry in sorted(out.iterdir()):
-        if entry.name in _NOT_OUTPUTS or not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
+        if entry.name.startswith(".") or not any(fnmatch.fnmatchcase(entry.name, p) for p in patterns):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -314,7 +312,8 @@ def claim_output_dir(
     if out.exists() and not out.is_dir():
         raise InputError(f"out={out} is a file, not a folder; choose a folder for the results")
     record = read_output_record(out) if out.is_dir() else None
-    entries = sorted(p.name for p in out.iterdir() if p.name not in _NOT_OUTPUTS) if out.is_dir() else []
+    # Hidden entries do not count: Hydra's run logs, and the temporary file of a record another shard is writing.
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
     previous: dict[str, Any] | None = None
     if record is not None and record.get("owner") == owner:
         previous = record

@@ -26,6 +26,7 @@ from ludl.io.prepared import CASES_FOLDER, SIDECAR, read_case
 from ludl.io.provenance import (
     OUTPUT_RECORD,
     Provenance,
+    claim_output_dir,
     dataset_provenance,
     file_sha256,
     path_sha256,
@@ -81,6 +82,22 @@ def test_dataset_provenance_names_a_changed_case(tmp_path: Path) -> None:
     assert sorted(before.inputs) == ["cases/A_c1/case.json", "cases/B_c1/case.json", "dataset.json", "splits.json"]
     (tmp_path / "cases/B_c1/case.json").write_text("recomputed")
     assert before.differences(dataset_provenance(tmp_path, {"max_steps": 10})) == ["input cases/B_c1/case.json changed"]
+
+
+def test_claim_removes_only_what_the_earlier_owner_recorded(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".provenance.json.x1y2.json").write_text("{")  # another shard's record being written: not "foreign"
+    first = {"job": "dosimetry", "patient_id": "P01"}
+    assert claim_output_dir(out, first, overwrite=False, outputs=("dose*.nii.gz",)) is None
+    (out / "dose_gy.nii.gz").write_bytes(b"P01")
+    (out / "notes.txt").write_text("the user's")
+    assert claim_output_dir(out, first, overwrite=False, outputs=("dose*.nii.gz",)) is not None  # a rerun
+    second = {"job": "dosimetry", "patient_id": "P02"}
+    with pytest.raises(InputError, match=r"patient_id P01.*patient_id P02.*overwrite=true"):
+        claim_output_dir(out, second, overwrite=False, outputs=("dose*.nii.gz",))
+    claim_output_dir(out, second, overwrite=True, outputs=("dose*.nii.gz",))
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["notes.txt", OUTPUT_RECORD]
 
 
 # ------------------------------------------------------------------------------------------------ ludl prepare
