@@ -26,6 +26,31 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 _INTERRUPTED = "interrupted; finished cases are kept, rerun the same command to resume"
 
+
+def _interrupted_line(job: str, cfg: Any) -> str:
+    """The one line Ctrl-C ends a job with: what was kept, and what a rerun does."""
+    out = Path(str(cfg.out)) if "out" in cfg else None
+    if job == "prepare" and out is not None:
+        from ludl.io.prepared import CASES_FOLDER, list_cases
+
+        n = len(list_cases(out / CASES_FOLDER))
+        return (
+            f"ludl {job}: interrupted; the {n} finished case(s) in {out / CASES_FOLDER} are kept (a case being written "
+            "is discarded): rerun the same command to resume, finished cases are skipped"
+        )
+    if job == "dosimetry" and out is not None:
+        return (
+            f"ludl {job}: interrupted; {out} is incomplete (each file in it is whole) and the kernel cache is kept: "
+            "rerun the same command to compute the case again"
+        )
+    if job == "synth" and out is not None:
+        return (
+            f"ludl {job}: interrupted; the cohort in {out} is incomplete: rerun the same command, it writes the "
+            "cohort again from the start (byte for byte the same)"
+        )
+    return f"ludl {job}: {_INTERRUPTED}"
+
+
 # `hydra/<group>=<option>` → the optional plugin module providing it (the `sweep` extra)
 _PLUGINS: dict[tuple[str, str], str] = {
     ("hydra/launcher", "joblib"): "hydra_plugins.hydra_joblib_launcher",
@@ -95,6 +120,7 @@ def _synth(cfg: Any) -> int:
         preview=cfg.preview,
         workers=cfg.workers,
         overrides=overrides,
+        overwrite=cfg.overwrite,
     )
     print(summary.format())
     return 0
@@ -111,11 +137,22 @@ def _dosimetry_options(cfg: Any) -> Any:
 
 def _dosimetry(cfg: Any) -> int:
     from ludl.dosimetry.pipeline import run_dosimetry
+    from ludl.io.manifest import load_manifest
+    from ludl.io.provenance import DOSIMETRY_OUTPUTS, claim_output_dir, dosimetry_owner, manifest_provenance
+    from ludl.io.provenance import update_output_record as record
 
     if cfg.cohort is None or cfg.patient is None:
         print("ludl dosimetry: give cohort=DIR patient=ID cycle=N out=DIR", file=sys.stderr)
         return 2
-    result = run_dosimetry(Path(cfg.cohort), str(cfg.patient), cfg.cycle, Path(cfg.out), _dosimetry_options(cfg))
+    cohort, patient, cycle, out = Path(cfg.cohort), str(cfg.patient), int(cfg.cycle), Path(cfg.out)
+    options = _dosimetry_options(cfg)
+    # Another patient's (or cohort's) results in `out` are refused unless overwrite=true: never mixed up.
+    claim_output_dir(out, dosimetry_owner(cohort, patient, cycle), overwrite=cfg.overwrite, outputs=DOSIMETRY_OUTPUTS)
+    result = run_dosimetry(cohort, patient, cycle, out, options)
+    manifest = load_manifest(cohort)
+    rows = manifest.select(patient_id=patient, cycle=cycle)
+    settings = {"dosimetry": options.settings()}
+    record(out, provenance=manifest_provenance(manifest, rows, settings, label=f"{patient} c{cycle}").to_dict())
     print(result.format())
     return 0
 
@@ -233,6 +270,7 @@ def _run_job(job: str, overrides: list[str]) -> int:
 
     runner, _ = JOBS[job]
     status = {"code": 0}
+    interrupted = {"line": f"ludl {job}: {_INTERRUPTED}"}
 
     def _task(cfg: DictConfig) -> None:
         try:
@@ -240,6 +278,9 @@ def _run_job(job: str, overrides: list[str]) -> int:
         except LudlError as error:
             print(f"ludl {job}: {error}", file=sys.stderr)
             code = 1
+        except KeyboardInterrupt:
+            interrupted["line"] = _interrupted_line(job, cfg)
+            raise
         status["code"] = max(status["code"], code)
         # In a multirun the job may run in another process (joblib, SLURM): only an exception reaches the
         # sweeper, which re-raises it in this process once every job has ended.
@@ -257,6 +298,9 @@ def _run_job(job: str, overrides: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as error:
         print(_hydra_error_line(job, error), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted["line"], file=sys.stderr)
+        return EXIT_INTERRUPTED
     return status["code"]
 
 

@@ -67,6 +67,7 @@ class SynthConf:
     images: bool = MISSING
     preview: bool = MISSING
     workers: int | None = MISSING
+    overwrite: bool = MISSING
     overrides: SynthOverridesConf = field(default_factory=SynthOverridesConf)
 
 
@@ -80,6 +81,8 @@ class DosimetryJobConf:
     patient: str | None = MISSING
     cycle: int = MISSING
     out: str = MISSING
+    # A default here, not MISSING: ludl/configs/dosimetry.yaml (another module's) does not list the key yet.
+    overwrite: bool = False
 
 
 @dataclass

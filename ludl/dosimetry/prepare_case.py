@@ -43,9 +43,10 @@ from ludl.io.manifest import Manifest, ManifestRow, load_manifest
 from ludl.io.prepared import CaseTimepoint, clean_stale, write_case
 from ludl.io.prepared_sidecar import CaseSidecar, GroundTruthInfo, PetInfo, StpCase, TimepointInfo
 from ludl.io.prepared_stats import class_map, classes_present, label_coverage
+from ludl.io.provenance import Provenance, canonical_json, manifest_provenance
 from ludl.io.truth import read_truth
 
-__all__ = ["case_id", "prepare_case"]
+__all__ = ["case_id", "case_inputs", "case_provenance", "prepare_case"]
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -60,6 +61,37 @@ def case_id(patient_id: str, cycle: int) -> str:
     if safe != patient_id or not safe:
         safe = f"{safe}-{hashlib.sha256(patient_id.encode('utf-8')).hexdigest()[:8]}"
     return f"{safe}_c{int(cycle)}"
+
+
+# ------------------------------------------------------------------------------------------------ provenance
+
+
+def case_inputs(manifest: Manifest, patient_id: str, cycle: int) -> tuple[ManifestRow, ...]:
+    """The manifest rows a case reads: every row of its cycle, and the patient's PET (and PET-CT) rows up to it."""
+    own = manifest.select(patient_id=patient_id, cycle=cycle)
+    pets = [r for r in manifest.select(patient_id=patient_id) if r.role in ("pet", "pet_ct") and r.cycle < cycle]
+    return (*own, *pets)
+
+
+def case_provenance(
+    manifest: Manifest,
+    patient_id: str,
+    cycle: int,
+    *,
+    options: DosimetryOptions,
+    nifti: bool,
+    truth: Mapping[str, tuple[float, float]],
+) -> Provenance:
+    """What a case is computed from: its image files, manifest rows, ``cohort.yaml``, truth rows and settings.
+
+    Image paths are the manifest's (relative to the cohort): ``case.json`` holds no absolute path.
+    """
+    rows = case_inputs(manifest, patient_id, int(cycle))
+    label = f"{patient_id} c{int(cycle)}"
+    truth_text = canonical_json({k: list(v) for k, v in sorted(truth.items())})
+    extra = {f"truth/regions.csv[{label}]": hashlib.sha256(truth_text.encode("ascii")).hexdigest()}
+    settings = {"dosimetry": options.settings(), "nifti": bool(nifti)}
+    return manifest_provenance(manifest, rows, settings, label=label, extra=extra)
 
 
 # ------------------------------------------------------------------------------------------------ PET
@@ -193,6 +225,7 @@ def _sidecar(
     pet_info: Mapping[str, Any] | None,
     stp: StpCase,
     notes: list[str],
+    provenance: Provenance,
 ) -> CaseSidecar:
     from ludl import __version__
 
@@ -225,7 +258,7 @@ def _sidecar(
             method="multi-time-point conventional dosimetry (ludl.dosimetry.pipeline)",
             settings=dict(result.settings),
             whole_body_tumour_dose_gy=result.whole_body_tumour_dose_gy,
-            seconds=dict(result.seconds),
+            seconds={},  # timings vary run to run: kept in prepare_summary.json, so a rerun writes the case bytewise
         ),
         dosimetry=options.settings(),
         region_values=dict(regions.values),
@@ -237,6 +270,7 @@ def _sidecar(
         pet=pet_entry,
         stp_case=stp,
         notes=(*result.notes, *notes),
+        provenance=provenance.to_dict(),
     )
 
 
@@ -252,6 +286,7 @@ def prepare_case(
     config: CohortConfig | None = None,
     truth: Mapping[str, tuple[float, float]] | None = None,
     options: DosimetryOptions | None = None,
+    provenance: Provenance | None = None,
 ) -> Path:
     """Prepare one patient-cycle into ``cases_dir/<case_id>`` (atomic); returns the case folder.
 
@@ -265,6 +300,8 @@ def prepare_case(
         truth: region → (true TIA MBq·h, true mean dose Gy) of this case, stored with its ``stp_case`` entry; None:
             read from the cohort's ``truth/regions.csv`` (none without it).
         options: the ground-truth dosimetry settings (default `DosimetryOptions()`).
+        provenance: the case's `case_provenance`, when the caller has it already (else computed here, before the
+            inputs are read), recorded in ``case.json``.
 
     Raises:
         LudlError: bad input (with file and manifest line), as `load_cycle` and `compute_dosimetry` raise it.
@@ -272,11 +309,12 @@ def prepare_case(
     options = DosimetryOptions() if options is None else options
     config = config or load_cohort_config(cohort_dir)
     manifest = manifest or load_manifest(cohort_dir, config)
-    options = DosimetryOptions() if options is None else options
-    data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
-    result = compute_dosimetry(data, options)
     if truth is None:
         truth = read_truth(cohort_dir).get((patient_id, int(cycle)), {})
+    if provenance is None:
+        provenance = case_provenance(manifest, patient_id, int(cycle), options=options, nifti=nifti, truth=truth)
+    data = load_cycle(cohort_dir, patient_id, int(cycle), manifest=manifest, config=config)
+    result = compute_dosimetry(data, options)
     # From the ground truth just computed: the STP baselines never run the multi-time-point pipeline a second time.
     stp = stp_case(data, result, truth, kernel_cache_dir=options.kernel_cache_dir)
     notes: list[str] = []
@@ -288,7 +326,7 @@ def prepare_case(
         ref = next(i for i, r in enumerate(result.registrations) if r.is_reference)
         pet_transform, pet_info = _register_pet(pet, data.timepoints[ref].ct, manifest)
     timepoints = _case_timepoints(data, result, pet, pet_transform)
-    sidecar = _sidecar(data, result, options, pet, pet_info, stp, notes)
+    sidecar = _sidecar(data, result, options, pet, pet_info, stp, notes, provenance)
     cid = case_id(patient_id, int(cycle))
     clean_stale(cases_dir, cid)
     return write_case(cases_dir, cid, timepoints, sidecar, nifti=nifti, overwrite=overwrite)

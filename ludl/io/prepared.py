@@ -52,6 +52,7 @@ __all__ = [
     "PreparedCase",
     "PreparedTimepoint",
     "case_is_complete",
+    "case_provenance_record",
     "clean_stale",
     "list_cases",
     "read_case",
@@ -245,6 +246,19 @@ def _sidecar_version(path: Path) -> int | None:
 def case_is_complete(path: str | Path) -> bool:
     """True when `path` is a finished case of the current format version."""
     return _sidecar_version(Path(path)) == FORMAT_VERSION
+
+
+def case_provenance_record(path: str | Path) -> dict[str, Any] | None:
+    """The ``provenance`` entry of a case folder's sidecar (`ludl.io.provenance.Provenance`); None when absent.
+
+    Cases of format version 2 written before provenance was recorded have none: `ludl prepare` recomputes them.
+    """
+    try:
+        data = json.loads((Path(path) / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    entry = data.get("provenance") if isinstance(data, dict) else None
+    return entry if isinstance(entry, dict) else None
 
 
 def _write_array(path: Path, array: npt.NDArray[Any], dtype: str) -> npt.NDArray[Any]:

@@ -298,6 +298,8 @@ class CaseSidecar:
             unlabeled: classes it does not (unknown voxels, never background).
         regions: the per-region ground-truth rows (`ludl.dosimetry.regions.REGION_COLUMNS`).
         pet: the pre-therapy PET, None without; stp_case: what the STP baselines need; notes: remarks.
+        provenance: what the case was computed from (`ludl.io.provenance.Provenance.to_dict`: input checksums,
+            settings and their hash, code version); None in cases of an older ludl, which `ludl prepare` recomputes.
     """
 
     ludl_version: str
@@ -322,6 +324,7 @@ class CaseSidecar:
     pet: PetInfo | None = None
     stp_case: StpCase | None = field(default=None, compare=False)
     notes: tuple[str, ...] = ()
+    provenance: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types (NaN as None)."""
@@ -359,6 +362,7 @@ class CaseSidecar:
                 pet=None if pet is None else PetInfo.from_dict(pet),
                 stp_case=None if stp is None else StpCase.from_dict(stp),
                 notes=tuple(str(n) for n in document.get("notes", ())),
+                provenance=None if document.get("provenance") is None else dict(document["provenance"]),
             )
         except _READ_ERRORS as err:
             raise _refuse("prepared-case sidecar", err) from err

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ludl.errors import InputError
 from ludl.io.atomic import atomic_write_text
 from ludl.io.cohort import CohortConfig, write_cohort_config
 from ludl.io.manifest import write_manifest
@@ -55,6 +58,7 @@ __all__ = [
     "PatientResult",
     "SynthConfig",
     "SynthSummary",
+    "clear_earlier_cohort",
     "generate_cohort",
     "generate_patient",
     "make_config",
@@ -63,6 +67,11 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+
+_DESCRIPTION = "ludl synthetic cohort"  # how cohort.yaml tells a folder `ludl synth` wrote
+# The top-level entries a synthetic cohort has (an earlier run's are removed before a new run writes).
+_SYNTH_FILES = frozenset({"cohort.yaml", "manifest.csv", "outcomes.csv"})
+_SYNTH_FOLDER = re.compile(r"^(SYN\d{4,}|truth|preview)$")
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ def _cohort_config(config: SynthConfig, label_values: Mapping[str, int] | None) 
     return CohortConfig(
         name=config.name,
         nuclide="Lu-177",
-        description=f"ludl synthetic cohort, preset {config.preset.name}",
+        description=f"{_DESCRIPTION}, preset {config.preset.name}",
         sensitivity_cps_per_mbq=9.4,  # docs/physics.md §6 system volume sensitivity (only used for count images)
         fwhm_mm=config.preset.fwhm_mm,
         labels=dict(label_values or {}),
@@ -132,15 +141,65 @@ def _write_reference(
     atomic_write_text(truth / "single_scan_reference.csv", csv_text(REFERENCE_COLUMNS, cells))
 
 
+def _write_cohort_yaml(config: SynthConfig, out: Path) -> None:
+    """``cohort.yaml``, written first: it marks the folder as a synthetic cohort, even when a run is cut short."""
+    labels = cohort_label_values(config.priors.lesions.max_lesions) if config.images else None
+    write_cohort_config(_cohort_config(config, labels), out / "cohort.yaml")
+
+
+def _is_synthetic_cohort(out: Path) -> bool:
+    """True when `out` holds a ``cohort.yaml`` that ``ludl synth`` wrote."""
+    import yaml
+
+    try:
+        document = yaml.safe_load((out / "cohort.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    return isinstance(document, dict) and str(document.get("description", "")).startswith(_DESCRIPTION)
+
+
+def clear_earlier_cohort(out: Path, *, overwrite: bool = False) -> list[str]:
+    """Remove what an earlier ``ludl synth`` wrote in `out` (so no patient folder of a larger run stays); their names.
+
+    Only the names a synthetic cohort has are removed (``cohort.yaml``, ``manifest.csv``, ``outcomes.csv``,
+    ``truth/``, ``preview/``, ``SYN0001/`` …); Hydra's ``.ludl`` log folder and anything else stay.
+
+    Raises:
+        InputError: `out` is not empty and is not a synthetic cohort (a clinical cohort, a prepared folder …), unless
+            `overwrite`, in which case the cohort is written into it and nothing is removed.
+    """
+    if not out.is_dir():
+        return []
+    entries = sorted(p for p in out.iterdir() if p.name != ".ludl")
+    if not entries:
+        return []
+    if not _is_synthetic_cohort(out):
+        if overwrite:
+            return []
+        names = ", ".join(p.name for p in entries[:4]) + (f" … (+{len(entries) - 4})" if len(entries) > 4 else "")
+        raise InputError(
+            f"out={out} is not empty ({names}) and is not a synthetic cohort `ludl synth` wrote; choose a new or empty "
+            "out= folder, or pass overwrite=true to write the cohort into it"
+        )
+    removed = []
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink() and _SYNTH_FOLDER.match(entry.name):
+            shutil.rmtree(entry)
+        elif entry.is_file() and entry.name in _SYNTH_FILES:
+            entry.unlink()
+        else:
+            continue
+        removed.append(entry.name)
+    return removed
+
+
 def _write_cohort_files(
     config: SynthConfig,
     out: Path,
     results: Sequence[PatientResult],
     reference_cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
 ) -> int:
-    """Write the cohort-level files; returns how many files were written."""
-    labels = cohort_label_values(config.priors.lesions.max_lesions) if config.images else None
-    write_cohort_config(_cohort_config(config, labels), out / "cohort.yaml")
+    """Write the cohort-level files but ``cohort.yaml`` (written first); returns how many files the cohort has."""
     n = 1
     rows = [r for res in results for r in res.manifest_rows]
     if rows:
@@ -193,14 +252,19 @@ def generate_cohort(
     out_dir: str | os.PathLike[str],
     *,
     reference_cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+    overwrite: bool = False,
 ) -> SynthSummary:
-    """Generate every patient (in parallel) and write the cohort folder `out_dir` (created; files replaced).
+    """Generate every patient (in parallel) and write the cohort folder `out_dir` (created).
 
+    An earlier synthetic cohort in `out_dir` is removed first (`clear_earlier_cohort`): no file of it stays beside
+    the new one. A folder that is not empty and not a synthetic cohort is refused unless `overwrite`.
     `reference_cache_dir`: where the single-scan reference's trained models are cached (None: train in memory).
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
+    clear_earlier_cohort(out, overwrite=overwrite)
     out.mkdir(parents=True, exist_ok=True)
+    _write_cohort_yaml(config, out)
     workers = config.workers or os.cpu_count() or 1
     workers = max(1, min(workers, config.n_patients))
     jobs = [(config, i, out) for i in range(config.n_patients)]
@@ -254,7 +318,8 @@ def run_synth(
     workers: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     reference_cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+    overwrite: bool = False,
 ) -> SynthSummary:
-    """The `ludl synth` job: build the configuration and generate the cohort into `out`."""
+    """The `ludl synth` job: build the configuration and generate the cohort into `out` (see `generate_cohort`)."""
     config = make_config(preset, n_patients, seed, images=images, preview=preview, workers=workers, overrides=overrides)
-    return generate_cohort(config, out, reference_cache_dir=reference_cache_dir)
+    return generate_cohort(config, out, reference_cache_dir=reference_cache_dir, overwrite=overwrite)

@@ -51,6 +51,7 @@ from ludl.io.nifti import read_nifti, write_nifti
 from ludl.io.prepared import read_case
 from ludl.io.prepared_dataset import DATASET_FILE, read_dataset_descriptor
 from ludl.io.prepared_sidecar import StpCase
+from ludl.io.provenance import OUTPUT_RECORD
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.io.splits import read_splits
 from ludl.io.truth import read_truth
@@ -627,6 +628,7 @@ def test_stp_table_waits_for_every_shard_and_can_be_switched_off(
 ) -> None:
     out, _ = prepared
     (tmp_path / CASES_FOLDER).mkdir()
+    shutil.copy(out / OUTPUT_RECORD, tmp_path / OUTPUT_RECORD)  # the folder belongs to this cohort
     shutil.copytree(out / CASES_FOLDER / "P01_c1", tmp_path / CASES_FOLDER / "P01_c1")  # shard 0/3's case, done
     off = prepare(tmp_path, shard="0/3", stp_baselines=False)
     assert off.n_skipped == 1 and off.stp_file is None and not (tmp_path / STP_FILE).exists()
