@@ -43,6 +43,13 @@ def _itk_error(err: Exception) -> str:
 
 def _inspect_itk_file(path: Path) -> tuple[_ImageInfo | None, list[str]]:
     """Header-only check of a NIfTI/NRRD/MHA image: readable, 3-D, scalar, positive spacing, orthonormal axes."""
+    from ludl.io.nifti import check_nifti_integrity
+
+    if path.name.lower().endswith(".nii"):  # cheap for an uncompressed file: its size against its header
+        try:
+            check_nifti_integrity(path)
+        except LudlError as err:
+            return None, [str(err).replace(f"{path}: ", "", 1)]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
