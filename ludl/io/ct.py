@@ -9,6 +9,7 @@ import numpy as np
 
 from ludl.errors import DicomError, UnitsError
 from ludl.imaging.volume import AIR_HU, Volume
+from ludl.io.dicom_file import reads_dicom
 from ludl.io.dicom_series import load_series
 from ludl.io.dicom_tags import link_meta
 
@@ -21,6 +22,7 @@ def _name(ds: Any) -> str:
     return str(getattr(ds, "filename", None) or "CT file")
 
 
+@reads_dicom
 def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
     """Read a CT series as HU (rescale applied per slice, slices sorted; gaps, duplicates and tilt rejected).
 

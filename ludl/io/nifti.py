@@ -128,6 +128,8 @@ def _layout(src: Path, header: bytes) -> _Layout:
         raise InputError(f"{src}: {len(header)} bytes, shorter than a NIfTI header (348); the file is truncated")
     for endian in ("<", ">"):
         (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
+        if sizeof_hdr == 348 and header[344:347] not in (b"n+1", b"ni1"):
+            raise InputError(f"{src} has no NIfTI-1 magic (an Analyze file or a corrupt header); export it as NIfTI")
         if sizeof_hdr == 348:
             dims = struct.unpack(endian + "8h", header[40:56])
             datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
@@ -267,6 +269,12 @@ def read_nifti(path: str | os.PathLike[str], unit: str | None = None, *, allow_n
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{src} could not be read as NIfTI ({_last_line(exc)}); check the file") from exc
+    geometry = (*image.GetSpacing(), *image.GetOrigin(), *image.GetDirection())
+    if not all(np.isfinite(geometry)) or min(image.GetSpacing()) <= 0:
+        raise GeometryError(
+            f"{src}: the header's geometry is not finite or not positive (spacing {image.GetSpacing()}, origin "
+            f"{image.GetOrigin()}); fix the header (pixdim, qform/sform)"
+        )
     volume = Volume.from_sitk(image, unit=chosen)
     if chosen == "mask":
         volume = volume.with_array(volume.array.astype(np.bool_))

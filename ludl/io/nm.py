@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, GeometryError, InputError, UnitsError
 from ludl.imaging.volume import Volume
-from ludl.io.dicom_file import NM_IMAGE_STORAGE, SECONDARY_CAPTURE_SOP_CLASSES, read_dicom_file
+from ludl.io.dicom_file import NM_IMAGE_STORAGE, SECONDARY_CAPTURE_SOP_CLASSES, read_dicom_file, reads_dicom
 from ludl.io.dicom_geometry import SeriesGeometry, multiframe_geometry
 from ludl.io.dicom_series import inspect_dicom_folder, load_series, select_series
 from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
@@ -407,6 +407,7 @@ def _as_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
     return paths
 
 
+@reads_dicom
 def read_nm(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -445,6 +446,7 @@ def read_nm(
     return volume
 
 
+@reads_dicom
 def read_nm_beds(
     paths: Sequence[str | os.PathLike[str]],
     times_h: Sequence[float] | None = None,

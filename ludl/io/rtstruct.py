@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
+from ludl.io.dicom_file import reads_dicom
 
 __all__ = ["fill_polygons", "read_rtstruct", "read_rtstruct_masks", "rtstruct_roi_names"]
 
@@ -116,6 +117,7 @@ def _closed_contours(ds: Any) -> dict[int, list[npt.NDArray[np.float64]]]:
     return contours
 
 
+@reads_dicom
 def rtstruct_roi_names(path: str | os.PathLike[str]) -> list[str]:
     """Names of the structures in an RT Structure Set (all of them, contoured or not), in file order."""
     ds, _ = _read_structure_set(path)
@@ -170,6 +172,7 @@ def _rasterise(contours: list[npt.NDArray[np.float64]], grid: Volume, src: Path,
     return mask
 
 
+@reads_dicom
 def read_rtstruct_masks(
     path: str | os.PathLike[str], grid: Volume, names: Sequence[str] | None = None
 ) -> dict[str, npt.NDArray[np.bool_]]:
@@ -206,6 +209,7 @@ def read_rtstruct_masks(
     return masks
 
 
+@reads_dicom
 def read_rtstruct(
     path: str | os.PathLike[str], grid: Volume, names: Sequence[str] | None = None
 ) -> tuple[Volume, list[str]]:
