@@ -137,6 +137,16 @@ def _match(wanted: Sequence[str], available: Sequence[str], src: Path) -> list[s
     return out
 
 
+def _touches_grid(contours: list[npt.NDArray[np.float64]], grid: Volume) -> bool:
+    """True when any contour point lies within the grid's extent (voxel edges included)."""
+    upper = np.asarray(grid.shape, dtype=np.float64) - 0.5
+    for points in contours:
+        index = grid.physical_to_index(points)
+        if np.any(np.all((index >= -0.5) & (index <= upper), axis=1)):
+            return True
+    return False
+
+
 def _rasterise(contours: list[npt.NDArray[np.float64]], grid: Volume, src: Path, name: str) -> npt.NDArray[np.bool_]:
     nz, ny, nx = grid.shape
     planes: dict[float, list[npt.NDArray[np.float64]]] = {}
@@ -206,6 +216,11 @@ def read_rtstruct_masks(
         if number not in contours:
             raise DicomError(f"{src}: structure {name!r} has no closed planar contours (points or open contours only)")
         masks[name] = _rasterise(contours[number], grid, src, name)
+        if not masks[name].any() and not _touches_grid(contours[number], grid):
+            raise GeometryError(
+                f"{src}: the contours of structure {name!r} lie outside the image they are read onto (no voxel "
+                "inside them); check that the RTSTRUCT belongs to this image"
+            )
     return masks
 
 

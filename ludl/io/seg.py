@@ -402,5 +402,12 @@ def read_seg(
     if grid is not None:
         from ludl.imaging.resample import resample_to
 
+        grid_frame = grid.meta.get("FrameOfReferenceUID")
+        if grid_frame and str(grid_frame) != meta["FrameOfReferenceUID"]:
+            raise GeometryError(
+                f"{src}: the segmentation was drawn in frame of reference {meta['FrameOfReferenceUID']}, the image "
+                f"it is read onto is in {grid_frame}; give the SEG of this image (or register and resample first)"
+            )
+
         volume = resample_to(volume, grid)
     return volume, mapping

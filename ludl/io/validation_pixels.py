@@ -1,8 +1,9 @@
 """Deep cohort validation: every manifest image's pixel data read once and checked (`ludl validate deep=true`).
 
 What a header check cannot see: a NIfTI whose gzip stream is cut or corrupt, DICOM pixel data shorter than its
-header announces or that cannot be decoded, NaN/inf voxels, an empty or all-zero SPECT/PET, a label map without
-labels. Each problem names the manifest line and the file.
+header announces or that cannot be decoded, values the role's reader refuses (NM without calibration or with a zero
+slope, PET without dose or time, a CT not in HU, contours off the image …), NaN/inf voxels, an empty or all-zero
+SPECT/PET, a label map without labels. Each problem names the manifest line and the file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from ludl.errors import LudlError
 from ludl.io.cohort import CohortConfig
-from ludl.io.manifest_schema import ITK_SUFFIXES, ROLE_MODALITIES, ManifestRow, Problem, ProblemList
+from ludl.io.manifest_schema import ITK_SUFFIXES, ManifestRow, Problem, ProblemList
 
 __all__ = ["array_problems", "pixel_problems"]
 
@@ -62,31 +63,52 @@ def _nifti_values(path: Path, role: str) -> np.ndarray:
         raise LudlError(f"cannot read the pixel data ({message}); export the image again") from err
 
 
-def _dicom_values(path: Path, role: str) -> np.ndarray | None:
-    """The stored pixel values of the row's series (every file decoded); None when it has no pixel data."""
-    from ludl.io.dicom_file import read_dicom_file
-    from ludl.io.dicom_series import inspect_dicom_folder
+def _ct_grid(rows: Sequence[ManifestRow], row: ManifestRow, root: Path) -> Any:
+    """The CT a DICOM label map (RTSTRUCT/SEG) of `row` is read onto: the ct row of the same time point."""
+    from ludl.io.cohort_images import read_nifti_in_unit
+    from ludl.io.ct import read_ct
 
-    report = inspect_dicom_folder(path)
-    wanted = ROLE_MODALITIES.get(role, frozenset())
-    series = [s for s in report.series if s.modality in wanted]
-    if len(series) != 1:
-        return None  # the header check reported it
-    arrays: list[Any] = []
-    for file in series[0].files:
-        ds = read_dicom_file(file)  # decodes the pixel data: DicomError naming the file when cut or undecodable
-        if "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            pixels = np.asarray(ds.pixel_array, dtype=np.float64)
-            slope = float(ds.get("RescaleSlope", 1) or 1)
-            arrays.append(pixels * slope + float(ds.get("RescaleIntercept", 0) or 0))
-    if not arrays:
-        return None  # RTSTRUCT: contours, no pixels
-    return np.concatenate([a.ravel() for a in arrays])
+    for r in rows:
+        if (r.patient_id, r.cycle, r.role, r.timepoint_h) == (row.patient_id, row.cycle, "ct", row.timepoint_h):
+            path = root / r.path
+            return read_nifti_in_unit(path, "HU") if path.name.lower().endswith((".nii", ".nii.gz")) else read_ct(path)
+    raise LudlError("a DICOM label map needs the ct row of its time point to be read onto; add it to the manifest")
+
+
+def _dicom_values(
+    rows: Sequence[ManifestRow], row: ManifestRow, root: Path, config: CohortConfig | None
+) -> np.ndarray | None:
+    """The row's DICOM image read by the reader the pipelines use (so every value they check is checked here)."""
+    path = root / row.path
+    if row.role == "spect":
+        from ludl.io.nm import read_nm
+
+        volume = read_nm(
+            path,
+            sensitivity_cps_per_mbq=row.sensitivity_cps_per_mbq or (config.sensitivity_cps_per_mbq if config else None),
+            acquisition_s=row.acquisition_s,
+            deadtime_factor=row.deadtime_factor or 1.0,
+        )
+    elif row.role in ("ct", "pet_ct"):
+        from ludl.io.ct import read_ct
+
+        volume = read_ct(path)
+    elif row.role == "pet":
+        from ludl.io.pet import read_pet
+
+        volume = read_pet(path, weight_kg=row.weight_kg, injected_mbq=row.pet_injected_mbq)
+    elif row.role == "mask":
+        from ludl.io.labels import read_labels
+
+        names = dict(config.labels) if config is not None and config.labels else None
+        volume, _ = read_labels(path, grid=_ct_grid(rows, row, root), names=names)
+    else:
+        return None
+    return np.asarray(volume.array)
 
 
 def pixel_problems(rows: Sequence[ManifestRow], root: Path, config: CohortConfig | None, file: str) -> list[Problem]:
-    """Read every row's pixel data once (NIfTI whole-stream checked, DICOM decoded) and report what is wrong."""
-    del config  # the checks depend on the role only; kept for a per-cohort policy (units) later
+    """Read every row's image as the pipelines do (NIfTI checked whole, DICOM through its role's reader); problems."""
     out = ProblemList(file)
     seen: set[Path] = set()
     for r in rows:
@@ -101,7 +123,7 @@ def pixel_problems(rows: Sequence[ManifestRow], root: Path, config: CohortConfig
             if path.is_file() and path.name.lower().endswith(ITK_SUFFIXES):
                 values: np.ndarray | None = _nifti_values(path, r.role)
             else:
-                values = _dicom_values(path, r.role)
+                values = _dicom_values(rows, r, root, config)
         except LudlError as err:
             out.add(r.line, f"{where}: {err}")
             continue
