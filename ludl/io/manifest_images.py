@@ -57,6 +57,11 @@ def _inspect_itk_file(path: Path) -> tuple[_ImageInfo | None, list[str]]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            try:  # a corrupt or cut file explains itself better than ITK's "unable to determine ImageIO"
+                check_nifti_integrity(path, allow_nonfinite=True)
+            except LudlError as integrity:
+                return None, [str(integrity).replace(f"{path}: ", "", 1)]
         return None, [f"cannot read the image header ({_itk_error(err)}); re-export the image"]
     problems: list[str] = []
     dim = reader.GetDimension()

@@ -125,7 +125,10 @@ def _chunks(src: Path, gzipped: bool) -> Iterator[bytes]:
 def _layout(src: Path, header: bytes) -> _Layout:
     """Voxel offset, size and float type from a NIfTI-1/-2 header; refuses invalid and absurd sizes."""
     if len(header) < 348:
-        raise InputError(f"{src}: {len(header)} bytes, shorter than a NIfTI header (348); the file is truncated")
+        raise InputError(
+            f"{src}: {len(header)} bytes, shorter than a NIfTI header (348); the file is truncated or not a NIfTI "
+            "image, copy or export it again"
+        )
     for endian in ("<", ">"):
         (sizeof_hdr,) = struct.unpack(endian + "i", header[:4])
         if sizeof_hdr == 348 and header[344:347] not in (b"n+1", b"ni1"):

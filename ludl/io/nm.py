@@ -122,6 +122,15 @@ def _classify(units: str, name: str, where: str) -> tuple[str, float]:
     )
 
 
+def _check_slope(slope: float, intercept: float, name: str, tag: str) -> None:
+    """A value mapping must be finite and increasing: a zero or negative slope makes every activity 0 or < 0."""
+    if not (np.isfinite(slope) and slope > 0 and np.isfinite(intercept)):
+        raise UnitsError(
+            f"{name}: {tag} is {slope:g} (intercept {intercept:g}); a value mapping needs a positive, finite slope: "
+            "re-export the reconstruction"
+        )
+
+
 def _values(ds: Any, name: str) -> _Values:
     stored = np.asarray(ds.pixel_array, dtype=np.float64)
     if stored.ndim == 2:
@@ -149,9 +158,11 @@ def _values(ds: Any, name: str) -> _Values:
             raise UnitsError(f"{name}: RealWorldValueMapping by lookup table is not supported; use slope/intercept")
         slope = float(item.get("RealWorldValueSlope", 1.0))
         intercept = float(item.get("RealWorldValueIntercept", 0.0))
+        _check_slope(slope, intercept, name, "RealWorldValueSlope (0040,9225)")
         return _Values(stored * slope + intercept, kind, factor, f"RealWorldValueMapping ({units})")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    slope = float(ds.get("RescaleSlope", 1.0) if ds.get("RescaleSlope") not in (None, "") else 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    _check_slope(slope, intercept, name, "RescaleSlope (0028,1053)")
     units_tag = ds.get("Units")
     if units_tag:
         kind, factor = _classify(str(units_tag), name, "Units (0054,1001)")
