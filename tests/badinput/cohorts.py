@@ -17,7 +17,7 @@ import pydicom
 
 from tests.conftest import require_testdata
 from tests.io.dicom_factory import write_image_series, write_nm_multiframe, write_rtstruct
-from tests.io.test_manifest import BQML, CT_FRAME, COHORT_YAML, _make_cohort, _row, _write_csv
+from tests.io.test_manifest import BQML, COHORT_YAML, CT_FRAME, _make_cohort, _row, _write_csv
 
 __all__ = [
     "dicom_cohort",
@@ -82,7 +82,9 @@ def dicom_cohort(root: Path) -> Path:
         (root / f"spect_{tp}h").mkdir(parents=True)
         write_nm_multiframe(root / f"spect_{tp}h" / "nm.dcm", np.full((4, 4, 4), 100, dtype=np.uint16), rwvm=BQML)
         ct = np.zeros((5, 4, 4), dtype=np.int16)
-        write_image_series(root / f"ct_{tp}h", ct, spacing_zyx_mm=(2.0, 1.0, 1.0), extra={"FrameOfReferenceUID": CT_FRAME})
+        write_image_series(
+            root / f"ct_{tp}h", ct, spacing_zyx_mm=(2.0, 1.0, 1.0), extra={"FrameOfReferenceUID": CT_FRAME}
+        )
         rows.append(_row("P1", 1, "spect", tp, None, f"spect_{tp}h", **common))
         rows.append(_row("P1", 1, "ct", tp, None, f"ct_{tp}h", **common))
     square = np.array([[0.0, 0.0, 4.0], [2.0, 0.0, 4.0], [2.0, 2.0, 4.0], [0.0, 2.0, 4.0]])

@@ -26,7 +26,6 @@ from ludl.imaging.volume import Volume
 from ludl.io.nifti import write_nifti
 from tests.badinput.cohorts import (
     DICOM_LINES,
-    NIFTI_LINES,
     dicom_cohort,
     edit_dicom,
     edit_rows,
