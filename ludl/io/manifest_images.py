@@ -141,7 +141,7 @@ def _patient_id_problems(found: Sequence[tuple[ManifestRow, str]], out: ProblemL
     """One DICOM PatientID per manifest patient, and no DICOM PatientID shared by two manifest patients.
 
     The IDs may differ from the manifest's (pseudonymised data): only their agreement is checked, which catches a
-    folder of another patient listed under this one.
+    folder of another patient listed under this one. Messages never print the IDs (they identify people).
     """
     first_of_patient: dict[str, tuple[ManifestRow, str]] = {}
     owner: dict[str, ManifestRow] = {}
@@ -150,16 +150,16 @@ def _patient_id_problems(found: Sequence[tuple[ManifestRow, str]], out: ProblemL
         if dicom_id != first[1]:
             out.add(
                 row.line,
-                f"{row.role} {row.path!r} belongs to DICOM PatientID {dicom_id!r} but line {first[0].line} of "
-                f"patient {row.patient_id} to {first[1]!r}; check that the folder is this patient's",
+                f"{row.role} {row.path!r} carries another DICOM PatientID than line {first[0].line} of patient "
+                f"{row.patient_id}; check that the folder is this patient's (IDs not shown: they identify people)",
             )
             continue
         other = owner.setdefault(dicom_id, row)
         if other.patient_id != row.patient_id:
             out.add(
                 row.line,
-                f"{row.role} {row.path!r} has DICOM PatientID {dicom_id!r}, as has patient {other.patient_id} on line "
-                f"{other.line}; two manifest patients cannot share one patient's images",
+                f"{row.role} {row.path!r} carries the DICOM PatientID of patient {other.patient_id} (line "
+                f"{other.line}); two manifest patients cannot share one patient's images",
             )
 
 
