@@ -601,3 +601,18 @@ EXTRA_CASES = (
     "checkpoint_of_another_version",
     "checkpoint_pickle_with_code",
 )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs ludl/dosimetry/prepare.py (run_prepare): write no splits.json when no case was prepared, as it "
+    "already does for dataset.json and stp_regions.csv",
+)
+def test_prepare_writes_no_splits_when_every_case_failed(
+    tmp_path: Path, runnable_cohort: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cohort = _build("runnable", tmp_path / "cohort", runnable_cohort)
+    _cut(_runnable_spect(cohort))
+    assert _run(["prepare", f"cohort={cohort}", f"out={tmp_path / 'out'}", "workers=1"]) != 0
+    capsys.readouterr()
+    assert not (tmp_path / "out" / "splits.json").exists()
