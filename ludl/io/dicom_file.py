@@ -153,6 +153,18 @@ def _pixel_data_problem(fp: Any, ds: Any, size: int) -> str | None:
     return None
 
 
+def _convert_public(ds: Any) -> None:
+    """Convert every public element's value (recursing into sequences); private elements ludl never reads are left
+    raw, so a vendor's malformed private tag does not make a good image unreadable."""
+    for tag in list(ds.keys()):
+        if tag.is_private:
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _convert_public(item)
+
+
 @dataclass(frozen=True)
 class DicomHeader:
     """One file's header (pixels not loaded) and any truncation found in it."""
@@ -188,8 +200,7 @@ def read_header(path: Path) -> tuple[DicomHeader | None, str | None, str | None]
                 if not ("SOPClassUID" in ds and ("SeriesInstanceUID" in ds or "Modality" in ds)):
                     return None, f"{path}: skipped (not DICOM)", None
             problem = _pixel_data_problem(fp, ds, size) if "Rows" in ds else None
-            for _ in ds.iterall():  # convert every value now: pydicom raises on corrupt values only when used
-                pass
+            _convert_public(ds)  # convert every value now: pydicom raises on corrupt values only when used
     except InvalidDicomError:
         return None, f"{path}: skipped (not DICOM)", None
     except Exception as err:  # pydicom raises many types on corrupt headers; all mean "unreadable" to a user
