@@ -40,6 +40,7 @@ class ValidateConf:
     """``ludl validate``."""
 
     cohort: str | None = MISSING
+    deep: bool | None = MISSING
 
 
 @dataclass

@@ -318,7 +318,9 @@ def parse_cohort_config(raw: object) -> tuple[CohortConfig | None, list[str]]:
         return None, [f"the document must be a mapping of keys ({', '.join(COHORT_KEYS)}), got {type(raw).__name__}"]
     problems: list[str] = []
     for key in raw:
-        if key not in COHORT_KEYS:
+        if key in DEFAULTS_KEYS:  # a calibration default written at the top level instead of under defaults:
+            problems.append(f"key {key!r} belongs under 'defaults:' (write it as `defaults: {{{key}: …}}`)")
+        elif key not in COHORT_KEYS:
             problems.append(f"unknown key {key!r}; allowed keys are {', '.join(COHORT_KEYS)}")
 
     def text(key: str, required: bool) -> str | None:

@@ -44,14 +44,15 @@ def row_where(manifest: Manifest, row: ManifestRow) -> str:
     return f"{row.role} {row.path!r} ({manifest.file.name} line {row.line})"
 
 
-def read_nifti_in_unit(path: Path, unit: str) -> Volume:
+def read_nifti_in_unit(path: Path, unit: str, *, allow_nonfinite: bool = False) -> Volume:
     """A NIfTI image in the unit its ludl note names; without a note, in `unit` (the cohort's unit for the role)."""
     from ludl.io.nifti import read_nifti
 
     try:
-        return read_nifti(path)
+        return read_nifti(path, allow_nonfinite=allow_nonfinite)
     except UnitsError:
-        return read_nifti(path, unit=unit)  # a NIfTI written elsewhere: the cohort's unit for the role applies
+        # a NIfTI written elsewhere: the cohort's unit for the role applies
+        return read_nifti(path, unit=unit, allow_nonfinite=allow_nonfinite)
 
 
 def _nifti_spect_bed(manifest: Manifest, config: CohortConfig, row: ManifestRow) -> Volume:
@@ -182,7 +183,7 @@ def read_pet_suv_row(manifest: Manifest, config: CohortConfig, row: ManifestRow)
     path = manifest.image_path(row)
     try:
         if is_nifti(path):
-            pet = read_nifti_in_unit(path, config.unit("pet"))
+            pet = read_nifti_in_unit(path, config.unit("pet"), allow_nonfinite=True)  # NaN/inf → 0 below
             if pet.unit == "Bq/mL":
                 if row.weight_kg is None or row.pet_injected_mbq is None:
                     raise UnitsError(

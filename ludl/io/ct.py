@@ -9,6 +9,7 @@ import numpy as np
 
 from ludl.errors import DicomError, UnitsError
 from ludl.imaging.volume import AIR_HU, Volume
+from ludl.io.dicom_file import reads_dicom
 from ludl.io.dicom_series import load_series
 from ludl.io.dicom_tags import link_meta
 
@@ -21,6 +22,7 @@ def _name(ds: Any) -> str:
     return str(getattr(ds, "filename", None) or "CT file")
 
 
+@reads_dicom
 def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
     """Read a CT series as HU (rescale applied per slice, slices sorted; gaps, duplicates and tilt rejected).
 
@@ -31,7 +33,7 @@ def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> V
     Raises:
         DicomError: not classic CT image storage, broken files, missing or duplicate slices, mixed series.
         GeometryError: inconsistent orientation, spacing or size; gantry tilt.
-        UnitsError: a RescaleType other than HU.
+        UnitsError: a RescaleType other than HU, or a rescale slope that is not positive.
     """
     datasets, geometry = load_series(path, "CT", series_uid=series_uid)
     first = datasets[0]
@@ -46,10 +48,15 @@ def read_ct(path: str | os.PathLike[str], *, series_uid: str | None = None) -> V
         rescale_type = str(ds.get("RescaleType", "") or "").strip().upper()
         if rescale_type and rescale_type not in ("HU", "US"):
             raise UnitsError(f"{_name(ds)}: RescaleType {rescale_type!r} is not Hounsfield units")
+        slope = float(ds.get("RescaleSlope", 1.0) if ds.get("RescaleSlope") not in (None, "") else 1.0)
+        intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        if not (np.isfinite(slope) and slope > 0 and np.isfinite(intercept)):
+            raise UnitsError(
+                f"{_name(ds)}: RescaleSlope {slope:g} / RescaleIntercept {intercept:g} cannot give Hounsfield units "
+                "(the slope must be a positive number); re-export the CT"
+            )
         stored = np.asarray(ds.pixel_array)
-        hu = stored.astype(np.float32) * np.float32(ds.get("RescaleSlope", 1.0) or 1.0) + np.float32(
-            ds.get("RescaleIntercept", 0.0) or 0.0
-        )
+        hu = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
         padding = ds.get("PixelPaddingValue")
         if padding is not None:
             hu[stored == int(padding)] = AIR_HU  # outside the reconstruction circle: air, not −2000 HU

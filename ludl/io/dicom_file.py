@@ -5,22 +5,30 @@ Which files count as DICOM, which SOP classes are image series ludl stacks, and 
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from ludl.errors import DicomError
+from ludl.errors import DicomError, LudlError
 from ludl.io.dicom_tags import frame_count
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "NM_IMAGE_STORAGE",
     "SECONDARY_CAPTURE_SOP_CLASSES",
     "STACKABLE_SOP_CLASSES",
     "DicomHeader",
+    "dicom_errors",
     "read_dicom_file",
     "read_header",
+    "reads_dicom",
 ]
 
 # Secondary Capture (single-frame and the multi-frame variants): screenshots, never quantitative images.
@@ -70,6 +78,41 @@ _NON_DICOM_SUFFIXES = (
 )
 
 
+def _short(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@contextmanager
+def dicom_errors(source: object) -> Iterator[None]:
+    """Turn any failure but a `LudlError` while reading DICOM `source` into a `DicomError` naming it.
+
+    pydicom converts values lazily and raises many types on corrupt data (ValueError, AttributeError, struct.error,
+    NotImplementedError for an unknown VR, …) wherever a value is first used; to a user they all mean one thing.
+    """
+    try:
+        yield
+    except LudlError:
+        raise
+    except Exception as err:  # any failure on corrupt data; the cause stays chained for debugging
+        raise DicomError(
+            f"{source}: cannot read this DICOM data ({type(err).__name__}: {_short(err)}); the file is corrupt or "
+            "not what ludl expects, re-export it"
+        ) from err
+
+
+def reads_dicom(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a reader whose first argument is the path: failures on corrupt data become `DicomError` (above)."""
+
+    @functools.wraps(func)
+    def reader(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        source = args[0] if args else kwargs.get("path", "DICOM input")
+        with dicom_errors(source):
+            return func(*args, **kwargs)
+
+    return reader
+
+
 def _pixel_data_problem(fp: Any, ds: Any, size: int) -> str | None:
     """Check that the (not loaded) pixel data element is complete; `fp` sits at its tag."""
     pos = fp.tell()
@@ -110,6 +153,18 @@ def _pixel_data_problem(fp: Any, ds: Any, size: int) -> str | None:
     return None
 
 
+def _convert_public(ds: Any) -> None:
+    """Convert every public element's value (recursing into sequences); private elements ludl never reads are left
+    raw, so a vendor's malformed private tag does not make a good image unreadable."""
+    for tag in list(ds.keys()):
+        if tag.is_private:
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _convert_public(item)
+
+
 @dataclass(frozen=True)
 class DicomHeader:
     """One file's header (pixels not loaded) and any truncation found in it."""
@@ -145,6 +200,7 @@ def read_header(path: Path) -> tuple[DicomHeader | None, str | None, str | None]
                 if not ("SOPClassUID" in ds and ("SeriesInstanceUID" in ds or "Modality" in ds)):
                     return None, f"{path}: skipped (not DICOM)", None
             problem = _pixel_data_problem(fp, ds, size) if "Rows" in ds else None
+            _convert_public(ds)  # convert every value now: pydicom raises on corrupt values only when used
     except InvalidDicomError:
         return None, f"{path}: skipped (not DICOM)", None
     except Exception as err:  # pydicom raises many types on corrupt headers; all mean "unreadable" to a user

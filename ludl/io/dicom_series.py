@@ -25,6 +25,7 @@ from ludl.io.dicom_file import (
     DicomHeader,
     read_dicom_file,
     read_header,
+    reads_dicom,
 )
 from ludl.io.dicom_geometry import SeriesGeometry, multiframe_geometry, stack_geometry
 from ludl.io.dicom_tags import frame_count, sop_class_name
@@ -322,6 +323,7 @@ def select_series(
     return chosen
 
 
+@reads_dicom
 def load_series(
     path: str | os.PathLike[str],
     modality: str | Iterable[str] | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,7 @@ from ludl.io.manifest_schema import (
     ManifestRow,
     Problem,
     format_cell,
+    is_within,
     same_time,
 )
 
@@ -166,8 +168,14 @@ class Manifest:
         return next((r.injection_datetime for r in rows if r.injection_datetime is not None), None)
 
     def image_path(self, row: ManifestRow) -> Path:
-        """Absolute path of a row's image."""
-        return self.root / row.path
+        """Absolute path of a row's image; `ManifestError` when it leaves the cohort folder (``..``, a symlink)."""
+        path = self.root / row.path
+        if os.path.isabs(row.path) or not is_within(path, self.root):
+            raise ManifestError(
+                f"{self.file.name} line {row.line}: {row.role} {row.path!r} resolves to {path.resolve()}, outside the "
+                f"cohort folder {self.root}; copy the image into the cohort (no links out of it)"
+            )
+        return path
 
     def _cycle_rows(self, patient_id: str, cycle: int) -> tuple[ManifestRow, ...]:
         rows = self.select(patient_id=patient_id, cycle=cycle)

@@ -37,6 +37,8 @@ def _order_problems(rows: Sequence[ManifestRow], out: ProblemList) -> None:
         last: ManifestRow | None = None
         for r in members:
             key = time_key(r.timepoint_h)
+            if key is None and role in ("spect", "ct", "mask"):
+                continue  # a missing time point is reported once (missing column) or per row (empty cell) already
             if key in seen:
                 hint = "; give each bed its own bed number" if bed is None else ""
                 out.add(
@@ -66,7 +68,9 @@ def _order_problems(rows: Sequence[ManifestRow], out: ProblemList) -> None:
                     f"time_h {fmt_number(t1)} at timepoint_h {fmt_number(tp1)} is not later than "
                     f"time_h {fmt_number(t0)} at timepoint_h {fmt_number(tp0)} (line {line0}); check for swapped rows",
                 )
-    for members in by_timepoint.values():
+    for (_, _, role, key), members in by_timepoint.items():
+        if key is None and role in ("spect", "ct", "mask"):
+            continue  # no time point at all: reported already, beds cannot be matched
         if len(members) > 1 and any(r.bed is not None for r in members):
             for r in members:
                 if r.bed is None:

@@ -22,6 +22,7 @@ from ludl.io.manifest_schema import (
     ManifestRow,
     Problem,
     ProblemList,
+    is_within,
 )
 
 __all__ = ["image_problems"]
@@ -32,6 +33,7 @@ class _ImageInfo:
     spacing_zyx_mm: tuple[float, float, float] | None
     series_uids: tuple[str, ...] = ()
     modality: str | None = None
+    dicom_patient_id: str | None = None  # PatientID in the DICOM header
 
 
 def _itk_error(err: Exception) -> str:
@@ -43,11 +45,23 @@ def _itk_error(err: Exception) -> str:
 
 def _inspect_itk_file(path: Path) -> tuple[_ImageInfo | None, list[str]]:
     """Header-only check of a NIfTI/NRRD/MHA image: readable, 3-D, scalar, positive spacing, orthonormal axes."""
+    from ludl.io.nifti import check_nifti_integrity
+
+    if path.name.lower().endswith(".nii"):  # cheap for an uncompressed file: its size against its header
+        try:
+            check_nifti_integrity(path)
+        except LudlError as err:
+            return None, [str(err).replace(f"{path}: ", "", 1)]
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            try:  # a corrupt or cut file explains itself better than ITK's "unable to determine ImageIO"
+                check_nifti_integrity(path, allow_nonfinite=True)
+            except LudlError as integrity:
+                return None, [str(integrity).replace(f"{path}: ", "", 1)]
         return None, [f"cannot read the image header ({_itk_error(err)}); re-export the image"]
     problems: list[str] = []
     dim = reader.GetDimension()
@@ -107,9 +121,46 @@ def _inspect_dicom(path: Path, role: str) -> tuple[_ImageInfo | None, list[str]]
             spacing_zyx_mm=chosen.spacing_zyx_mm,
             series_uids=tuple(s.series_uid for s in matching),
             modality=chosen.modality or "DICOM",
+            dicom_patient_id=_header_patient_id(chosen.files[0]) if chosen.files else None,
         ),
         problems,
     )
+
+
+def _header_patient_id(file: Path) -> str | None:
+    from ludl.io.dicom_file import read_dicom_file
+
+    try:
+        value = str(read_dicom_file(file, pixels=False).get("PatientID", "") or "").strip()
+    except LudlError:
+        return None  # reported by the series check
+    return value or None
+
+
+def _patient_id_problems(found: Sequence[tuple[ManifestRow, str]], out: ProblemList) -> None:
+    """One DICOM PatientID per manifest patient, and no DICOM PatientID shared by two manifest patients.
+
+    The IDs may differ from the manifest's (pseudonymised data): only their agreement is checked, which catches a
+    folder of another patient listed under this one. Messages never print the IDs (they identify people).
+    """
+    first_of_patient: dict[str, tuple[ManifestRow, str]] = {}
+    owner: dict[str, ManifestRow] = {}
+    for row, dicom_id in found:
+        first = first_of_patient.setdefault(row.patient_id, (row, dicom_id))
+        if dicom_id != first[1]:
+            out.add(
+                row.line,
+                f"{row.role} {row.path!r} carries another DICOM PatientID than line {first[0].line} of patient "
+                f"{row.patient_id}; check that the folder is this patient's (IDs not shown: they identify people)",
+            )
+            continue
+        other = owner.setdefault(dicom_id, row)
+        if other.patient_id != row.patient_id:
+            out.add(
+                row.line,
+                f"{row.role} {row.path!r} carries the DICOM PatientID of patient {other.patient_id} (line "
+                f"{other.line}); two manifest patients cannot share one patient's images",
+            )
 
 
 def _inspect_image(path: Path, role: str) -> tuple[_ImageInfo | None, list[str]]:
@@ -125,12 +176,20 @@ def image_problems(
     out = ProblemList(file)
     spacings: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     series_rows: dict[str, ManifestRow] = {}
+    patient_ids: list[tuple[ManifestRow, str]] = []
     for r in rows:
         if not r.path or os.path.isabs(r.path):
             continue
         path = root / r.path
         if not path.exists():
             out.add(r.line, f"{r.role or 'image'} {r.path!r} not found in the cohort folder")
+            continue
+        if not is_within(path, root):
+            out.add(
+                r.line,
+                f"{r.role or 'image'} {r.path!r} is a link to {path.resolve()}, outside the cohort folder; copy the "
+                "image into the cohort so it moves and is checked with it",
+            )
             continue
         info, messages = _inspect_image(path, r.role)
         for message in messages:
@@ -149,6 +208,9 @@ def image_problems(
                 )
             else:
                 series_rows[uid] = r
+        if info.dicom_patient_id is not None and r.patient_id:
+            patient_ids.append((r, info.dicom_patient_id))
         if info.spacing_zyx_mm is not None and r.role in ROLES:
             spacings[r.role].append(info.spacing_zyx_mm)
+    _patient_id_problems(patient_ids, out)
     return out, spacings

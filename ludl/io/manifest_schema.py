@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import MappingProxyType
 
 from ludl.io.cohort import ROLES
@@ -32,6 +33,7 @@ __all__ = [
     "ProblemList",
     "fmt_number",
     "format_cell",
+    "is_within",
     "same_time",
     "time_key",
     "valid_group",
@@ -168,6 +170,11 @@ class ProblemList(list[Problem]):
     def add(self, row: int | None, message: str) -> None:
         """Add a problem on `row` (a line of the file; None for the whole file)."""
         self.append(Problem(self.file, row, message))
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """True when `path`, with every symlink followed, lies inside folder `root` (also resolved)."""
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def valid_group(row: ManifestRow) -> bool:

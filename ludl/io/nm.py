@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, GeometryError, InputError, UnitsError
 from ludl.imaging.volume import Volume
-from ludl.io.dicom_file import NM_IMAGE_STORAGE, SECONDARY_CAPTURE_SOP_CLASSES, read_dicom_file
+from ludl.io.dicom_file import NM_IMAGE_STORAGE, SECONDARY_CAPTURE_SOP_CLASSES, read_dicom_file, reads_dicom
 from ludl.io.dicom_geometry import SeriesGeometry, multiframe_geometry
 from ludl.io.dicom_series import inspect_dicom_folder, load_series, select_series
 from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
@@ -122,6 +122,15 @@ def _classify(units: str, name: str, where: str) -> tuple[str, float]:
     )
 
 
+def _check_slope(slope: float, intercept: float, name: str, tag: str) -> None:
+    """A value mapping must be finite and increasing: a zero or negative slope makes every activity 0 or < 0."""
+    if not (np.isfinite(slope) and slope > 0 and np.isfinite(intercept)):
+        raise UnitsError(
+            f"{name}: {tag} is {slope:g} (intercept {intercept:g}); a value mapping needs a positive, finite slope: "
+            "re-export the reconstruction"
+        )
+
+
 def _values(ds: Any, name: str) -> _Values:
     stored = np.asarray(ds.pixel_array, dtype=np.float64)
     if stored.ndim == 2:
@@ -149,9 +158,11 @@ def _values(ds: Any, name: str) -> _Values:
             raise UnitsError(f"{name}: RealWorldValueMapping by lookup table is not supported; use slope/intercept")
         slope = float(item.get("RealWorldValueSlope", 1.0))
         intercept = float(item.get("RealWorldValueIntercept", 0.0))
+        _check_slope(slope, intercept, name, "RealWorldValueSlope (0040,9225)")
         return _Values(stored * slope + intercept, kind, factor, f"RealWorldValueMapping ({units})")
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
+    slope = float(ds.get("RescaleSlope", 1.0) if ds.get("RescaleSlope") not in (None, "") else 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+    _check_slope(slope, intercept, name, "RescaleSlope (0028,1053)")
     units_tag = ds.get("Units")
     if units_tag:
         kind, factor = _classify(str(units_tag), name, "Units (0054,1001)")
@@ -407,6 +418,7 @@ def _as_paths(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -
     return paths
 
 
+@reads_dicom
 def read_nm(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
@@ -445,6 +457,7 @@ def read_nm(
     return volume
 
 
+@reads_dicom
 def read_nm_beds(
     paths: Sequence[str | os.PathLike[str]],
     times_h: Sequence[float] | None = None,

@@ -34,6 +34,7 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, InputError, UnitsError
 from ludl.imaging.volume import Volume
+from ludl.io.dicom_file import reads_dicom
 from ludl.io.dicom_series import load_series
 from ludl.io.dicom_tags import link_meta, parse_dicom_datetime
 from ludl.physics.units import BQ_PER_MBQ, G_PER_KG
@@ -384,6 +385,7 @@ def _read(
     return geometry.to_volume(values.astype(np.float32), unit, meta)
 
 
+@reads_dicom
 def read_pet(
     path: str | os.PathLike[str],
     *,
@@ -412,6 +414,7 @@ def read_pet(
     return _read(path, unit, series_uid, weight_kg, injected_mbq, injection_datetime)
 
 
+@reads_dicom
 def read_pet_bqml(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
     """Read a PET series as activity concentration (Bq/mL) — as stored, with the series' own decay correction."""
     return _read(path, "Bq/mL", series_uid, None, None, None)

@@ -21,6 +21,7 @@ from ludl.errors import DicomError, GeometryError, InputError, UnitsError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
 from ludl.io.deid import set_patient_module
+from ludl.io.dicom_file import reads_dicom
 
 __all__ = [
     "DOSE_SUMMATION_TYPE",
@@ -319,6 +320,7 @@ def _frame_offsets(ds: Any, src: Path, normal: npt.NDArray[np.float64]) -> npt.N
     return offsets
 
 
+@reads_dicom
 def read_rtdose(path: str | os.PathLike[str], *, allow_relative: bool = False) -> Volume:
     """Read a grid-based DICOM RT Dose file as a `Volume` in Gy (DoseGridScaling applied, geometry from the file).
 

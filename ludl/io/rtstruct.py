@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
+from ludl.io.dicom_file import reads_dicom
 
 __all__ = ["fill_polygons", "read_rtstruct", "read_rtstruct_masks", "rtstruct_roi_names"]
 
@@ -116,6 +117,7 @@ def _closed_contours(ds: Any) -> dict[int, list[npt.NDArray[np.float64]]]:
     return contours
 
 
+@reads_dicom
 def rtstruct_roi_names(path: str | os.PathLike[str]) -> list[str]:
     """Names of the structures in an RT Structure Set (all of them, contoured or not), in file order."""
     ds, _ = _read_structure_set(path)
@@ -133,6 +135,16 @@ def _match(wanted: Sequence[str], available: Sequence[str], src: Path) -> list[s
         else:
             raise DicomError(f"{src}: no structure named {name!r}; the file holds {list(available)}")
     return out
+
+
+def _touches_grid(contours: list[npt.NDArray[np.float64]], grid: Volume) -> bool:
+    """True when any contour point lies within the grid's extent (voxel edges included)."""
+    upper = np.asarray(grid.shape, dtype=np.float64) - 0.5
+    for points in contours:
+        index = grid.physical_to_index(points)
+        if np.any(np.all((index >= -0.5) & (index <= upper), axis=1)):
+            return True
+    return False
 
 
 def _rasterise(contours: list[npt.NDArray[np.float64]], grid: Volume, src: Path, name: str) -> npt.NDArray[np.bool_]:
@@ -170,6 +182,7 @@ def _rasterise(contours: list[npt.NDArray[np.float64]], grid: Volume, src: Path,
     return mask
 
 
+@reads_dicom
 def read_rtstruct_masks(
     path: str | os.PathLike[str], grid: Volume, names: Sequence[str] | None = None
 ) -> dict[str, npt.NDArray[np.bool_]]:
@@ -203,9 +216,15 @@ def read_rtstruct_masks(
         if number not in contours:
             raise DicomError(f"{src}: structure {name!r} has no closed planar contours (points or open contours only)")
         masks[name] = _rasterise(contours[number], grid, src, name)
+        if not masks[name].any() and not _touches_grid(contours[number], grid):
+            raise GeometryError(
+                f"{src}: the contours of structure {name!r} lie outside the image they are read onto (no voxel "
+                "inside them); check that the RTSTRUCT belongs to this image"
+            )
     return masks
 
 
+@reads_dicom
 def read_rtstruct(
     path: str | os.PathLike[str], grid: Volume, names: Sequence[str] | None = None
 ) -> tuple[Volume, list[str]]:

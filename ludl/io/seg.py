@@ -30,6 +30,7 @@ from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
 from ludl.io.deid import set_patient_module
+from ludl.io.dicom_file import reads_dicom
 from ludl.io.rtdose import new_uid, reference_attributes
 
 __all__ = ["read_seg", "segment_codes", "write_seg"]
@@ -334,6 +335,7 @@ def _finish(seg: Any, *, deidentify: bool, patient_id: str | None, uid_seed: str
                 item.DimensionOrganizationUID = fixed
 
 
+@reads_dicom
 def read_seg(
     path: str | os.PathLike[str], grid: Volume | None = None, *, names: Mapping[str, int] | None = None
 ) -> tuple[Volume, dict[str, int]]:
@@ -399,6 +401,13 @@ def read_seg(
     )
     if grid is not None:
         from ludl.imaging.resample import resample_to
+
+        grid_frame = grid.meta.get("FrameOfReferenceUID")
+        if grid_frame and str(grid_frame) != meta["FrameOfReferenceUID"]:
+            raise GeometryError(
+                f"{src}: the segmentation was drawn in frame of reference {meta['FrameOfReferenceUID']}, the image "
+                f"it is read onto is in {grid_frame}; give the SEG of this image (or register and resample first)"
+            )
 
         volume = resample_to(volume, grid)
     return volume, mapping

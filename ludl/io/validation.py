@@ -1,5 +1,6 @@
-"""Whole-cohort validation: `validate_cohort` checks cohort.yaml, the manifest, image headers and outcomes.csv
-without reading any pixel data and returns a `ValidationReport` (every problem with file and row) and a summary.
+"""Whole-cohort validation: `validate_cohort` checks cohort.yaml, the manifest, image headers and outcomes.csv,
+and (``deep``, the default for small cohorts) reads every image's pixel data; it returns a `ValidationReport`
+(every problem with file and row) and a summary.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from ludl.io.manifest import Manifest
 from ludl.io.manifest_checks import config_row_problems, cross_row_problems
 from ludl.io.manifest_images import image_problems
 from ludl.io.manifest_parse import read_manifest_rows
-from ludl.io.manifest_schema import COHORT_FILE, MANIFEST_FILE, Problem, fmt_number, valid_group
+from ludl.io.manifest_schema import COHORT_FILE, MANIFEST_FILE, ManifestRow, Problem, fmt_number, valid_group
 from ludl.io.outcomes import OUTCOMES_FILE, outcome_problems
 
-__all__ = ["CohortSummary", "ValidationReport", "cohort_summary", "validate_cohort"]
+__all__ = ["DEEP_AUTO_MAX_BYTES", "CohortSummary", "ValidationReport", "cohort_summary", "validate_cohort"]
+
+# `validate_cohort(deep=None)` reads pixel data when the cohort's image files hold at most this many bytes on disk
+# (a few patients: seconds); larger cohorts are checked header-only unless deep=True is asked for.
+DEEP_AUTO_MAX_BYTES = 2 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -144,12 +149,28 @@ class ValidationReport:
             raise ManifestError(self.format())
 
 
-def validate_cohort(cohort_dir: str | Path) -> ValidationReport:
+def _image_bytes(rows: Sequence[ManifestRow], root: Path, limit: int) -> int:
+    """Bytes of the cohort's image files on disk, counting stops once above `limit`."""
+    total = 0
+    for r in rows:
+        path = root / r.path if r.path and not Path(r.path).is_absolute() else None
+        if path is None or not path.exists():
+            continue
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        total += sum(f.stat().st_size for f in files)
+        if total > limit:
+            break
+    return total
+
+
+def validate_cohort(cohort_dir: str | Path, *, deep: bool | None = None) -> ValidationReport:
     """Check a cohort folder completely before any heavy work and report every problem with file and row.
 
-    Reads `cohort.yaml`, `manifest.csv`, every image *header* (NIfTI via SimpleITK's ReadImageInformation,
-    DICOM folders via `ludl.io.dicom_series.inspect_dicom_folder`) and `outcomes.csv` when present; never pixel
-    data. Never raises for a bad cohort: the problems are in the report.
+    Reads `cohort.yaml`, `manifest.csv`, every image header (NIfTI via SimpleITK's ReadImageInformation, DICOM
+    folders via `ludl.io.dicom_series.inspect_dicom_folder`) and `outcomes.csv` when present. With `deep` it also
+    reads every image's pixel data (`ludl.io.validation_pixels`): truncated or corrupt files, NaN/inf, empty or
+    all-zero images, pixel data that disagrees with the header. ``deep=None`` means deep for cohorts whose image
+    files hold at most `DEEP_AUTO_MAX_BYTES`. Never raises for a bad cohort: the problems are in the report.
     """
     root = Path(cohort_dir)
     if not root.is_dir():
@@ -170,6 +191,12 @@ def validate_cohort(cohort_dir: str | Path) -> ValidationReport:
             problems.append(Problem(COHORT_FILE, None, "manifest.csv has mask rows but 'labels' is empty"))
     header_problems, spacings = image_problems(rows, root, MANIFEST_FILE) if header_ok else ([], {})
     manifest_problems += header_problems
+    if header_ok and (deep or (deep is None and _image_bytes(rows, root, DEEP_AUTO_MAX_BYTES) <= DEEP_AUTO_MAX_BYTES)):
+        from ludl.io.validation_pixels import pixel_problems
+
+        failed_lines = {p.row for p in header_problems}  # a row whose header failed is not read again
+        unread = [r for r in rows if r.line not in failed_lines]
+        manifest_problems += pixel_problems(unread, root, config, MANIFEST_FILE)
     manifest_problems.sort(key=lambda p: p.row or 0)  # stable: per row, parse → cross-row → image order
     problems += manifest_problems
 

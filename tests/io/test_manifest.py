@@ -395,7 +395,7 @@ def test_broken_cohort_reports_every_problem_with_file_and_row(tmp_path: Path) -
         9: "deadtime_factor is 0.9",
         10: "role is 'mri'",
         11: "'P2/missing.nii.gz' not found",
-        13: "cannot read the image header",
+        13: "not a NIfTI image, copy or export it again",  # 12 bytes of junk: the integrity check explains
         18: "duplicate time point",
         19: "mask at timepoint_h 96 has no spect",
         20: "unsorted time points",
@@ -517,6 +517,10 @@ def test_manifest_row_values_are_typed(clean_cohort: Path) -> None:
 # ------------------------------------------------------------------------------------------------------ DICOM
 
 
+BQML = ("BQML", 1.0, 0.0)  # (units, slope, intercept) of the NM Real World Value Mapping
+CT_FRAME = "1.2.826.0.1.3680043.8.498.1"  # the frame of reference the test CTs and their contours share
+
+
 def _dicom_cohort(root: Path) -> tuple[Path, list[dict]]:
     """P1 with SPECT (multi-frame NM file in a folder) and CT (slice series) at 4 h and 24 h; DICOM times only."""
     from tests.io.dicom_factory import write_image_series, write_nm_multiframe
@@ -525,8 +529,14 @@ def _dicom_cohort(root: Path) -> tuple[Path, list[dict]]:
     rows = []
     for tp in (4, 24):
         (root / f"spect_{tp}h").mkdir(parents=True)
-        write_nm_multiframe(root / f"spect_{tp}h" / "nm.dcm", np.ones((4, 4, 4), dtype=np.uint16))
-        write_image_series(root / f"ct_{tp}h", np.zeros((5, 4, 4), dtype=np.int16), spacing_zyx_mm=(2.0, 1.0, 1.0))
+        # Bq/mL through the Real World Value Mapping: a complete SPECT that deep validation reads without calibration
+        write_nm_multiframe(root / f"spect_{tp}h" / "nm.dcm", np.ones((4, 4, 4), dtype=np.uint16), rwvm=BQML)
+        write_image_series(
+            root / f"ct_{tp}h",
+            np.zeros((5, 4, 4), dtype=np.int16),
+            spacing_zyx_mm=(2.0, 1.0, 1.0),
+            extra={"FrameOfReferenceUID": CT_FRAME},
+        )
         rows.append(_row("P1", 1, "spect", tp, None, f"spect_{tp}h", **common))
         rows.append(_row("P1", 1, "ct", tp, None, f"ct_{tp}h", **common))
     (root / "cohort.yaml").write_text(COHORT_YAML)
@@ -540,7 +550,7 @@ def test_clean_dicom_cohort(tmp_path: Path) -> None:
     root, rows = _dicom_cohort(tmp_path / "d")
     # An RT Structure Set saved beside its CT (a common export layout) is the 24 h label map.
     square = np.array([[0.0, 0.0, 4.0], [2.0, 0.0, 4.0], [2.0, 2.0, 4.0], [0.0, 2.0, 4.0]])
-    write_rtstruct(root / "ct_24h" / "rs.dcm", {"liver": [square]})
+    write_rtstruct(root / "ct_24h" / "rs.dcm", {"liver": [square]}, frame_of_reference_uid=CT_FRAME)
     rows.append(_row("P1", 1, "mask", 24, None, "ct_24h/rs.dcm"))
     _write_csv(root / "manifest.csv", rows)
     report = validate_cohort(root)

@@ -111,3 +111,58 @@ def test_atomic_write_failure_leaves_nothing(tmp_path: Path) -> None:
 def test_atomic_write_needs_existing_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="create it first"), atomic_write(tmp_path / "missing" / "f.txt"):
         pass
+
+
+# ------------------------------------------------------------------------------------------- integrity (issue 14)
+
+
+def _gz_volume(tmp_path: Path) -> Path:
+    array = np.random.default_rng(1).random((20, 64, 64)).astype(np.float32)  # incompressible: the cut hits voxels
+    return write_nifti(Volume(array, (4.8, 4.8, 4.8), unit="Bq/mL"), tmp_path / "spect.nii.gz")
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    path = _gz_volume(tmp_path)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(data[: len(data) // 3])  # SimpleITK alone would pad the missing two thirds with zeros
+    with pytest.raises(InputError, match=r"cut\.nii\.gz.*truncated"):
+        read_nifti(cut)
+
+
+def test_corrupt_gzip_is_an_error(tmp_path: Path) -> None:
+    data = bytearray(_gz_volume(tmp_path).read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the stream's CRC-32 (RFC 1952) no longer matches
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=r"bad\.nii\.gz"):
+        read_nifti(bad)
+
+
+def test_truncated_plain_nifti_and_a_header_claiming_huge_sizes(tmp_path: Path) -> None:
+    volume = Volume(np.ones((4, 5, 6), dtype=np.float32), (1.0, 1.0, 1.0), unit="HU")
+    path = write_nifti(volume, tmp_path / "ct.nii")
+    data = path.read_bytes()
+    (tmp_path / "cut.nii").write_bytes(data[:-8])  # two voxels of 4 bytes short
+    # NIfTI-1 single file: 348-byte header + 4-byte extension flag = vox_offset 352, then 4·5·6 float32 voxels
+    expected = 352 + 4 * 5 * 6 * 4
+    with pytest.raises(InputError, match=rf"holds {expected - 8} bytes but its header announces {expected}"):
+        read_nifti(tmp_path / "cut.nii")
+    # NIfTI-1 dim[3] (int16 at byte 46): 30000 slices with the 5×6 voxels of data present → refused, nothing allocated
+    huge = bytearray(data)
+    huge[46:48] = struct.pack("<h", 30000)
+    (tmp_path / "huge.nii").write_bytes(bytes(huge))
+    with pytest.raises(InputError, match=r"header announces"):
+        read_nifti(tmp_path / "huge.nii")
+    huge[42:48] = struct.pack("<3h", 32767, 32767, 32767)  # 3.5e13 voxels: beyond anything ludl reads
+    (tmp_path / "absurd.nii").write_bytes(bytes(huge))
+    with pytest.raises(InputError, match=r"more than ludl reads"):
+        read_nifti(tmp_path / "absurd.nii")
+
+
+def test_concatenated_gzip_members_are_read_whole(tmp_path: Path) -> None:
+    path = _gz_volume(tmp_path)
+    raw = gzip.decompress(path.read_bytes())
+    two = tmp_path / "two.nii.gz"
+    two.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))  # what `cat a.gz b.gz` gives
+    np.testing.assert_array_equal(read_nifti(two).array, read_nifti(path).array)

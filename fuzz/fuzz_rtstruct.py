@@ -1,0 +1,11 @@
+"""atheris harness for the rtstruct reader: `python fuzz/fuzz_rtstruct.py [libFuzzer options] [CORPUS …]`."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere in the checkout
+
+from fuzz.harness import main
+
+if __name__ == "__main__":
+    main([sys.argv[0], "rtstruct", *sys.argv[1:]])
