@@ -76,7 +76,7 @@ def _validate(cfg: Any) -> int:
     if not cfg.cohort:
         print("ludl validate: give the cohort folder, e.g. `ludl validate cohort=/data/my_cohort`", file=sys.stderr)
         return 2
-    report = validate_cohort(Path(str(cfg.cohort)))
+    report = validate_cohort(Path(str(cfg.cohort)), deep=cfg.deep)
     print(report.format())
     return 0 if report.ok else 1
 

@@ -162,10 +162,8 @@ def _run_jobs(jobs: list[tuple[Any, ...]], workers: int | None) -> dict[str, Cas
     return results
 
 
-def _write_splits(
-    cohort: Path, out: Path, cases: Sequence[tuple[str, int]], n_folds: int, seed: int
-) -> tuple[Splits, Path, list[str]]:
-    """``splits.json``: patient folds (at most one per patient) stratified by ``non_response``; with a note."""
+def _make_splits(cohort: Path, cases: Sequence[tuple[str, int]], n_folds: int, seed: int) -> tuple[Splits, list[str]]:
+    """Patient folds (at most one per patient) stratified by ``non_response``; with a note when folds were capped."""
     patients = sorted({p for p, _ in cases})
     folds = min(n_folds, len(patients))
     notes = (
@@ -173,8 +171,7 @@ def _write_splits(
         if folds == n_folds
         else [f"n_folds={n_folds} but the cohort has {len(patients)} patient(s): {folds} fold(s) written"]
     )
-    splits = make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=seed)
-    return splits, write_splits(splits, out / SPLITS_FILE), notes
+    return make_splits(patients, load_outcomes(cohort), n_folds=folds, seed=seed), notes
 
 
 def run_prepare(
@@ -227,7 +224,7 @@ def run_prepare(
     truth = read_truth(cohort)  # read once, here: a broken truth table stops the run before any case
     _claim(out, cohort, options, bool(overwrite))
     removed = _remove_earlier_files(out, {case_id(p, c) for p, c in cases}, count)
-    splits, splits_file, notes = _write_splits(cohort, out, cases, int(n_folds), int(seed))
+    splits, notes = _make_splits(cohort, cases, int(n_folds), int(seed))
     if removed:
         notes.append(f"removed what an earlier run left that this cohort does not have: {_few(removed)}")
 
@@ -237,6 +234,9 @@ def run_prepare(
     redone = [f"{o.case_id} {o.reason}" for o in results.values() if o.status == "done" and o.reason]
     notes += [f"{len(redone)} finished case(s) recomputed: {_few(redone, 3)}"] if redone else []
     ordered = tuple(results[case_id(p, c)] for p, c in mine)
+    # Written only beside a prepared case: a run whose every case failed leaves no output that looks usable.
+    prepared_any = any(o.status != "failed" for o in results.values())
+    splits_file = write_splits(splits, out / SPLITS_FILE) if prepared_any else None
     summary_file = summary_path(out, index, count)
     summary = PrepareSummary(
         cohort_dir=cohort,

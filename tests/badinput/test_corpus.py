@@ -603,11 +603,6 @@ EXTRA_CASES = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs ludl/dosimetry/prepare.py (run_prepare): write no splits.json when no case was prepared, as it "
-    "already does for dataset.json and stp_regions.csv",
-)
 def test_prepare_writes_no_splits_when_every_case_failed(
     tmp_path: Path, runnable_cohort: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
