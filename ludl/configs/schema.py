@@ -82,8 +82,7 @@ class DosimetryJobConf:
     patient: str | None = MISSING
     cycle: int = MISSING
     out: str = MISSING
-    # A default here, not MISSING: ludl/configs/dosimetry.yaml (another module's) does not list the key yet.
-    overwrite: bool = False
+    overwrite: bool = MISSING
 
 
 @dataclass
