@@ -210,3 +210,19 @@ class TrainConf:
 
 
 JOB_SCHEMAS["train"] = TrainConf
+
+
+@dataclass
+class EvaluateConf:
+    """``ludl evaluate``: re-score a training run's held-out predictions (`ludl.evaluation.job.run_evaluate`)."""
+
+    run: str | None = MISSING
+    prepared: str | None = MISSING
+    cohort: str | None = MISSING
+    fold: int | None = MISSING
+    out: str | None = MISSING
+    n_boot: int = MISSING
+    seed: int = MISSING
+
+
+JOB_SCHEMAS["evaluate"] = EvaluateConf

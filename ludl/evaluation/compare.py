@@ -7,7 +7,8 @@
 - ``<cohort_dir>/outcomes.csv`` and ``truth/`` (``response.csv``, the single-scan reference),
 
 and writes into ``<run_dir>/evaluation/`` (or `out_dir`): ``comparison.csv``, ``paired.csv``, ``reference.csv``,
-``dice.csv``, ``detection.csv``, ``response.csv``, ``calibration.csv``, ``comparison.txt`` and ``evaluation.html``.
+``dice.csv``, ``detection.csv``, ``response.csv``, ``calibration.csv``, ``comparison.txt`` and ``evaluation.html``,
+plus ``inputs.json`` and ``dose_slices.npz`` so that ``ludl evaluate run=…`` can redo it (`ludl.evaluation.job`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from ludl.errors import InputError
 from ludl.evaluation.csvfiles import write_rows
 from ludl.evaluation.page import DoseSlice, PageData, build_page, fmt
+from ludl.evaluation.record import DOSE_SLICES_FILE, save_dose_slices, write_inputs
 from ludl.evaluation.response import (
     CALIBRATION_COLUMNS,
     RESPONSE_COLUMNS,
@@ -272,6 +274,9 @@ def evaluate(
         "Cohort": str(cohort),
         "Bootstrap": f"{n_boot} replicates over patients, seed {seed}",
     }
+    write_inputs(out, {"run": str(run), "prepared": str(prepared), "cohort": str(cohort), "fold": int(fold)})
+    if dose_slices:
+        save_dose_slices(out / DOSE_SLICES_FILE, dose_slices)
     data = PageData(title, meta, tables, dice, detection, response, calibration, tuple(dose_slices), tuple(notes))
     page = build_page(data, out / PAGE_FILE)
     result = EvaluationResult(fold, tables, dice, detection, response, calibration, page, {**files, "page": page})

@@ -24,7 +24,9 @@ from ludl.training.inference import VolumePredictor
 from ludl.training.losses import dose_weight_map, masked_dice_ce, region_mean_dose_loss, relative_dose_loss
 from ludl.training.metrics import region_errors, summarise_validation
 
-__all__ = ["DoseLightningModule", "LossConfig", "build_dosenet", "region_masks"]
+__all__ = ["REGION_TARGETS", "DoseLightningModule", "LossConfig", "build_dosenet", "region_masks"]
+
+REGION_TARGETS: tuple[str, ...] = ("uncorrected", "corrected")
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,11 @@ class LossConfig:
     """Weights of the multi-task loss (``loss/`` group): segmentation, voxel dose, region mean dose.
 
     The voxel term is `relative_dose_loss` weighted by `dose_weight_map` (body/organ/marrow/lesion/outside) on the
-    ``valid`` voxels; the region term is `region_mean_dose_loss` against the pipeline's partial-volume-CORRECTED
-    region means, so the network learns to report corrected means from one scan.
+    ``valid`` voxels; the region term is `region_mean_dose_loss` against the pipeline's region means:
+    ``region_target="uncorrected"`` (default) the multi-TP dose map's own means, which the voxel term also fits —
+    the single-scan partial-volume correction is then a GTM on the predicted TIA at prediction time (train.py's
+    `RegionScoring.correct`); ``"corrected"`` the partial-volume-corrected means, for a network that reports
+    corrected means by itself (then leave the GTM out: correcting twice over-states small regions).
     """
 
     segmentation: float = 1.0
@@ -47,6 +52,7 @@ class LossConfig:
     lesion: float = 8.0
     outside: float = 0.1
     floor_gy: float = 1.0
+    region_target: str = "uncorrected"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> LossConfig:
@@ -56,7 +62,10 @@ class LossConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"unknown loss key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**{k: float(v) for k, v in values.items()})
+        target = str(values.pop("region_target", "uncorrected"))
+        if target not in REGION_TARGETS:
+            raise InputError(f"unknown loss.region_target {target!r}; use one of {', '.join(REGION_TARGETS)}")
+        return cls(**{k: float(v) for k, v in values.items()}, region_target=target)
 
 
 def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
@@ -70,7 +79,7 @@ def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
         raise InputError(f"the model config lacks {err}; see ludl/configs/model/dosenet.yaml") from err
     physics_cfg = dict(cfg.pop("physics", None) or {})
     norm_cfg = dict(cfg.pop("normalisation", None) or {})
-    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "channel")))
+    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "film")))
     backbone = instantiate(backbone_cfg, in_channels=in_channels, out_channels=feature_channels)
     return DoseNet(
         backbone,
@@ -136,6 +145,10 @@ class DoseLightningModule(pl.LightningModule):
         self.predictor = VolumePredictor(**dict(inference or {}))
         self._val_rows: list[dict[str, Any]] = []
 
+    def _region_key(self) -> str:
+        """The batch key of the region means the region term and validation score against."""
+        return "region_dose_gy" if self.loss_config.region_target == "corrected" else "region_dose_uncorrected_gy"
+
     def forward(self, batch: Mapping[str, Any]) -> DoseNetOutput:
         """The network on a (patch) batch."""
         return self.net(batch)
@@ -162,7 +175,7 @@ class DoseLightningModule(pl.LightningModule):
         dose = relative_dose_loss(out.dose_gy, batch["dose_gy"], weights, floor_gy=c.floor_gy)
         terms = {"seg": seg, "dose": dose}
         if c.region > 0 and "region_values" in batch:
-            target = batch["region_dose_gy"].float()
+            target = batch[self._region_key()].float()
             present = (batch["region_values"] > 0) & torch.isfinite(target)
             masks = region_masks(batch)
             terms["region"] = region_mean_dose_loss(
@@ -182,11 +195,11 @@ class DoseLightningModule(pl.LightningModule):
         return terms["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """One whole volume: loss and the region mean-dose errors against the corrected ground truth."""
+        """One whole volume: loss and the region mean-dose errors against the region term's ground truth."""
         out = self.predictor(self.net, batch)
         terms = self.losses(out, batch)
         self.log("val/loss", terms["loss"], batch_size=1, sync_dist=True)
-        self._val_rows.extend(region_errors(out, batch))
+        self._val_rows.extend(region_errors(out, batch, self._region_key()))
 
     def on_validation_epoch_end(self) -> None:
         """Bias and median |error| of region mean dose per region kind, Dice; ``val/region_mae`` is monitored."""

@@ -63,7 +63,7 @@ def batch() -> dict:
 
 def _net(**kwargs: object) -> DoseNet:
     torch.manual_seed(0)
-    conditioning = str(kwargs.get("time_conditioning", "channel"))
+    conditioning = str(kwargs.get("time_conditioning", "film"))
     backbone = dynunet(DoseNet.in_channels_for(conditioning), 8, filters=(8, 16, 32))
     return DoseNet(backbone, 8, N_CLASSES, **kwargs)  # type: ignore[arg-type]
 
