@@ -173,6 +173,13 @@ class TrainInferenceConf:
 
 
 @dataclass
+class TrainCalibrationConf:
+    """``train.yaml`` ``calibration``: region-mean factors from the validation fold (`ludl.training.calibration`)."""
+
+    enabled: bool = MISSING
+
+
+@dataclass
 class TrainResponseConf:
     """``train.yaml`` ``response``: the non-response head's second stage."""
 
@@ -206,6 +213,7 @@ class TrainConf:
     n_dose_slices: int = MISSING
     demo: TrainDemoConf = field(default_factory=TrainDemoConf)
     inference: TrainInferenceConf = field(default_factory=TrainInferenceConf)
+    calibration: TrainCalibrationConf = field(default_factory=TrainCalibrationConf)
     response: TrainResponseConf = field(default_factory=TrainResponseConf)
 
 

@@ -118,14 +118,17 @@ def format_result(result: EvaluationResult) -> str:
         if fixed:
             cells = ", ".join(f"{CLASS_LABELS[r['region_class']]} {_ci_text(r, 'median_abs_error_pct')}" for r in fixed)
             parts.append(f"Multi-TP pipeline vs {label} (all scans): {cells}")
-    paired = [r for r in t.paired if r["against"] == "ground_truth"]
-    if paired:
-        methods = list(dict.fromkeys(r["method"] for r in paired))
-        headers = ["Region, scan", *(f"net − {METHOD_LABELS.get(m, m)}" for m in methods)]
-        parts.append(
-            "\nPaired difference of median |error| vs ground truth (% points; < 0: network better)\n"
-            + format_text_table(headers, _class_time_rows(paired, methods, "difference_pct"))
-        )
+    for against, label in (("ground_truth", "multi-TP ground truth"), ("truth", "synthetic truth")):
+        # Each difference is of the medians over the regions BOTH methods scored, against the same reference as
+        # the comparison table of that name (compare a paired row with that table, not with the other one).
+        paired = [r for r in t.paired if r["against"] == against]
+        if paired:
+            methods = list(dict.fromkeys(r["method"] for r in paired))
+            headers = ["Region, scan", *(f"net − {METHOD_LABELS.get(m, m)}" for m in methods)]
+            parts.append(
+                f"\nPaired difference of median |error| vs {label} (% points; < 0: network better)\n"
+                + format_text_table(headers, _class_time_rows(paired, methods, "difference_pct"))
+            )
     if t.reference:
         rows_ref = [
             [

@@ -121,6 +121,8 @@ class DoseLightningModule(pl.LightningModule):
         scheduler: optional ``{scheduler: {_target_, _partial_}, interval, monitor}``; None for a constant rate.
         inference: whole-volume settings (`VolumePredictor`): ``roi_size_zyx`` (None: one forward),
             ``sw_batch_size``, ``overlap``, ``sw_device``, ``device``.
+        time_lr_scale: learning-rate multiple of the scan-time MLP (FiLM): its last layer starts at 0 and must move
+            τ by a factor of 2–10 between scan times within the few hundred steps of a CPU run.
     """
 
     def __init__(
@@ -130,14 +132,23 @@ class DoseLightningModule(pl.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         inference: Mapping[str, Any] | None = None,
+        time_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         model, loss, optimizer, scheduler, inference = (
             _to_plain(v) for v in (model, loss, optimizer, scheduler, inference)
         )
         self.save_hyperparameters(
-            {"model": model, "loss": loss, "optimizer": optimizer, "scheduler": scheduler, "inference": inference}
+            {
+                "model": model,
+                "loss": loss,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "inference": inference,
+                "time_lr_scale": float(time_lr_scale),
+            }
         )
+        self.time_lr_scale = float(time_lr_scale)
         self.net = build_dosenet(model)
         self.loss_config = LossConfig.from_mapping(loss)
         self.optimizer_config = dict(optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
@@ -217,7 +228,15 @@ class DoseLightningModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Optimiser (and scheduler) from their ``_partial_`` configs."""
-        optimizer = instantiate(self.optimizer_config)(params=self.parameters())
+        film = list(self.net.film.parameters()) if self.net.film is not None else []
+        if film and self.time_lr_scale != 1.0:
+            lr = float(self.optimizer_config.get("lr", 1e-3))
+            ids = {id(p) for p in film}
+            rest = [p for p in self.parameters() if id(p) not in ids]
+            params: Any = [{"params": rest}, {"params": film, "lr": lr * self.time_lr_scale}]
+        else:
+            params = self.parameters()
+        optimizer = instantiate(self.optimizer_config)(params=params)
         if not self.scheduler_config:
             return optimizer
         cfg = dict(self.scheduler_config)

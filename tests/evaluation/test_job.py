@@ -36,7 +36,8 @@ def evaluated(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_rescoring_reads_the_recorded_inputs_and_gives_the_same_tables(evaluated: tuple[Path, Path, Path]) -> None:
     run, prepared, cohort = evaluated
     first = (run / "evaluation" / "comparison.csv").read_text()
-    assert read_inputs(run / "evaluation") == {"run": str(run), "prepared": str(prepared), "cohort": str(cohort), "fold": 0}
+    recorded = {"run": str(run), "prepared": str(prepared), "cohort": str(cohort), "fold": 0}
+    assert read_inputs(run / "evaluation") == recorded
     (run / "evaluation" / "comparison.csv").unlink()
     result = run_evaluate(run, n_boot=50)
     assert result.fold == 0
@@ -57,12 +58,12 @@ def test_more_replicates_and_another_output_folder(evaluated: tuple[Path, Path, 
 
 
 def test_refusals_name_the_fix(evaluated: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    run, prepared, cohort = evaluated
-    with pytest.raises(InputError, match="predictions/regions.csv does not exist"):
+    run, prepared, _ = evaluated
+    with pytest.raises(InputError, match=r"predictions/regions\.csv does not exist"):
         run_evaluate(tmp_path / "nothing")
     bare = tmp_path / "bare_run"
     shutil.copytree(run / "predictions", bare / "predictions")
     with pytest.raises(InputError, match="give prepared=… cohort=… fold=…"):
         run_evaluate(bare)
-    with pytest.raises(InputError, match="cohort folder .* does not exist; give cohort=DIR"):
+    with pytest.raises(InputError, match=r"cohort folder .* does not exist; give cohort=DIR"):
         run_evaluate(bare, prepared, tmp_path / "gone", 0)
