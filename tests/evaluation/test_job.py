@@ -67,3 +67,19 @@ def test_refusals_name_the_fix(evaluated: tuple[Path, Path, Path], tmp_path: Pat
         run_evaluate(bare)
     with pytest.raises(InputError, match=r"cohort folder .* does not exist; give cohort=DIR"):
         run_evaluate(bare, prepared, tmp_path / "gone", 0)
+
+
+def test_the_packaged_config_composes_with_its_schema(evaluated: tuple[Path, Path, Path]) -> None:
+    from hydra import compose, initialize_config_module
+
+    from ludl.configs.schema import register_schemas
+
+    run, _, _ = evaluated
+    register_schemas()
+    with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"run={run}", "n_boot=40"])
+        with pytest.raises(Exception, match="n_boot"):
+            compose("evaluate", overrides=[f"run={run}", "n_boot=many"])  # the schema's type
+    assert cfg.prepared is None and cfg.cohort is None and cfg.fold is None and cfg.out is None
+    result = run_evaluate(str(cfg.run), n_boot=int(cfg.n_boot), seed=int(cfg.seed))
+    assert result.files["comparison"].is_file()
