@@ -176,6 +176,13 @@ class TrainInferenceConf:
 
 
 @dataclass
+class TrainCalibrationConf:
+    """``train.yaml`` ``calibration``: region-mean factors from the validation fold (`ludl.training.calibration`)."""
+
+    enabled: bool = MISSING
+
+
+@dataclass
 class TrainResponseConf:
     """``train.yaml`` ``response``: the non-response head's second stage."""
 
@@ -209,7 +216,24 @@ class TrainConf:
     n_dose_slices: int = MISSING
     demo: TrainDemoConf = field(default_factory=TrainDemoConf)
     inference: TrainInferenceConf = field(default_factory=TrainInferenceConf)
+    calibration: TrainCalibrationConf = field(default_factory=TrainCalibrationConf)
     response: TrainResponseConf = field(default_factory=TrainResponseConf)
 
 
 JOB_SCHEMAS["train"] = TrainConf
+
+
+@dataclass
+class EvaluateConf:
+    """``ludl evaluate``: re-score a training run's held-out predictions (`ludl.evaluation.job.run_evaluate`)."""
+
+    run: str | None = MISSING
+    prepared: str | None = MISSING
+    cohort: str | None = MISSING
+    fold: int | None = MISSING
+    out: str | None = MISSING
+    n_boot: int = MISSING
+    seed: int = MISSING
+
+
+JOB_SCHEMAS["evaluate"] = EvaluateConf

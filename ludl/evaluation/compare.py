@@ -7,7 +7,8 @@
 - ``<cohort_dir>/outcomes.csv`` and ``truth/`` (``response.csv``, the single-scan reference),
 
 and writes into ``<run_dir>/evaluation/`` (or `out_dir`): ``comparison.csv``, ``paired.csv``, ``reference.csv``,
-``dice.csv``, ``detection.csv``, ``response.csv``, ``calibration.csv``, ``comparison.txt`` and ``evaluation.html``.
+``dice.csv``, ``detection.csv``, ``response.csv``, ``calibration.csv``, ``comparison.txt`` and ``evaluation.html``,
+plus ``inputs.json`` and ``dose_slices.npz`` so that ``ludl evaluate run=…`` can redo it (`ludl.evaluation.job`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from ludl.errors import InputError
 from ludl.evaluation.csvfiles import write_rows
 from ludl.evaluation.page import DoseSlice, PageData, build_page, fmt
+from ludl.evaluation.record import DOSE_SLICES_FILE, save_dose_slices, write_inputs
 from ludl.evaluation.response import (
     CALIBRATION_COLUMNS,
     RESPONSE_COLUMNS,
@@ -116,14 +118,17 @@ def format_result(result: EvaluationResult) -> str:
         if fixed:
             cells = ", ".join(f"{CLASS_LABELS[r['region_class']]} {_ci_text(r, 'median_abs_error_pct')}" for r in fixed)
             parts.append(f"Multi-TP pipeline vs {label} (all scans): {cells}")
-    paired = [r for r in t.paired if r["against"] == "ground_truth"]
-    if paired:
-        methods = list(dict.fromkeys(r["method"] for r in paired))
-        headers = ["Region, scan", *(f"net − {METHOD_LABELS.get(m, m)}" for m in methods)]
-        parts.append(
-            "\nPaired difference of median |error| vs ground truth (% points; < 0: network better)\n"
-            + format_text_table(headers, _class_time_rows(paired, methods, "difference_pct"))
-        )
+    for against, label in (("ground_truth", "multi-TP ground truth"), ("truth", "synthetic truth")):
+        # Each difference is of the medians over the regions BOTH methods scored, against the same reference as
+        # the comparison table of that name (compare a paired row with that table, not with the other one).
+        paired = [r for r in t.paired if r["against"] == against]
+        if paired:
+            methods = list(dict.fromkeys(r["method"] for r in paired))
+            headers = ["Region, scan", *(f"net − {METHOD_LABELS.get(m, m)}" for m in methods)]
+            parts.append(
+                f"\nPaired difference of median |error| vs {label} (% points; < 0: network better)\n"
+                + format_text_table(headers, _class_time_rows(paired, methods, "difference_pct"))
+            )
     if t.reference:
         rows_ref = [
             [
@@ -272,6 +277,9 @@ def evaluate(
         "Cohort": str(cohort),
         "Bootstrap": f"{n_boot} replicates over patients, seed {seed}",
     }
+    write_inputs(out, {"run": str(run), "prepared": str(prepared), "cohort": str(cohort), "fold": int(fold)})
+    if dose_slices:
+        save_dose_slices(out / DOSE_SLICES_FILE, dose_slices)
     data = PageData(title, meta, tables, dice, detection, response, calibration, tuple(dose_slices), tuple(notes))
     page = build_page(data, out / PAGE_FILE)
     result = EvaluationResult(fold, tables, dice, detection, response, calibration, page, {**files, "page": page})

@@ -40,9 +40,13 @@ BATCH_KEYS: tuple[str, ...] = (
     "spacing_zyx_mm",
 )
 DOSE_MODES: tuple[str, ...] = ("tau", "direct")
-# "channel": log(t / 24 h) as a constant input channel; "film": a per-channel scale and shift of the backbone's
-# features from log(t / 24 h) (works with any backbone without changing its input channels).
+# How the network learns the scan time t. "film" (default): a small MLP of log(t / 24 h) gives a per-channel scale and
+# shift of the backbone's features and an offset of the τ logit, per sample. "channel": log(t / 24 h) as a constant
+# input channel — NOT seen by an instance-normalised backbone (DynUNet, UNet, SegResNet normalise every feature map
+# per sample: the first normalisation subtracts the constant the time channel adds, so τ came out the same for a
+# 4 h and a 168 h scan and only 24 h, the scan the prior fits best, was right); kept for backbones without it.
 TIME_CONDITIONINGS: tuple[str, ...] = ("channel", "film")
+_FILM_HIDDEN = 32  # hidden width of the time MLP
 _N_IMAGE_CHANNELS = 3  # SPECT/GBq, PET SUV, CT density
 
 
@@ -103,7 +107,7 @@ class DoseNet(nn.Module):
         feature_channels: F.
         n_classes: segmentation classes (the canonical class table, background included).
         dose_mode: "tau" (kinetics head + physics layer + residual) or "direct" (direct-dose head).
-        time_conditioning: "channel" or "film" (see `TIME_CONDITIONINGS`).
+        time_conditioning: "film" or "channel" (see `TIME_CONDITIONINGS`).
         tau_max_h: upper bound of τ.
         tau_scale: "log" or "linear" interpolation of τ between its bounds (`bounded_tau`).
         tau_prior: "haenscheid" starts τ at 2t/ln 2 (the head learns a correction), "none" at the bounds' middle.
@@ -120,7 +124,7 @@ class DoseNet(nn.Module):
         n_classes: int,
         *,
         dose_mode: Literal["tau", "direct"] = "tau",
-        time_conditioning: Literal["channel", "film"] = "channel",
+        time_conditioning: Literal["channel", "film"] = "film",
         tau_max_h: float = DEFAULT_TAU_MAX_H,
         tau_scale: Literal["log", "linear"] = "log",
         tau_prior: Literal["haenscheid", "none"] = "haenscheid",
@@ -148,15 +152,19 @@ class DoseNet(nn.Module):
         self.normalisation = normalisation or InputNormalisation()
         # The heads read the backbone's (linear) output directly, as a MONAI net's own output layer would: a
         # nonlinearity between them would cost three full-resolution F-channel passes per step for little.
-        self.film = nn.Linear(1, 2 * feature_channels) if time_conditioning == "film" else None
-        if self.film is not None:
-            nn.init.zeros_(self.film.weight)  # starts as the identity (scale 1, shift 0)
-            nn.init.zeros_(self.film.bias)
+        # FiLM: log t → hidden → (scale, shift) of the F features + the τ-logit offset. The last layer starts at 0,
+        # so the network starts as the identity (scale 1, shift 0, τ at the prior) and learns how τ moves with t.
+        self.film: nn.Sequential | None = None
+        if time_conditioning == "film":
+            last = nn.Linear(_FILM_HIDDEN, 2 * feature_channels + 1)
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+            self.film = nn.Sequential(nn.Linear(1, _FILM_HIDDEN), nn.SiLU(), last)
         self.heads = VoxelHeads(feature_channels, n_classes, dose_mode, residual, residual_max_gy_per_gbq)
         self.physics = (physics or DosePhysicsLayer()) if dose_mode == "tau" else None
 
     @staticmethod
-    def in_channels_for(time_conditioning: str = "channel") -> int:
+    def in_channels_for(time_conditioning: str = "film") -> int:
         """Input channels the backbone must take: SPECT, PET, CT (+ the time channel)."""
         return _N_IMAGE_CHANNELS + (1 if time_conditioning == "channel" else 0)
 
@@ -209,13 +217,22 @@ class DoseNet(nn.Module):
         """The batch's scan times (B,), h."""
         return _per_sample(batch["time_h"], batch["activity_mbq_per_ml"], "time_h")
 
+    def _film(self, time_h: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+        """The time MLP's output (B, 2F + 1): feature scale, feature shift, τ-logit offset (None without FiLM)."""
+        if self.film is None:
+            return None
+        log_t = torch.log(time_h.reshape(-1, 1).float().to(device) / self.normalisation.time_ref_h)
+        out: torch.Tensor = self.film(log_t)
+        return out
+
     def features(self, x: torch.Tensor, time_h: torch.Tensor) -> torch.Tensor:
         """The network part on normalised inputs (or a window of them): backbone features, FiLM-conditioned on t."""
         features = self.backbone(x)
-        if self.film is not None:
-            log_t = torch.log(time_h.reshape(-1, 1).to(features.device) / self.normalisation.time_ref_h)
-            gamma, beta = self.film(log_t).chunk(2, dim=1)
-            features = features * (1 + gamma[..., None, None, None]) + beta[..., None, None, None]
+        film = self._film(time_h, features.device)
+        if film is not None:
+            f = self.feature_channels
+            gamma, beta = film[:, :f, None, None, None], film[:, f : 2 * f, None, None, None]
+            features = features * (1 + gamma.to(features.dtype)) + beta.to(features.dtype)
         return features
 
     def outputs(
@@ -235,6 +252,9 @@ class DoseNet(nn.Module):
             raise RuntimeError("DoseNet in tau mode was built without its kinetics head or physics layer")
         # τ in fp32 even under autocast: bf16 would round it (and so the dose) by up to 0.4 %.
         raw = self._tau_prior_logit(time_h.float()) + heads.raw_tau.float()
+        film = self._film(time_h, raw.device)
+        if film is not None:  # the scan-time offset of the τ logit: how far a typical voxel's τ is from the prior
+            raw = raw + film[:, -1].reshape(-1, 1, 1, 1, 1)
         tau = bounded_tau(raw, time_h.reshape(-1).float(), self.tau_bounds.tau_max_h, self.tau_scale)
         phys = self.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
         residual = None

@@ -1,7 +1,7 @@
 """Validation and prediction metrics: region mean-dose errors, Dice per class, lesion detection.
 
 Region means are taken inside the REFERENCE region masks of the case (dose is scored apart from segmentation) and
-compared with the pipeline's partial-volume-corrected region means, what clinics report.
+compared with the pipeline's region means: the ones the region loss trains against (`LossConfig.region_target`).
 """
 
 from __future__ import annotations
@@ -34,15 +34,18 @@ def region_means(dose_gy: torch.Tensor, regions: torch.Tensor, values: torch.Ten
     return torch.where((values > 0) & (counts[idx] > 0), means, torch.full_like(means, math.nan))
 
 
-def region_errors(out: DoseNetOutput, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per (sample, region): relative error (%) of the predicted region mean vs the corrected truth, and a
-    Dice row per sample (mean over labelled foreground classes present in the reference)."""
+def region_errors(
+    out: DoseNetOutput, batch: Mapping[str, Any], target_key: str = "region_dose_gy"
+) -> list[dict[str, Any]]:
+    """One row per (sample, region): relative error (%) of the predicted region mean vs the truth of `target_key`
+    (``region_dose_gy`` corrected, ``region_dose_uncorrected_gy`` the dose map's), and a Dice row per sample (mean
+    over labelled foreground classes present in the reference)."""
     rows: list[dict[str, Any]] = []
     pred_classes = out.seg_logits.argmax(dim=1)
     for b in range(out.dose_gy.shape[0]):
         values = batch["region_values"][b]
         means = region_means(out.dose_gy[b].detach(), batch["regions"][b], values).cpu()
-        target = batch["region_dose_gy"][b].double().cpu()
+        target = batch[target_key][b].double().cpu()
         lesion = batch["region_is_lesion"][b].cpu()
         for r in range(values.shape[0]):
             if int(values[r]) <= 0 or not math.isfinite(float(target[r])) or float(target[r]) <= 0:

@@ -24,7 +24,9 @@ from ludl.training.inference import VolumePredictor
 from ludl.training.losses import dose_weight_map, masked_dice_ce, region_mean_dose_loss, relative_dose_loss
 from ludl.training.metrics import region_errors, summarise_validation
 
-__all__ = ["DoseLightningModule", "LossConfig", "build_dosenet", "region_masks"]
+__all__ = ["REGION_TARGETS", "DoseLightningModule", "LossConfig", "build_dosenet", "region_masks"]
+
+REGION_TARGETS: tuple[str, ...] = ("uncorrected", "corrected")
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,11 @@ class LossConfig:
     """Weights of the multi-task loss (``loss/`` group): segmentation, voxel dose, region mean dose.
 
     The voxel term is `relative_dose_loss` weighted by `dose_weight_map` (body/organ/marrow/lesion/outside) on the
-    ``valid`` voxels; the region term is `region_mean_dose_loss` against the pipeline's partial-volume-CORRECTED
-    region means, so the network learns to report corrected means from one scan.
+    ``valid`` voxels; the region term is `region_mean_dose_loss` against the pipeline's region means:
+    ``region_target="uncorrected"`` (default) the multi-TP dose map's own means, which the voxel term also fits —
+    the single-scan partial-volume correction is then a GTM on the predicted TIA at prediction time (train.py's
+    `RegionScoring.correct`); ``"corrected"`` the partial-volume-corrected means, for a network that reports
+    corrected means by itself (then leave the GTM out: correcting twice over-states small regions).
     """
 
     segmentation: float = 1.0
@@ -47,6 +52,7 @@ class LossConfig:
     lesion: float = 8.0
     outside: float = 0.1
     floor_gy: float = 1.0
+    region_target: str = "uncorrected"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> LossConfig:
@@ -56,7 +62,10 @@ class LossConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"unknown loss key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**{k: float(v) for k, v in values.items()})
+        target = str(values.pop("region_target", "uncorrected"))
+        if target not in REGION_TARGETS:
+            raise InputError(f"unknown loss.region_target {target!r}; use one of {', '.join(REGION_TARGETS)}")
+        return cls(**{k: float(v) for k, v in values.items()}, region_target=target)
 
 
 def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
@@ -70,7 +79,7 @@ def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
         raise InputError(f"the model config lacks {err}; see ludl/configs/model/dosenet.yaml") from err
     physics_cfg = dict(cfg.pop("physics", None) or {})
     norm_cfg = dict(cfg.pop("normalisation", None) or {})
-    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "channel")))
+    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "film")))
     backbone = instantiate(backbone_cfg, in_channels=in_channels, out_channels=feature_channels)
     return DoseNet(
         backbone,
@@ -112,6 +121,8 @@ class DoseLightningModule(pl.LightningModule):
         scheduler: optional ``{scheduler: {_target_, _partial_}, interval, monitor}``; None for a constant rate.
         inference: whole-volume settings (`VolumePredictor`): ``roi_size_zyx`` (None: one forward),
             ``sw_batch_size``, ``overlap``, ``sw_device``, ``device``.
+        time_lr_scale: learning-rate multiple of the scan-time MLP (FiLM): its last layer starts at 0 and must move
+            τ by a factor of 2–10 between scan times within the few hundred steps of a CPU run.
     """
 
     def __init__(
@@ -121,20 +132,33 @@ class DoseLightningModule(pl.LightningModule):
         optimizer: Mapping[str, Any] | None = None,
         scheduler: Mapping[str, Any] | None = None,
         inference: Mapping[str, Any] | None = None,
+        time_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         model, loss, optimizer, scheduler, inference = (
             _to_plain(v) for v in (model, loss, optimizer, scheduler, inference)
         )
         self.save_hyperparameters(
-            {"model": model, "loss": loss, "optimizer": optimizer, "scheduler": scheduler, "inference": inference}
+            {
+                "model": model,
+                "loss": loss,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "inference": inference,
+                "time_lr_scale": float(time_lr_scale),
+            }
         )
+        self.time_lr_scale = float(time_lr_scale)
         self.net = build_dosenet(model)
         self.loss_config = LossConfig.from_mapping(loss)
         self.optimizer_config = dict(optimizer or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3})
         self.scheduler_config = dict(scheduler) if scheduler else None
         self.predictor = VolumePredictor(**dict(inference or {}))
         self._val_rows: list[dict[str, Any]] = []
+
+    def _region_key(self) -> str:
+        """The batch key of the region means the region term and validation score against."""
+        return "region_dose_gy" if self.loss_config.region_target == "corrected" else "region_dose_uncorrected_gy"
 
     def forward(self, batch: Mapping[str, Any]) -> DoseNetOutput:
         """The network on a (patch) batch."""
@@ -162,7 +186,7 @@ class DoseLightningModule(pl.LightningModule):
         dose = relative_dose_loss(out.dose_gy, batch["dose_gy"], weights, floor_gy=c.floor_gy)
         terms = {"seg": seg, "dose": dose}
         if c.region > 0 and "region_values" in batch:
-            target = batch["region_dose_gy"].float()
+            target = batch[self._region_key()].float()
             present = (batch["region_values"] > 0) & torch.isfinite(target)
             masks = region_masks(batch)
             terms["region"] = region_mean_dose_loss(
@@ -182,11 +206,11 @@ class DoseLightningModule(pl.LightningModule):
         return terms["loss"]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        """One whole volume: loss and the region mean-dose errors against the corrected ground truth."""
+        """One whole volume: loss and the region mean-dose errors against the region term's ground truth."""
         out = self.predictor(self.net, batch)
         terms = self.losses(out, batch)
         self.log("val/loss", terms["loss"], batch_size=1, sync_dist=True)
-        self._val_rows.extend(region_errors(out, batch))
+        self._val_rows.extend(region_errors(out, batch, self._region_key()))
 
     def on_validation_epoch_end(self) -> None:
         """Bias and median |error| of region mean dose per region kind, Dice; ``val/region_mae`` is monitored."""
@@ -204,7 +228,15 @@ class DoseLightningModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Optimiser (and scheduler) from their ``_partial_`` configs."""
-        optimizer = instantiate(self.optimizer_config)(params=self.parameters())
+        film = list(self.net.film.parameters()) if self.net.film is not None else []
+        if film and self.time_lr_scale != 1.0:
+            lr = float(self.optimizer_config.get("lr", 1e-3))
+            ids = {id(p) for p in film}
+            rest = [p for p in self.parameters() if id(p) not in ids]
+            params: Any = [{"params": rest}, {"params": film, "lr": lr * self.time_lr_scale}]
+        else:
+            params = self.parameters()
+        optimizer = instantiate(self.optimizer_config)(params=params)
         if not self.scheduler_config:
             return optimizer
         cfg = dict(self.scheduler_config)

@@ -30,6 +30,7 @@ from ludl.io.outcomes import load_outcomes
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.training.artifact import save_artifact
+from ludl.training.calibration import apply_calibration, fit_calibration
 from ludl.training.callbacks import EMA_KEY
 from ludl.training.module import DoseLightningModule
 from ludl.training.predict import (
@@ -183,7 +184,9 @@ def _response_stage(
     return dict(zip(patients, (float(p) for p in probs), strict=True)), labels, state, info
 
 
-def _model_document(cfg: Any, dm: Any, module: DoseLightningModule, info: Mapping[str, Any]) -> dict[str, Any]:
+def _model_document(
+    cfg: Any, dm: Any, module: DoseLightningModule, info: Mapping[str, Any], calibration: Mapping[str, Any]
+) -> dict[str, Any]:
     descriptor = dm.descriptor
     network = plain(cfg.model)
     return {
@@ -200,7 +203,20 @@ def _model_document(cfg: Any, dm: Any, module: DoseLightningModule, info: Mappin
         "fold": int(dm.fold),
         "response": dict(info),
         "response_timepoint_h": RESPONSE_TIMEPOINT_H,
+        "region_calibration": calibration,
     }
+
+
+def _calibration(
+    net: DoseNet, module: DoseLightningModule, dm: Any, cfg: Any, fold: int, scoring: Any, device: Any
+) -> dict[str, dict[str, float]]:
+    """Region-mean factors per class and scan time from the validation fold's whole volumes ({} when disabled or
+    without validation patients); see `ludl.training.calibration`."""
+    settings = dict(plain(cfg.get("calibration")) or {})
+    if not settings.get("enabled", False) or not dm.records.get("val"):
+        return {}
+    rows, _ = predict_split(net, module.predictor, dm.val_dataloader(), dm.records["val"], fold, scoring, None, device)
+    return fit_calibration(rows)
 
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
@@ -215,6 +231,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
         optimizer=plain(cfg.optim.optimizer),
         scheduler=plain(cfg.optim.get("scheduler")),
         inference=plain(cfg.inference),
+        time_lr_scale=float(cfg.optim.get("time_lr_scale", 1.0)),
     )
     trainer = _build_trainer(cfg, run_dir)
     last = run_dir / CHECKPOINTS / LAST_CHECKPOINT
@@ -250,6 +267,9 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     region_rows, seg_rows = predict_split(
         net, module.predictor, dm.test_dataloader(), dm.records["test"], fold, scoring, on_volume, device
     )
+    calibration = _calibration(net, module, dm, cfg, fold, scoring, device)
+    if calibration:
+        region_rows = apply_calibration(region_rows, calibration)
     probs, labels, response_state, info = _response_stage(
         net, module, dm, cfg, {p: f for p, (_, f) in test_features.items()}, device
     )
@@ -276,7 +296,8 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     metrics["global_step"] = int(trainer.global_step)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     state.update(response_state)
-    result.artifact_dir = save_artifact(run_dir / "model", state, _model_document(cfg, dm, module, info), metrics)
+    document = _model_document(cfg, dm, module, info, calibration)
+    result.artifact_dir = save_artifact(run_dir / "model", state, document, metrics)
     result.predictions_dir = predictions
     result.metrics = metrics
     result.dose_slices = slices

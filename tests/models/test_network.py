@@ -63,7 +63,7 @@ def batch() -> dict:
 
 def _net(**kwargs: object) -> DoseNet:
     torch.manual_seed(0)
-    conditioning = str(kwargs.get("time_conditioning", "channel"))
+    conditioning = str(kwargs.get("time_conditioning", "film"))
     backbone = dynunet(DoseNet.in_channels_for(conditioning), 8, filters=(8, 16, 32))
     return DoseNet(backbone, 8, N_CLASSES, **kwargs)  # type: ignore[arg-type]
 
@@ -125,3 +125,28 @@ def test_bad_options_and_batches(batch: dict) -> None:
         _net(dose_mode="voxel")
     with pytest.raises(InputError, match="lacks suv"):
         _net()({k: v for k, v in batch.items() if k != "suv"})
+
+
+def test_film_moves_tau_with_the_scan_time(batch: dict) -> None:
+    """FiLM's τ-logit offset is a function of log t: τ = e·t·(τ_max/(e·t))^sigmoid(prior logit + offset(t))."""
+    net = _net(time_conditioning="film")
+    assert net.film is not None
+    with torch.no_grad():
+        last = net.film[2]
+        last.weight.zero_()
+        last.bias.zero_()
+        first = net.film[0]
+        first.weight.fill_(1.0)  # hidden = SiLU(log(t/24) + b): differs between the 24 h and the 96 h sample
+        last.weight[-1, 0] = 1.0
+        out = net(batch)
+        t = batch["time_h"].double()
+        log_t = torch.log(t / 24.0).reshape(-1, 1)
+        offset = torch.nn.functional.silu(log_t * first.weight[0, 0].double() + first.bias[0].double())[:, 0]
+        lower, tau_max = np.e * t, 20000.0
+        prior = 2.0 * t / np.log(2.0)
+        frac = (torch.log(prior) - torch.log(lower)) / (np.log(tau_max) - torch.log(lower))
+        expected = lower * (tau_max / lower) ** torch.sigmoid(torch.logit(frac) + offset)
+    assert out.tau_h is not None
+    assert float((offset[0] - offset[1]).abs()) > 0.1
+    torch.testing.assert_close(out.tau_h.double().amin(dim=(1, 2, 3, 4)), expected, rtol=1e-4, atol=0)
+    torch.testing.assert_close(out.tau_h.double().amax(dim=(1, 2, 3, 4)), expected, rtol=1e-4, atol=0)

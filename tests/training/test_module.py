@@ -36,11 +36,14 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch() -> None:
     assert final["seg"] < first["seg"] and final["dose"] < first["dose"], (first, final)
 
 
-def test_region_term_scores_the_corrected_means() -> None:
-    """A prediction equal to the (uncorrected) target dose map leaves the region term at the 10 % correction."""
-    module = _module(loss={"segmentation": 0.0, "dose": 0.0})
+def test_region_term_scores_the_chosen_region_means() -> None:
+    """A prediction equal to the (uncorrected) target dose map: region term 0 against the uncorrected means (the
+    default: the GTM corrects at prediction), the 10 % correction against the corrected ones."""
     batch = make_batch()
+    module = _module(loss={"segmentation": 0.0, "dose": 0.0})
     out = module(batch)._replace(dose_gy=batch["dose_gy"])
+    assert float(module.losses(out, batch)["region"]) == pytest.approx(0.0, abs=1e-6)
+    module = _module(loss={"segmentation": 0.0, "dose": 0.0, "region_target": "corrected"})
     region = float(module.losses(out, batch)["region"])
     # region_dose_gy = 1.1 × the map's mean: |m − 1.1 m| / (1.1 m) = 1/11 (both regions above the 1 Gy floor?)
     means = batch["region_dose_uncorrected_gy"]
@@ -48,6 +51,8 @@ def test_region_term_scores_the_corrected_means() -> None:
     assert region == pytest.approx(float(expected), rel=1e-4)
     masks = region_masks(batch)
     assert masks.shape == (2, 2, 16, 16, 16) and bool(masks.any(dim=(2, 3, 4)).all())
+    with pytest.raises(InputError, match="region_target"):
+        LossConfig.from_mapping({"region_target": "pvc"})
 
 
 def test_validation_logs_region_errors_and_hparams_are_plain() -> None:
@@ -83,3 +88,17 @@ def test_sliding_window_runs_the_physics_on_the_whole_volume() -> None:
     torch.testing.assert_close(out.dose_gy, (whole.dose_gy + out.residual_gy).clamp_min(0.0))
     # τ within its bounds [e·t, τ_max]
     assert float(out.tau_h.min()) >= math.e * 24.0 * (1 - 1e-5) and float(out.tau_h.max()) <= 20_000.0
+
+
+def test_the_scan_time_mlp_learns_at_its_own_rate() -> None:
+    module = DoseLightningModule(
+        model={**TINY_MODEL, "time_conditioning": "film"},
+        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 3e-3},
+        time_lr_scale=10.0,
+    )
+    optimizer = module.configure_optimizers()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([3e-3, 3e-2])
+    assert module.net.film is not None
+    film = {id(p) for p in module.net.film.parameters()}
+    assert {id(p) for p in optimizer.param_groups[1]["params"]} == film
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(module.parameters()))

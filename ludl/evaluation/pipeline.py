@@ -1,0 +1,122 @@
+"""The embedded default of ``python train.py``: demo cohort (synthesised and prepared on first use) → training →
+held-out prediction → the comparison with the STP formulas, printed and written as a page.
+
+It lives in the top layer because it uses every layer below it: `ludl.synth` and `ludl.dosimetry` (the demo cohort,
+the single-scan partial-volume correction, the STP region classes) beside `ludl.training` (which may not import
+them) and this package's `evaluate`. The root ``train.py`` is only the ``@hydra.main`` around `run_training`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from ludl.errors import LudlError
+
+__all__ = ["demo_cohort", "evaluate_run", "region_scoring", "run_training"]
+
+DEMO_COMPLETE = "cohort.complete"
+PREPARED_COMPLETE = "prepared.complete"
+
+
+def demo_cohort(cfg: Any) -> tuple[Path, Path]:
+    """The demo cohort and its prepared folder under ``demo.cache_dir``, synthesised and prepared on first use
+    (both steps resumable: a marker file says a step finished)."""
+    from ludl.dosimetry.options import DosimetryOptions
+    from ludl.dosimetry.prepare import run_prepare
+    from ludl.synth.cohort import run_synth
+
+    demo = cfg.demo
+    root = Path(str(demo.cache_dir)) / f"{demo.preset}-n{demo.n_patients}-seed{demo.seed}"
+    cohort, prepared = root / "cohort", root / "prepared"
+    if not (root / DEMO_COMPLETE).is_file():
+        print(f"synthesising the demo cohort ({demo.n_patients} patients, preset {demo.preset}) into {cohort} …")
+        run_synth(str(demo.preset), int(demo.n_patients), int(demo.seed), cohort, workers=demo.workers)
+        (root / DEMO_COMPLETE).write_text("complete\n")
+    if not (prepared / PREPARED_COMPLETE).is_file():
+        print(f"preparing it into {prepared} …")
+        summary = run_prepare(
+            cohort,
+            prepared,
+            workers=demo.workers,
+            n_folds=int(demo.n_folds),
+            seed=int(demo.seed),
+            options=DosimetryOptions(kernel_cache_dir=Path(str(cfg.paths.kernel_cache_dir))),
+        )
+        if not summary.ok:
+            raise LudlError(f"{prepared}: preparing the demo cohort failed:\n{summary.format()}")
+        (prepared / PREPARED_COMPLETE).write_text("complete\n")
+    return cohort, prepared
+
+
+def region_scoring() -> Any:
+    """The single-scan partial-volume correction (a GTM on the predicted TIA) and the STP region classes."""
+    from ludl.dosimetry.baselines import region_class
+    from ludl.training.predict import CorrectionInput, RegionScoring
+
+    try:
+        from ludl.dosimetry.regions import RegionSet
+        from ludl.dosimetry.single_scan import correct_region_doses
+    except ImportError:  # single-scan correction not available: the corrected column stays empty
+        return RegionScoring(region_class=region_class)
+
+    def correct(item: CorrectionInput) -> dict[str, float]:
+        kinds = {n: item.region_kinds.get(n, "organ") for n in item.region_values}
+        regions = RegionSet(item.labels, dict(item.region_values), kinds)
+        doses = correct_region_doses(
+            item.tia_mbq_h_per_ml,
+            regions,
+            item.density_g_per_ml,
+            item.spacing_zyx_mm,
+            item.fwhm_mm,
+            dose_gy=item.dose_gy,
+        )
+        return dict(doses.mean_dose_gy)
+
+    return RegionScoring(correct=correct, region_class=region_class)
+
+
+def evaluate_run(cfg: Any, result: Any) -> None:
+    """Compare the run's held-out predictions with the STP formulas and the cohort's reference; print; the page."""
+    from ludl.evaluation.compare import evaluate
+    from ludl.evaluation.page import coronal_slice
+
+    slices = [
+        coronal_slice(s["case_id"], s["timepoint_h"], s["network_gy"], s["ground_truth_gy"], s["spacing_zyx_mm"])
+        for s in result.dose_slices
+    ]
+    fold, n_boot = int(cfg.data.fold), int(cfg.n_boot)
+    evaluation = evaluate(result.run_dir, str(cfg.prepared), str(cfg.cohort), fold, dose_slices=slices, n_boot=n_boot)
+    print(evaluation.format())  # ends with where the page is
+
+
+def run_training(cfg: DictConfig) -> float | None:
+    """`python train.py`: demo data if no cohort is given, `ludl.training.train`, evaluation; returns the sweep's
+    objective (validation region-mean error; without validation the held-out one), None on DDP ranks > 0."""
+    from ludl.training.train import train
+
+    started = time.monotonic()
+    if cfg.cohort is None and cfg.prepared is None:
+        cohort, prepared = demo_cohort(cfg)
+        with open_dict(cfg):
+            cfg.cohort, cfg.prepared = str(cohort), str(prepared)
+        print(f"demo cohort ready ({time.monotonic() - started:.0f} s)")
+    if cfg.prepared is None:
+        raise LudlError("give the prepared folder of the cohort: prepared=DIR (`ludl prepare cohort=… out=DIR`)")
+    trained = time.monotonic()
+    result = train(cfg, region_scoring())
+    if result.predictions_dir is None:  # a DDP rank > 0
+        return None
+    print(
+        f"trained {result.global_step} steps and predicted the held-out fold ({time.monotonic() - trained:.0f} s); "
+        f"artifact {result.artifact_dir}; run folder {result.run_dir}"
+    )
+    if cfg.evaluate and cfg.cohort is not None:
+        evaluate_run(cfg, result)
+    print(f"train.py took {time.monotonic() - started:.0f} s")
+    held_out = [v for k, v in result.metrics.items() if k.startswith("held_out/mae_")]
+    value = result.metrics.get("val/region_mae", sum(held_out) / len(held_out) if held_out else 1e6)
+    return float(value)
