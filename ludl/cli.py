@@ -179,12 +179,38 @@ def _prepare(cfg: Any) -> int:
     return 0 if summary.ok else 1
 
 
+def _evaluate(cfg: Any) -> int:
+    from ludl.evaluation.job import run_evaluate
+
+    if not cfg.run:
+        print(
+            "ludl evaluate: give the training run folder, e.g. `ludl evaluate run=outputs/train/default/fold0`",
+            file=sys.stderr,
+        )
+        return 2
+    result = run_evaluate(
+        Path(str(cfg.run)),
+        Path(str(cfg.prepared)) if cfg.prepared else None,
+        Path(str(cfg.cohort)) if cfg.cohort else None,
+        None if cfg.fold is None else int(cfg.fold),
+        out_dir=Path(str(cfg.out)) if cfg.out else None,
+        n_boot=int(cfg.n_boot),
+        seed=int(cfg.seed),
+    )
+    print(result.format())
+    return 0
+
+
 # job name → (runner, one-line description)
 JOBS: dict[str, tuple[Callable[[Any], int], str]] = {
     "synth": (_synth, "generate a synthetic cohort: digital patients, images, true dose, response"),
     "validate": (_validate, "check a cohort folder (manifest, files, geometry) and report every problem"),
     "dosimetry": (_dosimetry, "multi-time-point dosimetry of one patient-cycle: dose/TIA maps, RT Dose, regions.csv"),
     "prepare": (_prepare, "every patient-cycle of a cohort as prepared cases (resumable, shardable) + splits.json"),
+    "evaluate": (
+        _evaluate,
+        "re-score a training run's held-out predictions: comparison tables and page, no retraining",
+    ),
     "phantom": (_phantom, "multi-time-point voxel dosimetry of an analytic phantom, scored against its exact dose"),
 }
 
