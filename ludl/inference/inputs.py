@@ -304,13 +304,21 @@ def _read_image(path: Path, role: str, unit: str) -> Volume:
     return read_ct(path) if unit == "HU" else read_pet(path)
 
 
-def read_reference_labels(path: Path, grid: Volume) -> ReferenceLabels:
-    """A reference label map (RTSTRUCT, SEG or NIfTI) on the SPECT grid; lesions named lesion_NNN, others by name."""
+def read_reference_labels(path: Path, grid: Volume, names: Mapping[str, int] | None = None) -> ReferenceLabels:
+    """A reference label map (RTSTRUCT, SEG or NIfTI) on the SPECT grid, regions present on it only.
+
+    `names`: region name → label value (a NIfTI map's names, e.g. cohort.yaml ``labels``); RTSTRUCT and SEG
+    structures are matched by name. Without it a NIfTI map's values are named ``label_<value>``.
+    """
     from ludl.io.labels import read_labels
 
-    volume, names = read_labels(path, grid)
+    volume, names = read_labels(path, grid, names=dict(names) if names else None)
     if not volume.same_grid(grid):
         volume = resample_to(volume, grid, kind="nearest")
+    present = set(np.unique(np.asarray(volume.array)).tolist())
+    names = {n: v for n, v in names.items() if v in present and v != 0}
+    if not names:
+        raise InputError(f"labels={path}: none of its regions lies on the SPECT grid; check that it is this scan's")
     kinds = {}
     for name in names:
         try:
@@ -330,6 +338,7 @@ def read_scan_inputs(
     injected_mbq: float | None = None,
     fwhm_mm: float | None = None,
     labels: str | Path | None = None,
+    label_names: Mapping[str, int] | None = None,
     sensitivity_cps_per_mbq: float | None = None,
     acquisition_s: float | None = None,
 ) -> ScanInputs:
@@ -372,7 +381,9 @@ def read_scan_inputs(
     ct_volume = _read_image(ct_path, "ct", "HU")
     pet_volume = _read_image(paths["pet"], "pet", "SUV") if paths["pet"] is not None else None
     pet_ct_volume = _read_image(paths["pet_ct"], "pet_ct", "HU") if paths["pet_ct"] is not None else None
-    reference = read_reference_labels(paths["labels"], spect_volume) if paths["labels"] is not None else None
+    reference = (
+        read_reference_labels(paths["labels"], spect_volume, label_names) if paths["labels"] is not None else None
+    )
     built = scan_inputs(
         spect_volume,
         ct_volume,

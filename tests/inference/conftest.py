@@ -92,3 +92,64 @@ def held_out_inputs(prepared: Path, case_id: str, timepoint_h: float) -> Any:
             {n: str(k) for n, k in case.meta.region_kinds.items()},
         ),
     )
+
+
+@dataclass(frozen=True)
+class DicomPatient:
+    """One synthetic tiny patient with its SPECT as DICOM NM (CT, PET, labels NIfTI) and its manifest values."""
+
+    folder: Path
+    spect: Path
+    ct: Path
+    pet: Path
+    pet_ct: Path
+    labels: Path
+    time_h: float
+    injected_mbq: float
+    fwhm_mm: float
+    label_names: dict[str, int]
+
+
+@pytest.fixture(scope="session")
+def dicom_patient(tmp_path_factory: pytest.TempPathFactory) -> DicomPatient:
+    """`ludl synth` tiny, one patient, image_format=dicom; the 24 h scan."""
+    import csv
+
+    from ludl.io.cohort import load_cohort_config
+    from ludl.synth.cohort import run_synth
+
+    root = tmp_path_factory.mktemp("dicom_patient") / "cohort"
+    run_synth("tiny", 1, 5, root, workers=1, overrides={"image_format": "dicom"})
+    with (root / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    spect = next(r for r in rows if r["role"] == "spect" and r["timepoint_h"] == "24")
+    case = root / "SYN0001" / "c1"
+    return DicomPatient(
+        folder=case,
+        spect=root / spect["path"],
+        ct=case / "ct_24h.nii.gz",
+        pet=case / "pet.nii.gz",
+        pet_ct=case / "pet_ct.nii.gz",
+        labels=case / "labels_24h.nii.gz",
+        time_h=float(spect["time_h"]),
+        injected_mbq=float(spect["injected_mbq"]) - float(spect["residual_mbq"]),
+        fwhm_mm=float(spect["fwhm_mm"]),
+        label_names={str(k): int(v) for k, v in load_cohort_config(root).labels.items()},
+    )
+
+
+@pytest.fixture
+def report_stub(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """A stand-in `ludl.report.write_report` (the report package renders it): records the content it is given."""
+    import ludl.report
+
+    seen: list[Any] = []
+
+    def write_report(content: Any, out_dir: Path) -> dict[str, Path]:
+        seen.append(content)
+        path = Path(out_dir) / "report.html"
+        path.write_text("<html></html>")
+        return {"html": path}
+
+    monkeypatch.setattr(ludl.report, "write_report", write_report, raising=False)
+    return seen

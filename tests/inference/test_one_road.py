@@ -17,7 +17,9 @@ def test_predictor_region_doses_equal_the_training_evaluation(tiny_run: TinyRun)
     assert written
     predictor = Predictor(tiny_run.artifact, roi_size_zyx=None)  # the tiny run's whole-volume setting
     checked = 0
-    for case_id, timepoint_h in sorted({(f"{r['patient_id']}_c{r['cycle']}", float(r["timepoint_h"])) for r in written}):
+    for case_id, timepoint_h in sorted(
+        {(f"{r['patient_id']}_c{r['cycle']}", float(r["timepoint_h"])) for r in written}
+    ):
         prediction = predictor.predict(held_out_inputs(tiny_run.prepared, case_id, timepoint_h))
         ours = {r["region"]: r for r in prediction.regions if r["source"] == "reference"}
         theirs = [
