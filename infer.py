@@ -30,7 +30,7 @@ def predictor(cfg: DictConfig) -> Any:
     from ludl.inference import Predictor
 
     settings = dict(_plain(cfg.inference))
-    model = _plain(cfg.model)
+    model = _plain(cfg.artifact)
     return Predictor(model if isinstance(model, str) else list(model), **settings)
 
 
@@ -40,8 +40,9 @@ def one_scan(cfg: DictConfig) -> None:
 
     if cfg.spect is None or cfg.ct is None:
         raise LudlError("give the scan (spect=… ct=…, optionally pet=… pet_ct=…) or a cohort batch (cohort=…)")
+    spect = _plain(cfg.spect)
     prediction = predictor(cfg).predict_files(
-        cfg.spect,
+        spect if isinstance(spect, str) else list(spect),
         cfg.ct,
         pet=cfg.pet,
         pet_ct=cfg.pet_ct,
@@ -102,5 +103,11 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(code)
 
 
+def _model_as_artifact(argv: list[str]) -> list[str]:
+    """``model=…`` as ``artifact=…``: Hydra reserves ``model`` for the training config's group of that name."""
+    return [f"artifact={a[len('model='):]}" if a.startswith("model=") else a for a in argv]
+
+
 if __name__ == "__main__":
+    sys.argv = _model_as_artifact(sys.argv)
     main()

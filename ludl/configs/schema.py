@@ -230,9 +230,9 @@ class InferConf:
     """``python infer.py``: single-scan inference with a model artifact (one scan or a cohort batch)."""
 
     paths: PathsConf = field(default_factory=PathsConf)
-    model: Any = MISSING  # one artifact folder or a list (fold ensemble)
+    artifact: Any = MISSING  # one model artifact folder or a list (fold ensemble)
     out: str = MISSING
-    spect: str | None = MISSING
+    spect: Any = MISSING  # a folder/file, or a list of bed folders
     ct: str | None = MISSING
     pet: str | None = MISSING
     pet_ct: str | None = MISSING

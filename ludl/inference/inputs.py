@@ -111,7 +111,10 @@ def register_pet(spect_ct: Volume, pet_suv: Volume, pet_ct: Volume, where: str) 
     try:
         result = register_rigid(spect_ct, pet_ct, initial="body")
     except LudlError as err:
-        raise GeometryError(f"{where}: the PET's CT cannot be registered to the SPECT's CT ({err})") from err
+        raise GeometryError(
+            f"{where}: the PET's CT cannot be registered to the SPECT's CT ({err}): is it this patient's PET/CT? Give "
+            "the PET/CT of the same patient (pet=, pet_ct=) or leave the PET out"
+        ) from err
     q = result.quality
     if not (math.isfinite(q.correlation) and q.correlation >= 0.5) or q.overlap_fraction < 0.5:
         raise GeometryError(
@@ -271,10 +274,19 @@ def _check_same_patient(headers: Mapping[str, tuple[Path, Any]]) -> str | None:
     return next(iter(seen), None)
 
 
-def _read_spect(path: Path, sensitivity_cps_per_mbq: float | None, acquisition_s: float | None) -> Volume:
+def _read_spect(
+    path: Path, beds: Sequence[Path], sensitivity_cps_per_mbq: float | None, acquisition_s: float | None
+) -> Volume:
     from ludl.io.nifti import read_nifti
     from ludl.io.nm import read_nm
 
+    if len(beds) > 1:  # bed positions of one scan, stitched along z by the NM reader
+        try:
+            return read_nm(list(beds), sensitivity_cps_per_mbq=sensitivity_cps_per_mbq, acquisition_s=acquisition_s)
+        except UnitsError as err:
+            raise UnitsError(
+                f"spect={path}: {err}; for a SPECT in counts give sensitivity_cps_per_mbq= and acquisition_s="
+            ) from err
     if _is_nifti(path):
         volume = read_nifti(path)
         if volume.unit not in ("Bq/mL", "MBq/mL"):
@@ -329,7 +341,7 @@ def read_reference_labels(path: Path, grid: Volume, names: Mapping[str, int] | N
 
 
 def read_scan_inputs(
-    spect: str | Path,
+    spect: str | Path | Sequence[str | Path],
     ct: str | Path,
     *,
     pet: str | Path | None = None,
@@ -344,10 +356,15 @@ def read_scan_inputs(
 ) -> ScanInputs:
     """`ScanInputs` from files: DICOM folders (NM, CT, PT, CT) or NIfTI; values from the call win over DICOM's.
 
+    `spect` may list the bed positions of one scan (DICOM NM folders or files), stitched by `ludl.io.read_nm`.
+
     Raises:
         InputError, DicomError, UnitsError, GeometryError: each naming the file or flag and the fix.
     """
-    spect_path, ct_path = Path(spect), Path(ct)
+    beds = [Path(spect)] if isinstance(spect, str | Path) else [Path(b) for b in spect]
+    if not beds:
+        raise InputError("spect= is empty: give the SPECT series folder (or a list of its bed folders)")
+    spect_path, ct_path = beds[0], Path(ct)
     paths = {"spect": spect_path, "ct": ct_path, "pet": _path(pet), "pet_ct": _path(pet_ct), "labels": _path(labels)}
     for role, path in paths.items():
         if path is not None and not path.exists():
@@ -377,7 +394,10 @@ def read_scan_inputs(
             f"spect={paths['spect']}: no injected activity (RadionuclideTotalDose) in the DICOM header; give "
             "injected_mbq= (net administered MBq)"
         )
-    spect_volume = _read_spect(spect_path, sensitivity_cps_per_mbq, acquisition_s)
+    for bed in beds[1:]:
+        if not bed.exists():
+            raise InputError(f"spect={bed}: no such file or folder; check the path")
+    spect_volume = _read_spect(spect_path, beds, sensitivity_cps_per_mbq, acquisition_s)
     ct_volume = _read_image(ct_path, "ct", "HU")
     pet_volume = _read_image(paths["pet"], "pet", "SUV") if paths["pet"] is not None else None
     pet_ct_volume = _read_image(paths["pet_ct"], "pet_ct", "HU") if paths["pet_ct"] is not None else None
@@ -399,7 +419,7 @@ def read_scan_inputs(
         built,
         patient_id=patient_id,
         scan_date=date,
-        checksums=file_checksums(paths),
+        checksums=file_checksums({**paths, **{f"spect_bed{i + 1}": b for i, b in enumerate(beds[1:])}}),
         dicom_reference=None if _is_nifti(spect_path) else spect_path,
     )
 

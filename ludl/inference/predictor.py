@@ -320,7 +320,7 @@ class Predictor:
             warnings=tuple(warnings),
         )
 
-    def predict_files(self, spect: str | Path, ct: str | Path, **kwargs: Any) -> Prediction:
+    def predict_files(self, spect: str | Path | Sequence[str | Path], ct: str | Path, **kwargs: Any) -> Prediction:
         """`predict` on files: DICOM folders or NIfTI (`ludl.inference.inputs.read_scan_inputs` keywords)."""
         started = time.perf_counter()
         inputs = read_scan_inputs(spect, ct, **kwargs)
