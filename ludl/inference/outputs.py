@@ -240,6 +240,8 @@ def write_outputs(
 
         content = report_content(prediction, keep_identifiers=keep_identifiers, calibration=calibration, cycle=cycle)
         written = write_report(content, out)
+        if isinstance(written, str | Path):
+            written = [written]
         for i, path in enumerate(written.values() if isinstance(written, Mapping) else (written or ())):
             files[f"report_{i}"] = Path(path)
     document = summary_document(prediction, files, keep_identifiers=keep_identifiers, calibration=calibration)

@@ -136,20 +136,3 @@ def dicom_patient(tmp_path_factory: pytest.TempPathFactory) -> DicomPatient:
         fwhm_mm=float(spect["fwhm_mm"]),
         label_names={str(k): int(v) for k, v in load_cohort_config(root).labels.items()},
     )
-
-
-@pytest.fixture
-def report_stub(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """A stand-in `ludl.report.write_report` (the report package renders it): records the content it is given."""
-    import ludl.report
-
-    seen: list[Any] = []
-
-    def write_report(content: Any, out_dir: Path) -> dict[str, Path]:
-        seen.append(content)
-        path = Path(out_dir) / "report.html"
-        path.write_text("<html></html>")
-        return {"html": path}
-
-    monkeypatch.setattr(ludl.report, "write_report", write_report, raising=False)
-    return seen
