@@ -105,7 +105,7 @@ def main(cfg: DictConfig) -> None:
 
 def _model_as_artifact(argv: list[str]) -> list[str]:
     """``model=…`` as ``artifact=…``: Hydra reserves ``model`` for the training config's group of that name."""
-    return [f"artifact={a[len('model='):]}" if a.startswith("model=") else a for a in argv]
+    return [f"artifact={a[len('model=') :]}" if a.startswith("model=") else a for a in argv]
 
 
 if __name__ == "__main__":
