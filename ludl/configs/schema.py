@@ -237,3 +237,47 @@ class EvaluateConf:
 
 
 JOB_SCHEMAS["evaluate"] = EvaluateConf
+
+
+@dataclass
+class InferInferenceConf:
+    """``infer.yaml`` ``inference``: the network pass (`ludl.inference.Predictor`)."""
+
+    roi_size_zyx: list[int] | None = MISSING
+    sw_batch_size: int = MISSING
+    overlap: float = MISSING
+    device: str = MISSING
+    sw_device: str | None = MISSING
+    tta: bool = MISSING
+    allow_time_extrapolation: bool = MISSING
+
+
+@dataclass
+class InferConf:
+    """``python infer.py``: single-scan inference with a model artifact (one scan or a cohort batch)."""
+
+    paths: PathsConf = field(default_factory=PathsConf)
+    artifact: Any = MISSING  # one model artifact folder or a list (fold ensemble)
+    out: str = MISSING
+    spect: Any = MISSING  # a folder/file, or a list of bed folders
+    ct: str | None = MISSING
+    pet: str | None = MISSING
+    pet_ct: str | None = MISSING
+    time_h: float | None = MISSING
+    injected_mbq: float | None = MISSING
+    fwhm_mm: float | None = MISSING
+    labels: str | None = MISSING
+    label_names: dict[str, int] | None = MISSING
+    sensitivity_cps_per_mbq: float | None = MISSING
+    acquisition_s: float | None = MISSING
+    cycle: int = MISSING
+    cohort: str | None = MISSING
+    patient: str = MISSING
+    timepoint_h: float = MISSING
+    inference: InferInferenceConf = field(default_factory=InferInferenceConf)
+    dicom: bool = MISSING
+    report: bool = MISSING
+    keep_identifiers: bool = MISSING
+
+
+JOB_SCHEMAS["infer"] = InferConf

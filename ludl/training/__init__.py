@@ -1,9 +1,10 @@
 """Training: losses, the LightningModule, whole-volume prediction, metrics, callbacks, the model artifact, `train`.
 
 Modules: `losses` (`masked_dice_ce`, `relative_dose_loss`, `dose_weight_map`, `region_mean_dose_loss`, `focal_bce`),
-`module` (`DoseLightningModule`, `build_dosenet`, `LossConfig`), `inference` (`VolumePredictor`: sliding window over
-the network, physics on the whole volume), `metrics`, `callbacks` (`EmaCallback`, `SliceImages`), `artifact`
-(`save_artifact`, `load_artifact`, `load_network`), `predict` (held-out CSVs), `response` (the non-response head's
+`module` (`DoseLightningModule`, `build_dosenet`, `LossConfig`), `inference` (re-exports `VolumePredictor` of
+`ludl.models.whole_volume`: sliding window over the network, physics on the whole volume), `metrics`, `callbacks`
+(`EmaCallback`, `SliceImages`), `artifact` (the file format of `ludl.io.model_artifact` re-exported, and
+`load_network`), `predict` (held-out CSVs), `response` (the non-response head's
 second stage), `train` (`train(cfg) -> TrainResult`). The public names load their module on first use.
 """
 

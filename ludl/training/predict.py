@@ -2,8 +2,10 @@
 features the second stage needs).
 
 Network region means are taken inside the REFERENCE region masks of the prepared case, so dose is scored apart
-from segmentation. The single-scan partial-volume correction lives in the dosimetry layer, above training: the
-caller hands it in as `RegionScoring.correct` (the root ``train.py`` does), else the corrected column is NaN.
+from segmentation, by `ludl.models.whole_volume.region_means` — the function `ludl.inference` scores a reference
+label map with (one road: ``infer.py`` on a held-out case gives the numbers written here). The single-scan
+partial-volume correction lives above training: the caller hands it in as `RegionScoring.correct` (the root
+``train.py`` does, with `ludl.inference.regions.correct_single_scan`), else the corrected column is NaN.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import torch
 from ludl.io.prepared import read_case
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNet, DoseNetOutput
-from ludl.training.inference import VolumePredictor
-from ludl.training.metrics import dice_per_class, lesion_detection, region_means
+from ludl.models.whole_volume import CorrectionInput, VolumePredictor, region_means
+from ludl.training.metrics import dice_per_class, lesion_detection
 
 __all__ = [
     "PATIENT_COLUMNS",
@@ -64,20 +66,6 @@ SEGMENTATION_COLUMNS: tuple[str, ...] = (
 )
 PATIENT_COLUMNS: tuple[str, ...] = ("patient_id", "cycle", "fold", "p_non_response", "non_response")
 _NAN = math.nan
-
-
-@dataclass(frozen=True)
-class CorrectionInput:
-    """What a single-scan partial-volume correction needs of one predicted volume (NumPy, z y x)."""
-
-    tia_mbq_h_per_ml: np.ndarray
-    dose_gy: np.ndarray
-    labels: np.ndarray
-    region_values: Mapping[str, int]
-    region_kinds: Mapping[str, str]
-    density_g_per_ml: np.ndarray
-    spacing_zyx_mm: tuple[float, float, float]
-    fwhm_mm: float
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""The model(s) `ludl.inference` runs: one artifact or a fold ensemble, loaded once, checked against each other.
+
+An artifact (`ludl.io.model_artifact`) holds the network config, weights and what the model was trained on:
+classes, training time points, voxel sizes, nuclide. Several artifacts (the folds of one cross-validation) form an
+ensemble: their dose maps are averaged and their spread is part of the uncertainty. They must share the class
+table, the nuclide and the input normalisation; otherwise their outputs do not mean the same thing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ludl.errors import InputError
+from ludl.io.model_artifact import ArtifactError, ModelArtifact, load_artifact
+from ludl.io.regions import SEGMENTATION_CLASSES
+from ludl.models.build import network_from_artifact
+from ludl.models.heads import ResponseHead
+from ludl.models.network import DoseNet
+
+__all__ = ["LoadedModel", "ModelSet", "load_models"]
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """One artifact's network (eval mode), its optional response head and the artifact."""
+
+    net: DoseNet
+    response_head: ResponseHead | None
+    artifact: ModelArtifact
+
+    @property
+    def name(self) -> str:
+        """Folder name of the artifact (``model`` of a run folder: the run folder's name)."""
+        folder = self.artifact.folder
+        return f"{folder.parent.name}/{folder.name}" if folder.name == "model" else folder.name
+
+
+@dataclass(frozen=True, eq=False)
+class ModelSet:
+    """The loaded models (one, or a fold ensemble) and what they were trained on."""
+
+    models: tuple[LoadedModel, ...]
+
+    @property
+    def first(self) -> ModelArtifact:
+        """The first artifact (its model.json describes the training of the set)."""
+        return self.models[0].artifact
+
+    @property
+    def training_timepoints_h(self) -> tuple[float, ...]:
+        """Nominal scan times the models were trained on, h (union over the set)."""
+        times = {float(t) for m in self.models for t in m.artifact.model.get("training_timepoints_h", ())}
+        return tuple(sorted(times))
+
+    @property
+    def spacings_zyx_mm(self) -> tuple[tuple[float, float, float], ...]:
+        """Voxel sizes the models were trained on."""
+        kernel = self.first.model.get("kernel") or {}
+        return tuple(tuple(float(v) for v in s) for s in kernel.get("spacings_zyx_mm", ()))  # type: ignore[misc]
+
+    @property
+    def nuclide(self) -> str:
+        """Nuclide of the models' dose kernels."""
+        return str((self.first.model.get("kernel") or {}).get("nuclide", "Lu-177"))
+
+    @property
+    def description(self) -> str:
+        """Model names and ludl versions, for the report and summary."""
+        names = ", ".join(m.name for m in self.models)
+        version = self.first.model.get("ludl_version", "?")
+        return f"{names} (ludl {version}{', ensemble of ' + str(len(self.models)) if len(self.models) > 1 else ''})"
+
+    def held_out_relative_sd(self, kind: str) -> float:
+        """Relative SD of a region mean's error on the models' held-out patients (from the median |error| %, as a
+        normal: SD = median|e| / 0.6745), over all scan times of `kind` (lesion/organ); NaN when not recorded."""
+        values = []
+        group = "lesion" if kind == "lesion" else "organ"
+        for m in self.models:
+            for key, value in m.artifact.metrics.items():
+                if key.startswith("held_out/mae_") and key.endswith(f"_{group}_pct"):
+                    try:
+                        values.append(float(value))
+                    except (TypeError, ValueError):
+                        continue
+        finite = [v for v in values if math.isfinite(v)]
+        return (sum(finite) / len(finite)) / 100.0 / 0.6745 if finite else math.nan
+
+
+def _response_head(artifact: ModelArtifact) -> ResponseHead | None:
+    """The non-response head of an artifact (its size read from the weights), None without one."""
+    state = artifact.response_state()
+    first = state.get("mlp.0.weight")
+    if first is None:
+        return None
+    head = ResponseHead(int(first.shape[1]), hidden=int(first.shape[0]))
+    try:
+        head.load_state_dict(state)
+    except RuntimeError:  # a response head of another layout: no P(non-response) rather than a wrong one
+        return None
+    return head.eval()
+
+
+def _check_same(models: Sequence[LoadedModel]) -> None:
+    first = models[0].artifact
+    for other in models[1:]:
+        for key in ("classes", "normalisation"):
+            if other.artifact.model.get(key) != first.model.get(key):
+                raise InputError(
+                    f"{other.artifact.folder}: its {key} differ from those of {first.folder}; an ensemble needs "
+                    "artifacts of one training setup (the folds of one run): give model= only those"
+                )
+        k1, k2 = first.model.get("kernel") or {}, other.artifact.model.get("kernel") or {}
+        if k1.get("nuclide") != k2.get("nuclide"):
+            raise InputError(f"{other.artifact.folder}: another nuclide than {first.folder}; give one nuclide's models")
+
+
+def load_models(folders: str | Path | Sequence[str | Path], device: str | torch.device = "cpu") -> ModelSet:
+    """Load one artifact folder or several (fold ensemble) once, networks in eval mode on `device`.
+
+    Raises:
+        ArtifactError: a missing, truncated or other-version artifact (naming the file and the fix).
+        InputError: artifacts that cannot form an ensemble.
+    """
+    paths = [folders] if isinstance(folders, str | Path) else list(folders)
+    if not paths:
+        raise InputError("no model artifact given: pass model=<run folder>/model (or a list of fold artifacts)")
+    n_classes = len(SEGMENTATION_CLASSES)
+    loaded = []
+    for path in paths:
+        artifact = load_artifact(path)
+        classes = artifact.model.get("classes")
+        if classes and len(classes) != n_classes:
+            raise ArtifactError(
+                f"{Path(path) / 'model.json'}: {len(classes)} segmentation classes, this ludl has {n_classes}; use "
+                f"the ludl version that wrote it ({artifact.model.get('ludl_version', '?')}) or retrain"
+            )
+        try:
+            net = network_from_artifact(artifact.model, artifact.network_state(), n_classes, artifact.folder)
+        except InputError as err:
+            raise ArtifactError(str(err)) from err
+        loaded.append(LoadedModel(net.to(device), _response_head(artifact), artifact))
+    _check_same(loaded)
+    return ModelSet(tuple(loaded))
