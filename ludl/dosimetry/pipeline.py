@@ -37,12 +37,20 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from ludl.dosimetry.dose import corrected_region_doses, dose_map_gy
+from ludl.dosimetry.dose import dose_map_gy
 from ludl.dosimetry.gtm_partition import Fractions, body_mask, gtm_per_timepoint, region_fractions
 from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.outputs import write_outputs
 from ludl.dosimetry.pvc import pvc_factors
-from ludl.dosimetry.regions import RegionSet, expand_regions, region_table, whole_body_tumour_dose_gy
+from ludl.dosimetry.regions import (
+    RegionExtent,
+    RegionSet,
+    corrected_doses_on_extent,
+    expand_regions,
+    region_extents,
+    region_table,
+    whole_body_tumour_dose_gy,
+)
 from ludl.dosimetry.registration import (
     AlignedTimePoint,
     TimepointRegistration,
@@ -51,8 +59,8 @@ from ludl.dosimetry.registration import (
 )
 from ludl.dosimetry.tia import check_points, region_fits, region_tia_map, voxel_tia_map
 from ludl.dosimetry.timepoints import CycleData, TimePoint, load_cycle
-from ludl.errors import InputError
-from ludl.imaging.label_grid import label_fractions, majority_labels
+from ludl.errors import GeometryError, InputError
+from ludl.imaging.label_grid import labels_with_fractions
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 from ludl.physics.kinetics import TacFit
@@ -210,6 +218,8 @@ class OnGrid:
     label_transform: Any  # reference → label-map time point pose (None: the label map is in the reference pose)
     hu: npt.NDArray[np.float64]
     density_g_per_ml: npt.NDArray[np.float64]
+    extents: dict[str, RegionExtent] = field(default_factory=dict)  # each region's tissue fractions on the grid
+    volume_ml: dict[str, float] = field(default_factory=dict)  # region volumes on the label map's own grid
 
 
 def _register(data: CycleData, ref_index: int) -> tuple[tuple[TimepointRegistration, ...], list[str]]:
@@ -226,7 +236,7 @@ def _register(data: CycleData, ref_index: int) -> tuple[tuple[TimepointRegistrat
 def _labels_on_grid(
     data: CycleData, registrations: tuple[TimepointRegistration, ...], ref_index: int, grid: Volume
 ) -> tuple[RegionSet, Fractions | None, Any]:
-    """The label map on the SPECT grid (majority of its finer voxels in the same pose, else nearest neighbour).
+    """The label map on the SPECT grid (majority of its exact overlaps in the same pose, else nearest neighbour).
 
     Returns:
         (regions, tissue fractions of the shared voxels or None, reference → label pose transform or None).
@@ -238,14 +248,49 @@ def _labels_on_grid(
     labels = data.labels
     fractions = None
     if label_transform is not None or not labels.same_grid(grid):
-        majority = majority_labels(labels, grid) if label_transform is None else None
-        if majority is not None:
-            fractions = label_fractions(labels, grid)
-        labels = majority if majority is not None else resample_to(labels, grid, transform=label_transform)
+        found = labels_with_fractions(labels, grid) if label_transform is None else None
+        if found is not None:
+            labels, fractions = found
+        else:
+            with _image_errors(data, "mask"):
+                labels = resample_to(labels, grid, transform=label_transform)
     regions = expand_regions(np.asarray(labels.array), data.label_values)
     if fractions is not None:
         fractions = region_fractions(fractions, data.label_values, regions.values)
     return regions, fractions, label_transform
+
+
+@contextmanager
+def _image_errors(data: CycleData, role: str, timepoint_h: float | None = None) -> Iterator[None]:
+    """Turn a SimpleITK failure (RuntimeError) while resampling an image into a `GeometryError` naming its file."""
+    try:
+        yield
+    except RuntimeError as err:
+        rows = [r for r in data.manifest.rows if r.role == role and r.patient_id == data.patient_id]
+        rows = [r for r in rows if r.cycle == data.cycle]
+        if timepoint_h is not None:
+            rows = [r for r in rows if r.timepoint_h is not None and math.isclose(r.timepoint_h, timepoint_h)]
+        where = ", ".join(f"{r.path!r} ({data.manifest.file.name} line {r.line})" for r in rows) or role
+        raise GeometryError(
+            f"{role} {where} could not be resampled onto the reference SPECT grid ({str(err).strip().splitlines()[-1]})"
+            "; check its spacing, direction and field of view"
+        ) from err
+
+
+def _label_volumes_ml(
+    data: CycleData, regions: RegionSet, extents: Mapping[str, RegionExtent], grid: Volume
+) -> dict[str, float]:
+    """Region volumes on the label map at its own resolution (a pooled lesion class's components: their extent)."""
+    lab = np.asarray(data.labels.array)
+    counts = np.bincount(lab[lab > 0].astype(np.int64).ravel()) if (lab > 0).any() else np.zeros(1, dtype=np.int64)
+    out: dict[str, float] = {}
+    for name in regions.values:
+        value = data.label_values.get(name)
+        if value is not None and 0 < value < counts.size:
+            out[name] = float(counts[value]) * data.labels.voxel_volume_ml
+        elif name in extents:
+            out[name] = extents[name].voxel_count * grid.voxel_volume_ml
+    return out
 
 
 def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistration, ...], ref_index: int) -> OnGrid:
@@ -256,9 +301,30 @@ def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistratio
     grid = ref_tp.spect
     aligned = align_timepoints(data, registrations, grid)
     regions, fractions, label_transform = _labels_on_grid(data, registrations, ref_index, grid)
-    hu = np.asarray(resample_to(ref_tp.ct, grid).array, dtype=np.float64)  # air outside the CT's field
+    with _image_errors(data, "ct", ref_tp.timepoint_h):
+        hu = np.asarray(_ct_on_grid(ref_tp.ct, grid), dtype=np.float64)  # air outside the CT's field
     density = np.asarray(density_from_hu(hu), dtype=np.float64)
-    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density)
+    extents = region_extents(regions, fractions)
+    volumes = _label_volumes_ml(data, regions, extents, grid)
+    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density, extents, volumes)
+
+
+def _ct_on_grid(ct: Volume, grid: Volume) -> npt.NDArray[Any]:
+    """The CT's HU on the SPECT grid: trilinear where the CT is no finer than the grid, else each SPECT voxel's
+    mean HU over its box (a 0.98 × 0.98 × 5 mm CT point-sampled at 4.8 mm would alias bone and air edges)."""
+    finer = (np.asarray(ct.spacing_zyx_mm) < 0.75 * np.asarray(grid.spacing_zyx_mm)).any()
+    box_mean = finer and not _nested_twice_finer(ct, grid)
+    return np.asarray(resample_to(ct, grid, kind="activity" if box_mean else "linear").array)
+
+
+def _nested_twice_finer(ct: Volume, grid: Volume) -> bool:
+    """True when every grid voxel centre is the corner of 2×2×2 CT voxels (the synthetic 3 mm CT under 6 mm SPECT),
+    where trilinear sampling already is the box mean (kept as is, bit for bit)."""
+    if not np.allclose(ct.direction, grid.direction, atol=1e-6):
+        return False
+    ratio = np.asarray(grid.spacing_zyx_mm) / np.asarray(ct.spacing_zyx_mm)
+    offset = ct.physical_to_index(grid.origin_xyz_mm)
+    return bool(np.allclose(ratio, 2.0, atol=1e-6) and np.allclose(offset % 1.0, 0.5, atol=1e-4))
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,9 +374,7 @@ def _region_rows(
         factors = pvc_factors(options.pvc, regions.labels, pvc_values, observed, spacing, ref_tp.fwhm_mm)
     corrected_dose = None
     if options.pvc != "none":
-        corrected_dose = corrected_region_doses(
-            tia, regions, factors, g.density_g_per_ml, spacing, options.dose_method, options.kernel_cache_dir
-        )
+        corrected_dose = _corrected_doses(g, tia, factors, options)
     rows = region_table(
         dose,
         tia,
@@ -321,8 +385,46 @@ def _region_rows(
         pvc_factor=factors,
         in_fov_fraction=in_fov,
         corrected_mean_dose_gy=corrected_dose,
+        volume_ml=g.volume_ml,
     )
     return rows, notes
+
+
+def _corrected_doses(
+    g: OnGrid, tia: npt.NDArray[np.float64], factors: Mapping[str, float], options: DosimetryOptions
+) -> dict[str, float]:
+    """Corrected mean dose of every corrected region over its true extent (`corrected_doses_on_extent`).
+
+    A region's corrected TIA is its factor × its TIA on its whole-voxel mask (the `tia_mbq_h` column); GTM solves
+    for the concentration of the true extent, so that TIA spread over the extent's volume is that concentration.
+    The RC method corrects the whole-voxel mean concentration, which is kept as it is.
+    """
+    from ludl.physics.dose import DENSITY_FLOOR_G_PER_ML
+
+    spacing = g.grid.spacing_zyx_mm
+    concentration: dict[str, float] = {}
+    for name, kind in g.regions.kinds.items():
+        factor = factors.get(name, math.nan)
+        extent = g.extents.get(name)
+        mask = g.regions.mask(name)
+        if kind == "body" or not math.isfinite(factor) or extent is None or not mask.any():
+            continue
+        if options.pvc == "gtm" and extent.voxel_count > 0:
+            concentration[name] = factor * float(tia[mask].sum()) / extent.voxel_count
+        else:
+            concentration[name] = factor * float(tia[mask].mean())
+
+    def dose_of(tia_map: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return dose_map_gy(tia_map, g.density_g_per_ml, spacing, options.dose_method, options.kernel_cache_dir)
+
+    # Dose of 1 MBq·h/mL in one voxel alone, to that voxel, at density 1 (it scales as 1/ρ, docs/physics.md §4).
+    impulse = np.zeros((5, 5, 5))
+    impulse[2, 2, 2] = 1.0
+    self_dose = float(
+        dose_map_gy(impulse, np.ones((5, 5, 5)), spacing, options.dose_method, options.kernel_cache_dir)[2, 2, 2]
+    )
+    density = np.maximum(g.density_g_per_ml, DENSITY_FLOOR_G_PER_ML)  # as the dose uses it
+    return corrected_doses_on_extent(tia, g.extents, concentration, dose_of, density, self_dose)
 
 
 def _activity_notes(data: CycleData, aligned: Sequence[AlignedTimePoint]) -> list[str]:

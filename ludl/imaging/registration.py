@@ -109,12 +109,14 @@ def _working_image(volume: Volume, spacing_mm: float) -> Volume:
     image = clamped.to_sitk()
     sigma_xyz = [float(np.sqrt(max(spacing_mm**2 - s**2, 0.0)) * _FWHM_TO_SIGMA) for s in volume.spacing_xyz_mm]
     # Below a tenth of a voxel the kernel is a delta anyway; the recursive filter also needs ≥ 4 voxels on its axis.
-    smooth = [s > 0.1 * d and n >= 4 for s, d, n in zip(sigma_xyz, volume.spacing_xyz_mm, volume.shape[::-1])]
+    sizes = volume.shape[::-1]
+    smooth = [s > 0.1 * d and n >= 4 for s, d, n in zip(sigma_xyz, volume.spacing_xyz_mm, sizes, strict=True)]
     if all(smooth):
         image = sitk.SmoothingRecursiveGaussian(image, sigma_xyz)  # the same filter, all axes in one pass
     else:
         for axis in (a for a in range(3) if smooth[a]):
-            image = sitk.RecursiveGaussian(image, sigma_xyz[axis], False, sitk.RecursiveGaussianImageFilter.ZeroOrder, axis)
+            order = sitk.RecursiveGaussianImageFilter.ZeroOrder
+            image = sitk.RecursiveGaussian(image, sigma_xyz[axis], False, order, axis)
     smooth_volume = Volume.from_sitk(image, unit=volume.unit)
     grid = grid_with_spacing(volume, (spacing_mm, spacing_mm, spacing_mm))
     return resample_to(smooth_volume, grid, kind="linear", default=AIR_HU)
