@@ -6,14 +6,17 @@ does the same work on an already-loaded `CycleData` without writing files, for `
 Stages (docs/physics.md §2, §4, §6), one function each here, the work in the modules named:
 1. every time point's CT is registered rigidly to the reference time point's CT (default: the one the label map was
    drawn on); its SPECT is resampled onto the reference SPECT grid conserving activity (`ludl.dosimetry.registration`);
-   the label map goes onto that grid by majority of its finer voxels (`ludl.imaging.label_grid`);
+   the label map goes onto that grid by the exact overlaps of its voxels (majority labels and tissue fractions,
+   `ludl.imaging.label_grid`), the CT by trilinear sampling or, when finer, by box means (`hu_on_grid`);
 2. TIA: voxel or region fits (`ludl.dosimetry.tia`);
 3. dose: the generated 177Lu voxel S kernel for the SPECT voxel size, D = (K ⊛ TIA)·ρ_k/ρ_CT, ρ_CT from the reference
    CT (bilinear HU → density); or local deposition (`ludl.dosimetry.dose`);
 4. partial-volume correction of region means with the cohort's nominal FWHM (`ludl.dosimetry.pvc`; GTM per time
    point with the label map's tissue fractions of every SPECT voxel, `ludl.dosimetry.gtm_partition`), reported beside
-   the uncorrected values; the corrected mean dose is that of the corrected activity distribution
-   (`corrected_region_doses`); region statistics, kidney BED, whole-body tumour dose (`ludl.dosimetry.regions`);
+   the uncorrected values; the corrected mean dose is that of the corrected activity distribution over each
+   region's tissue-fraction extent, and `volume_ml` that of the label map itself (`corrected_doses_on_extent`,
+   docs/physics.md §4 "Region statistics"); region statistics, kidney BED, whole-body tumour dose
+   (`ludl.dosimetry.regions`);
 5. files (`ludl.dosimetry.outputs`, `run_dosimetry` only).
 
 Bed positions with their own start times: each voxel keeps the start time of the bed it was acquired in (resampled
@@ -47,6 +50,7 @@ from ludl.dosimetry.regions import (
     RegionSet,
     corrected_doses_on_extent,
     expand_regions,
+    label_volumes_ml,
     region_extents,
     region_table,
     whole_body_tumour_dose_gy,
@@ -56,12 +60,13 @@ from ludl.dosimetry.registration import (
     TimepointRegistration,
     align_timepoints,
     register_timepoints,
+    resample_errors,
 )
 from ludl.dosimetry.tia import check_points, region_fits, region_tia_map, voxel_tia_map
 from ludl.dosimetry.timepoints import CycleData, TimePoint, load_cycle
-from ludl.errors import GeometryError, InputError
+from ludl.errors import InputError
 from ludl.imaging.label_grid import labels_with_fractions
-from ludl.imaging.resample import resample_to
+from ludl.imaging.resample import hu_on_grid, resample_to
 from ludl.imaging.volume import Volume
 from ludl.physics.kinetics import TacFit
 
@@ -252,45 +257,12 @@ def _labels_on_grid(
         if found is not None:
             labels, fractions = found
         else:
-            with _image_errors(data, "mask"):
+            with resample_errors(data, "mask"):
                 labels = resample_to(labels, grid, transform=label_transform)
     regions = expand_regions(np.asarray(labels.array), data.label_values)
     if fractions is not None:
         fractions = region_fractions(fractions, data.label_values, regions.values)
     return regions, fractions, label_transform
-
-
-@contextmanager
-def _image_errors(data: CycleData, role: str, timepoint_h: float | None = None) -> Iterator[None]:
-    """Turn a SimpleITK failure (RuntimeError) while resampling an image into a `GeometryError` naming its file."""
-    try:
-        yield
-    except RuntimeError as err:
-        rows = [r for r in data.manifest.rows if r.role == role and r.patient_id == data.patient_id]
-        rows = [r for r in rows if r.cycle == data.cycle]
-        if timepoint_h is not None:
-            rows = [r for r in rows if r.timepoint_h is not None and math.isclose(r.timepoint_h, timepoint_h)]
-        where = ", ".join(f"{r.path!r} ({data.manifest.file.name} line {r.line})" for r in rows) or role
-        raise GeometryError(
-            f"{role} {where} could not be resampled onto the reference SPECT grid ({str(err).strip().splitlines()[-1]})"
-            "; check its spacing, direction and field of view"
-        ) from err
-
-
-def _label_volumes_ml(
-    data: CycleData, regions: RegionSet, extents: Mapping[str, RegionExtent], grid: Volume
-) -> dict[str, float]:
-    """Region volumes on the label map at its own resolution (a pooled lesion class's components: their extent)."""
-    lab = np.asarray(data.labels.array)
-    counts = np.bincount(lab[lab > 0].astype(np.int64).ravel()) if (lab > 0).any() else np.zeros(1, dtype=np.int64)
-    out: dict[str, float] = {}
-    for name in regions.values:
-        value = data.label_values.get(name)
-        if value is not None and 0 < value < counts.size:
-            out[name] = float(counts[value]) * data.labels.voxel_volume_ml
-        elif name in extents:
-            out[name] = extents[name].voxel_count * grid.voxel_volume_ml
-    return out
 
 
 def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistration, ...], ref_index: int) -> OnGrid:
@@ -301,30 +273,12 @@ def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistratio
     grid = ref_tp.spect
     aligned = align_timepoints(data, registrations, grid)
     regions, fractions, label_transform = _labels_on_grid(data, registrations, ref_index, grid)
-    with _image_errors(data, "ct", ref_tp.timepoint_h):
-        hu = np.asarray(_ct_on_grid(ref_tp.ct, grid), dtype=np.float64)  # air outside the CT's field
+    with resample_errors(data, "ct", ref_tp.timepoint_h):
+        hu = np.asarray(hu_on_grid(ref_tp.ct, grid).array, dtype=np.float64)  # air outside the CT's field
     density = np.asarray(density_from_hu(hu), dtype=np.float64)
     extents = region_extents(regions, fractions)
-    volumes = _label_volumes_ml(data, regions, extents, grid)
+    volumes = label_volumes_ml(data.labels, data.label_values, regions, extents, grid.voxel_volume_ml)
     return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density, extents, volumes)
-
-
-def _ct_on_grid(ct: Volume, grid: Volume) -> npt.NDArray[Any]:
-    """The CT's HU on the SPECT grid: trilinear where the CT is no finer than the grid, else each SPECT voxel's
-    mean HU over its box (a 0.98 × 0.98 × 5 mm CT point-sampled at 4.8 mm would alias bone and air edges)."""
-    finer = (np.asarray(ct.spacing_zyx_mm) < 0.75 * np.asarray(grid.spacing_zyx_mm)).any()
-    box_mean = finer and not _nested_twice_finer(ct, grid)
-    return np.asarray(resample_to(ct, grid, kind="activity" if box_mean else "linear").array)
-
-
-def _nested_twice_finer(ct: Volume, grid: Volume) -> bool:
-    """True when every grid voxel centre is the corner of 2×2×2 CT voxels (the synthetic 3 mm CT under 6 mm SPECT),
-    where trilinear sampling already is the box mean (kept as is, bit for bit)."""
-    if not np.allclose(ct.direction, grid.direction, atol=1e-6):
-        return False
-    ratio = np.asarray(grid.spacing_zyx_mm) / np.asarray(ct.spacing_zyx_mm)
-    offset = ct.physical_to_index(grid.origin_xyz_mm)
-    return bool(np.allclose(ratio, 2.0, atol=1e-6) and np.allclose(offset % 1.0, 0.5, atol=1e-4))
 
 
 @dataclass(frozen=True, eq=False)

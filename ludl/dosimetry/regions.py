@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ludl.errors import InputError
+from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write_text
 from ludl.io.regions import LESION_CLASS, lesion_name, region_kind
 from ludl.physics.kinetics import TacFit
@@ -48,6 +49,7 @@ __all__ = [
     "corrected_doses_on_extent",
     "cumulative_kidney_bed",
     "expand_regions",
+    "label_volumes_ml",
     "region_extents",
     "region_table",
     "whole_body_tumour_dose_gy",
@@ -201,6 +203,34 @@ def region_extents(
         out[name] = RegionExtent(
             np.concatenate([whole, part_voxel]).astype(np.int64), np.concatenate([np.ones(whole.size), part_fraction])
         )
+    return out
+
+
+def label_volumes_ml(
+    labels: Volume,
+    label_values: Mapping[str, int],
+    regions: RegionSet,
+    extents: Mapping[str, RegionExtent],
+    grid_voxel_ml: float,
+) -> dict[str, float]:
+    """Region volumes (mL) on the label map at its own resolution; a pooled lesion class's components (no label
+    value of their own) get their extent's volume on the grid.
+
+    Args:
+        labels: the label map as read, on its own grid.
+        label_values: region name → label value in it; regions: the regions on the image grid; extents: theirs.
+        grid_voxel_ml: volume of one image-grid voxel.
+    """
+    lab = np.asarray(labels.array)
+    positive = lab[lab > 0].astype(np.int64)
+    counts = np.bincount(positive) if positive.size else np.zeros(1, dtype=np.int64)
+    out: dict[str, float] = {}
+    for name in regions.values:
+        value = label_values.get(name)
+        if value is not None and 0 < value < counts.size:
+            out[name] = float(counts[value]) * float(labels.voxel_volume_ml)
+        elif name in extents:
+            out[name] = extents[name].voxel_count * grid_voxel_ml
     return out
 
 

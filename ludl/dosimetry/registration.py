@@ -14,6 +14,8 @@ field-of-view mask by nearest neighbour. Two outcomes are told apart:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "align_timepoints",
     "register_timepoints",
     "require_registered",
+    "resample_errors",
 ]
 
 # Below this HU correlation after registration the two CTs do not show the same anatomy in any pose (an empty or
@@ -152,6 +155,23 @@ def _register_one(data: CycleData, ref: TimePoint, tp: TimePoint, *, threads: in
         flags=q.reasons,
         transform=result.transform,
     )
+
+
+@contextmanager
+def resample_errors(data: CycleData, role: str, timepoint_h: float | None = None) -> Iterator[None]:
+    """Turn a SimpleITK failure (RuntimeError) while resampling an image into a `GeometryError` naming its file."""
+    try:
+        yield
+    except RuntimeError as err:
+        rows = [r for r in data.manifest.rows if r.role == role and r.patient_id == data.patient_id]
+        rows = [r for r in rows if r.cycle == data.cycle]
+        if timepoint_h is not None:
+            rows = [r for r in rows if r.timepoint_h is not None and math.isclose(r.timepoint_h, timepoint_h)]
+        where = ", ".join(f"{r.path!r} ({data.manifest.file.name} line {r.line})" for r in rows) or role
+        raise GeometryError(
+            f"{role} {where} could not be resampled onto the reference SPECT grid: SimpleITK failed ({_last_line(err)})"
+            "; check its spacing, direction and field of view"
+        ) from err
 
 
 def _last_line(err: BaseException) -> str:
