@@ -6,14 +6,17 @@ does the same work on an already-loaded `CycleData` without writing files, for `
 Stages (docs/physics.md §2, §4, §6), one function each here, the work in the modules named:
 1. every time point's CT is registered rigidly to the reference time point's CT (default: the one the label map was
    drawn on); its SPECT is resampled onto the reference SPECT grid conserving activity (`ludl.dosimetry.registration`);
-   the label map goes onto that grid by majority of its finer voxels (`ludl.imaging.label_grid`);
+   the label map goes onto that grid by the exact overlaps of its voxels (majority labels and tissue fractions,
+   `ludl.imaging.label_grid`), the CT by trilinear sampling or, when finer, by box means (`hu_on_grid`);
 2. TIA: voxel or region fits (`ludl.dosimetry.tia`);
 3. dose: the generated 177Lu voxel S kernel for the SPECT voxel size, D = (K ⊛ TIA)·ρ_k/ρ_CT, ρ_CT from the reference
    CT (bilinear HU → density); or local deposition (`ludl.dosimetry.dose`);
 4. partial-volume correction of region means with the cohort's nominal FWHM (`ludl.dosimetry.pvc`; GTM per time
    point with the label map's tissue fractions of every SPECT voxel, `ludl.dosimetry.gtm_partition`), reported beside
-   the uncorrected values; the corrected mean dose is that of the corrected activity distribution
-   (`corrected_region_doses`); region statistics, kidney BED, whole-body tumour dose (`ludl.dosimetry.regions`);
+   the uncorrected values; the corrected mean dose is that of the corrected activity distribution over each
+   region's tissue-fraction extent, and `volume_ml` that of the label map itself (`corrected_doses_on_extent`,
+   docs/physics.md §4 "Region statistics"); region statistics, kidney BED, whole-body tumour dose
+   (`ludl.dosimetry.regions`);
 5. files (`ludl.dosimetry.outputs`, `run_dosimetry` only).
 
 Bed positions with their own start times: each voxel keeps the start time of the bed it was acquired in (resampled
@@ -37,23 +40,33 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from ludl.dosimetry.dose import corrected_region_doses, dose_map_gy
+from ludl.dosimetry.dose import dose_map_gy
 from ludl.dosimetry.gtm_partition import Fractions, body_mask, gtm_per_timepoint, region_fractions
 from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.outputs import write_outputs
 from ludl.dosimetry.pvc import pvc_factors
-from ludl.dosimetry.regions import RegionSet, expand_regions, region_table, whole_body_tumour_dose_gy
+from ludl.dosimetry.regions import (
+    RegionExtent,
+    RegionSet,
+    corrected_doses_on_extent,
+    expand_regions,
+    label_volumes_ml,
+    region_extents,
+    region_table,
+    whole_body_tumour_dose_gy,
+)
 from ludl.dosimetry.registration import (
     AlignedTimePoint,
     TimepointRegistration,
     align_timepoints,
     register_timepoints,
+    resample_errors,
 )
 from ludl.dosimetry.tia import check_points, region_fits, region_tia_map, voxel_tia_map
 from ludl.dosimetry.timepoints import CycleData, TimePoint, load_cycle
 from ludl.errors import InputError
-from ludl.imaging.label_grid import label_fractions, majority_labels
-from ludl.imaging.resample import resample_to
+from ludl.imaging.label_grid import labels_with_fractions
+from ludl.imaging.resample import hu_on_grid, resample_to
 from ludl.imaging.volume import Volume
 from ludl.physics.kinetics import TacFit
 
@@ -210,6 +223,8 @@ class OnGrid:
     label_transform: Any  # reference → label-map time point pose (None: the label map is in the reference pose)
     hu: npt.NDArray[np.float64]
     density_g_per_ml: npt.NDArray[np.float64]
+    extents: dict[str, RegionExtent] = field(default_factory=dict)  # each region's tissue fractions on the grid
+    volume_ml: dict[str, float] = field(default_factory=dict)  # region volumes on the label map's own grid
 
 
 def _register(data: CycleData, ref_index: int) -> tuple[tuple[TimepointRegistration, ...], list[str]]:
@@ -226,7 +241,7 @@ def _register(data: CycleData, ref_index: int) -> tuple[tuple[TimepointRegistrat
 def _labels_on_grid(
     data: CycleData, registrations: tuple[TimepointRegistration, ...], ref_index: int, grid: Volume
 ) -> tuple[RegionSet, Fractions | None, Any]:
-    """The label map on the SPECT grid (majority of its finer voxels in the same pose, else nearest neighbour).
+    """The label map on the SPECT grid (majority of its exact overlaps in the same pose, else nearest neighbour).
 
     Returns:
         (regions, tissue fractions of the shared voxels or None, reference → label pose transform or None).
@@ -238,10 +253,12 @@ def _labels_on_grid(
     labels = data.labels
     fractions = None
     if label_transform is not None or not labels.same_grid(grid):
-        majority = majority_labels(labels, grid) if label_transform is None else None
-        if majority is not None:
-            fractions = label_fractions(labels, grid)
-        labels = majority if majority is not None else resample_to(labels, grid, transform=label_transform)
+        found = labels_with_fractions(labels, grid) if label_transform is None else None
+        if found is not None:
+            labels, fractions = found
+        else:
+            with resample_errors(data, "mask"):
+                labels = resample_to(labels, grid, transform=label_transform)
     regions = expand_regions(np.asarray(labels.array), data.label_values)
     if fractions is not None:
         fractions = region_fractions(fractions, data.label_values, regions.values)
@@ -256,9 +273,12 @@ def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistratio
     grid = ref_tp.spect
     aligned = align_timepoints(data, registrations, grid)
     regions, fractions, label_transform = _labels_on_grid(data, registrations, ref_index, grid)
-    hu = np.asarray(resample_to(ref_tp.ct, grid).array, dtype=np.float64)  # air outside the CT's field
+    with resample_errors(data, "ct", ref_tp.timepoint_h):
+        hu = np.asarray(hu_on_grid(ref_tp.ct, grid).array, dtype=np.float64)  # air outside the CT's field
     density = np.asarray(density_from_hu(hu), dtype=np.float64)
-    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density)
+    extents = region_extents(regions, fractions)
+    volumes = label_volumes_ml(data.labels, data.label_values, regions, extents, grid.voxel_volume_ml)
+    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density, extents, volumes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,9 +328,7 @@ def _region_rows(
         factors = pvc_factors(options.pvc, regions.labels, pvc_values, observed, spacing, ref_tp.fwhm_mm)
     corrected_dose = None
     if options.pvc != "none":
-        corrected_dose = corrected_region_doses(
-            tia, regions, factors, g.density_g_per_ml, spacing, options.dose_method, options.kernel_cache_dir
-        )
+        corrected_dose = _corrected_doses(g, tia, factors, options)
     rows = region_table(
         dose,
         tia,
@@ -321,8 +339,46 @@ def _region_rows(
         pvc_factor=factors,
         in_fov_fraction=in_fov,
         corrected_mean_dose_gy=corrected_dose,
+        volume_ml=g.volume_ml,
     )
     return rows, notes
+
+
+def _corrected_doses(
+    g: OnGrid, tia: npt.NDArray[np.float64], factors: Mapping[str, float], options: DosimetryOptions
+) -> dict[str, float]:
+    """Corrected mean dose of every corrected region over its true extent (`corrected_doses_on_extent`).
+
+    A region's corrected TIA is its factor × its TIA on its whole-voxel mask (the `tia_mbq_h` column); GTM solves
+    for the concentration of the true extent, so that TIA spread over the extent's volume is that concentration.
+    The RC method corrects the whole-voxel mean concentration, which is kept as it is.
+    """
+    from ludl.physics.dose import DENSITY_FLOOR_G_PER_ML
+
+    spacing = g.grid.spacing_zyx_mm
+    concentration: dict[str, float] = {}
+    for name, kind in g.regions.kinds.items():
+        factor = factors.get(name, math.nan)
+        extent = g.extents.get(name)
+        mask = g.regions.mask(name)
+        if kind == "body" or not math.isfinite(factor) or extent is None or not mask.any():
+            continue
+        if options.pvc == "gtm" and extent.voxel_count > 0:
+            concentration[name] = factor * float(tia[mask].sum()) / extent.voxel_count
+        else:
+            concentration[name] = factor * float(tia[mask].mean())
+
+    def dose_of(tia_map: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        return dose_map_gy(tia_map, g.density_g_per_ml, spacing, options.dose_method, options.kernel_cache_dir)
+
+    # Dose of 1 MBq·h/mL in one voxel alone, to that voxel, at density 1 (it scales as 1/ρ, docs/physics.md §4).
+    impulse = np.zeros((5, 5, 5))
+    impulse[2, 2, 2] = 1.0
+    self_dose = float(
+        dose_map_gy(impulse, np.ones((5, 5, 5)), spacing, options.dose_method, options.kernel_cache_dir)[2, 2, 2]
+    )
+    density = np.maximum(g.density_g_per_ml, DENSITY_FLOOR_G_PER_ML)  # as the dose uses it
+    return corrected_doses_on_extent(tia, g.extents, concentration, dose_of, density, self_dose)
 
 
 def _activity_notes(data: CycleData, aligned: Sequence[AlignedTimePoint]) -> list[str]:

@@ -6,14 +6,20 @@ no meaning). Voxel statistics (median, max, D2/D50/D98) are taken on the dose ma
 acts on region means only (it has no voxel-level meaning), and both the corrected and the uncorrected mean are reported.
 A lesion is scored only when ≥ 95 % of it lies inside the SPECT field of view at every time point
 (docs/architecture.md); unscored lesions keep their row with empty dose values and `scored` = False.
+
+Region statistics on the label's own extent (docs/physics.md "Region statistics"): `volume_ml` is counted on the label
+map at its own resolution, and the partial-volume-corrected mean dose is that of the region's *true extent* — the
+tissue fraction of every SPECT voxel it covers (`RegionExtent`, `corrected_doses_on_extent`) — rather than of the
+whole voxels a majority vote gives it, which for a 6 mL lesion at 4.8 mm is ≈ 20 % larger.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ludl.errors import InputError
+from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write_text
 from ludl.io.regions import LESION_CLASS, lesion_name, region_kind
 from ludl.physics.kinetics import TacFit
@@ -37,9 +44,13 @@ from ludl.physics.radiobiology import (
 __all__ = [
     "MIN_IN_FOV_FRACTION",
     "REGION_COLUMNS",
+    "RegionExtent",
     "RegionSet",
+    "corrected_doses_on_extent",
     "cumulative_kidney_bed",
     "expand_regions",
+    "label_volumes_ml",
+    "region_extents",
     "region_table",
     "whole_body_tumour_dose_gy",
     "write_regions_csv",
@@ -139,6 +150,164 @@ def _kind(name: str) -> str:
         return "organ"
 
 
+@dataclass(frozen=True, eq=False)
+class RegionExtent:
+    """Where a region truly lies on the image grid: flat voxel indices and the share of each voxel it fills.
+
+    Attributes:
+        voxels: flat indices (into the grid's C-order array) of every voxel the region covers in part or whole.
+        weights: the region's tissue fraction of each of those voxels, in (0, 1].
+    """
+
+    voxels: npt.NDArray[np.int64]
+    weights: npt.NDArray[np.float64]
+
+    @property
+    def voxel_count(self) -> float:
+        """Σ fractions: the region's volume on the grid in voxels."""
+        return float(self.weights.sum())
+
+
+def region_extents(
+    regions: RegionSet,
+    fractions: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]] | None,
+) -> dict[str, RegionExtent]:
+    """Each region's extent: its whole voxels (majority voxels not shared) plus its fraction of every shared voxel.
+
+    Args:
+        regions: the regions on the grid (majority labels).
+        fractions: (flat voxel, region value, fraction) of the voxels shared by several regions or by a region and
+            unlabelled tissue (`ludl.imaging.label_grid.label_fractions` in region values), or None: every region
+            is its majority voxels, each whole.
+    """
+    flat = regions.labels.ravel()
+    shared = np.zeros(flat.size, dtype=bool)
+    by_value: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
+    if fractions is not None and fractions[0].size:
+        voxel, value, fraction = fractions
+        shared[voxel] = True
+        order = np.argsort(value, kind="stable")
+        v_sorted = value[order]
+        bounds = np.flatnonzero(np.r_[True, v_sorted[1:] != v_sorted[:-1], True])
+        for lo, hi in itertools.pairwise(bounds):
+            by_value[int(v_sorted[lo])] = (voxel[order[lo:hi]], fraction[order[lo:hi]])
+    out: dict[str, RegionExtent] = {}
+    for name, region_value in regions.values.items():
+        majority = np.flatnonzero(flat == region_value)
+        if region_value not in by_value:
+            # No fractions for this region (none given, or a pooled lesion class split by components): whole voxels.
+            out[name] = RegionExtent(majority, np.ones(majority.size))
+            continue
+        whole = majority[~shared[majority]]
+        part_voxel, part_fraction = by_value[region_value]
+        out[name] = RegionExtent(
+            np.concatenate([whole, part_voxel]).astype(np.int64), np.concatenate([np.ones(whole.size), part_fraction])
+        )
+    return out
+
+
+def label_volumes_ml(
+    labels: Volume,
+    label_values: Mapping[str, int],
+    regions: RegionSet,
+    extents: Mapping[str, RegionExtent],
+    grid_voxel_ml: float,
+) -> dict[str, float]:
+    """Region volumes (mL) on the label map at its own resolution; a pooled lesion class's components (no label
+    value of their own) get their extent's volume on the grid.
+
+    Args:
+        labels: the label map as read, on its own grid.
+        label_values: region name → label value in it; regions: the regions on the image grid; extents: theirs.
+        grid_voxel_ml: volume of one image-grid voxel.
+    """
+    lab = np.asarray(labels.array)
+    positive = lab[lab > 0].astype(np.int64)
+    counts = np.bincount(positive) if positive.size else np.zeros(1, dtype=np.int64)
+    out: dict[str, float] = {}
+    for name in regions.values:
+        value = label_values.get(name)
+        if value is not None and 0 < value < counts.size:
+            out[name] = float(counts[value]) * float(labels.voxel_volume_ml)
+        elif name in extents:
+            out[name] = extents[name].voxel_count * grid_voxel_ml
+    return out
+
+
+def _unlabelled_tia(tia: npt.NDArray[np.float64], labelled: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """TIA concentration of the unlabelled part of every voxel, given the share of it corrected regions fill.
+
+    A voxel mostly filled by corrected regions holds in its observed value their spill-out, not its unlabelled
+    tissue's activity: that comes from the nearby voxels weighted by how unlabelled they are (5³ neighbourhood). A
+    voxel barely touched keeps its observed value. Blending by the labelled share keeps the map a continuous function
+    of the tissue fractions, so a sliver of a region appearing in a voxel (a 1e-5 mm shift of a grid) changes
+    nothing visible.
+    """
+    from scipy import ndimage
+
+    free = (1.0 - labelled) ** 2
+    total = ndimage.uniform_filter(tia * free, size=5, mode="constant")
+    weight = ndimage.uniform_filter(free, size=5, mode="constant")
+    local = np.where(weight > 1e-6, total / np.maximum(weight, 1e-12), tia)
+    return np.asarray((1.0 - labelled) * tia + labelled * local)
+
+
+def corrected_doses_on_extent(
+    tia: npt.NDArray[np.float64],
+    extents: Mapping[str, RegionExtent],
+    concentration_mbq_h_per_ml: Mapping[str, float],
+    dose_of: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+    density_g_per_ml: npt.NDArray[np.float64],
+    self_dose_gy_per_tia: float,
+) -> dict[str, float]:
+    """Partial-volume-corrected mean dose (Gy) of every region over its true extent.
+
+    The corrected activity distribution puts each corrected region's TIA concentration on its tissue fraction of
+    every voxel it covers, and the unlabelled rest of a shared voxel at the local background (`_unlabelled_tia`);
+    voxels no corrected region touches keep their observed TIA. Convolving it (`dose_of`) gives every voxel its mean
+    dose D = E / ρ (E: energy per volume). A shared voxel mixes tissues; the region's own tissue in it receives the
+    voxel's energy per volume with the voxel's self-deposition k·m (k: self-dose per TIA at unit density, m: the
+    voxel's mean concentration) replaced by its own k·c — the β energy of 177Lu stays within a fraction of a
+    millimetre of where it is emitted, well inside a SPECT voxel — per the region's own density ρ_R (the mean over its
+    whole voxels): D_R = (D·ρ + k·(c − m)) / ρ_R. A whole voxel gets D. The region's mean dose is the fraction-weighted
+    mean of D_R over its extent.
+
+    Args:
+        tia: observed TIA map (MBq·h/mL).
+        extents: region name → extent (`region_extents`); only regions in `concentration_mbq_h_per_ml` are corrected.
+        concentration_mbq_h_per_ml: region name → corrected TIA concentration of its true extent.
+        dose_of: TIA map (MBq·h/mL) → dose map (Gy) on the same grid.
+        density_g_per_ml: the density the dose uses for every voxel (after any floor), same grid.
+        self_dose_gy_per_tia: dose (Gy) a voxel of unit density gets from 1 MBq·h/mL in itself alone.
+    """
+    flat_tia = np.asarray(tia, dtype=np.float64).ravel()
+    names = [n for n in concentration_mbq_h_per_ml if n in extents and extents[n].voxels.size]
+    labelled = np.zeros(flat_tia.size)
+    activity = np.zeros(flat_tia.size)
+    for name in names:
+        e = extents[name]
+        np.add.at(labelled, e.voxels, e.weights)
+        np.add.at(activity, e.voxels, e.weights * float(concentration_mbq_h_per_ml[name]))
+    labelled = np.minimum(labelled, 1.0)
+    rest = _unlabelled_tia(np.asarray(tia, dtype=np.float64), labelled.reshape(np.shape(tia))).ravel()
+    corrected = activity + (1.0 - labelled) * rest
+    dose = np.asarray(dose_of(corrected.reshape(np.shape(tia))), dtype=np.float64).ravel()
+    rho = np.broadcast_to(np.asarray(density_g_per_ml, dtype=np.float64), np.shape(tia)).ravel()
+    energy = dose * rho  # Gy·g/mL: energy per volume, up to a constant
+    out: dict[str, float] = {}
+    for name in names:
+        e = extents[name]
+        whole = e.weights >= 1.0
+        rho_region = (
+            float(np.mean(rho[e.voxels[whole]])) if whole.any() else float(np.average(rho[e.voxels], weights=e.weights))
+        )
+        c = float(concentration_mbq_h_per_ml[name])
+        own = (energy[e.voxels] + self_dose_gy_per_tia * (c - corrected[e.voxels])) / rho_region
+        own = np.where(whole, dose[e.voxels], own)
+        out[name] = float(np.sum(e.weights * own) / np.sum(e.weights))
+    return out
+
+
 def region_table(
     dose_gy: npt.ArrayLike,
     tia_mbq_h_per_ml: npt.ArrayLike,
@@ -150,6 +319,7 @@ def region_table(
     pvc_factor: Mapping[str, float],
     in_fov_fraction: Mapping[str, float],
     corrected_mean_dose_gy: Mapping[str, float] | None = None,
+    volume_ml: Mapping[str, float] | None = None,
     alpha_beta_gy: float = KIDNEY_ALPHA_BETA_GY,
     t_repair_h: float = KIDNEY_T_REPAIR_H,
 ) -> list[dict[str, Any]]:
@@ -165,6 +335,8 @@ def region_table(
         in_fov_fraction: region name → smallest share of the region inside the SPECT field of view over time points.
         corrected_mean_dose_gy: region name → partial-volume-corrected mean dose (Gy) computed from the corrected
             activity distribution; regions not in it (or None) get the observed mean dose × their ``pvc_factor``.
+        volume_ml: region name → volume (mL) measured on the label map at its own resolution; regions not in it
+            (or None) report the volume of their voxels on this grid.
         alpha_beta_gy, t_repair_h: kidney radiobiology for BED (docs/physics.md §5).
     """
     dose = np.asarray(dose_gy, dtype=np.float64)
@@ -186,7 +358,7 @@ def region_table(
         row: dict[str, Any] = {
             "region": name,
             "kind": kind,
-            "volume_ml": stats.volume_ml,
+            "volume_ml": float((volume_ml or {}).get(name, stats.volume_ml)),
             "mean_dose_gy": float((corrected_mean_dose_gy or {}).get(name, stats.mean_gy * factor)),
             "mean_dose_uncorrected_gy": stats.mean_gy,
             "median_dose_gy": stats.median_gy,

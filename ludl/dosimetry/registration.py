@@ -14,6 +14,8 @@ field-of-view mask by nearest neighbour. Two outcomes are told apart:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "align_timepoints",
     "register_timepoints",
     "require_registered",
+    "resample_errors",
 ]
 
 # Below this HU correlation after registration the two CTs do not show the same anatomy in any pose (an empty or
@@ -136,6 +139,11 @@ def _register_one(data: CycleData, ref: TimePoint, tp: TimePoint, *, threads: in
         result = register_rigid(ref.ct, tp.ct, initial="none", threads=threads)
     except LudlError as err:
         raise GeometryError(f"{where} cannot be registered to the {ref_where}: {err}") from err
+    except RuntimeError as err:  # SimpleITK reports its failures as RuntimeError: name the file instead of a traceback
+        raise GeometryError(
+            f"{where} cannot be registered to the {ref_where}: SimpleITK failed "
+            f"({_last_line(err)}); check the CT's spacing, direction and field of view"
+        ) from err
     require_registered(result, where, ref_where)
     q = result.quality
     return TimepointRegistration(
@@ -147,6 +155,29 @@ def _register_one(data: CycleData, ref: TimePoint, tp: TimePoint, *, threads: in
         flags=q.reasons,
         transform=result.transform,
     )
+
+
+@contextmanager
+def resample_errors(data: CycleData, role: str, timepoint_h: float | None = None) -> Iterator[None]:
+    """Turn a SimpleITK failure (RuntimeError) while resampling an image into a `GeometryError` naming its file."""
+    try:
+        yield
+    except RuntimeError as err:
+        rows = [r for r in data.manifest.rows if r.role == role and r.patient_id == data.patient_id]
+        rows = [r for r in rows if r.cycle == data.cycle]
+        if timepoint_h is not None:
+            rows = [r for r in rows if r.timepoint_h is not None and math.isclose(r.timepoint_h, timepoint_h)]
+        where = ", ".join(f"{r.path!r} ({data.manifest.file.name} line {r.line})" for r in rows) or role
+        raise GeometryError(
+            f"{role} {where} could not be resampled onto the reference SPECT grid: SimpleITK failed ({_last_line(err)})"
+            "; check its spacing, direction and field of view"
+        ) from err
+
+
+def _last_line(err: BaseException) -> str:
+    """The last non-empty line of an exception message (SimpleITK's carry a C++ trace before it)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def align_timepoints(
@@ -161,11 +192,17 @@ def align_timepoints(
         if reg.transform is None and spect.same_grid(reference_grid):
             activity, bed, fov = spect, np.asarray(tp.bed_index.array), np.ones(spect.shape, dtype=bool)
         else:
-            activity = resample_to(spect, reference_grid, transform=reg.transform)
-            # Bed index shifted by one so that 0 marks "outside this SPECT's field of view".
-            shifted = tp.bed_index.with_array(np.asarray(tp.bed_index.array, dtype=np.int16) + 1)
-            bed = np.asarray(resample_to(shifted, reference_grid, transform=reg.transform).array) - 1
-            fov = np.asarray(resample_to(ones, reference_grid, transform=reg.transform).array) > 0
+            try:
+                activity = resample_to(spect, reference_grid, transform=reg.transform)
+                # Bed index shifted by one so that 0 marks "outside this SPECT's field of view".
+                shifted = tp.bed_index.with_array(np.asarray(tp.bed_index.array, dtype=np.int16) + 1)
+                bed = np.asarray(resample_to(shifted, reference_grid, transform=reg.transform).array) - 1
+                fov = np.asarray(resample_to(ones, reference_grid, transform=reg.transform).array) > 0
+            except RuntimeError as err:
+                raise GeometryError(
+                    f"spect {tp.where(data.manifest)} could not be resampled onto the reference SPECT grid: "
+                    f"SimpleITK failed ({_last_line(err)}); check its spacing, direction and field of view"
+                ) from err
         times = np.asarray(tp.bed_times_h, dtype=np.float64)
         time_map = np.where(fov, times[np.clip(bed, 0, times.size - 1)], np.nan)
         after = float(np.asarray(activity.array, dtype=np.float64).sum()) * reference_grid.voxel_volume_ml * MBQ_PER_BQ

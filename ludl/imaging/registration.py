@@ -94,18 +94,30 @@ def rigid_transform(
 
 
 def _working_image(volume: Volume, spacing_mm: float) -> Volume:
-    """Smooth (to the working resolution) and resample a CT to isotropic `spacing_mm`, clamped to [−1000, 2000] HU."""
+    """Smooth (to the working resolution) and resample a CT to isotropic `spacing_mm`, clamped to [−1000, 2000] HU.
+
+    Each axis finer than the working spacing is smoothed by the Gaussian that brings its own spacing to the working
+    one (FWHMs add in quadrature); an axis already at or above it (a 5 mm slice of a 0.98 × 0.98 × 5 mm CT) is left
+    alone — a recursive Gaussian refuses σ = 0, so those axes are skipped rather than given a zero width.
+    """
     import SimpleITK as sitk
 
     array = np.clip(np.asarray(volume.array, dtype=np.float32), AIR_HU, 2000.0)
     clamped = volume.with_array(array)
     if min(volume.spacing_zyx_mm) >= spacing_mm:
         return clamped
-    # Gaussian whose FWHM brings each axis from its own spacing to the working spacing (FWHMs add in quadrature).
-    sigma_xyz = [float(np.sqrt(max(spacing_mm**2 - s**2, 0.0)) * _FWHM_TO_SIGMA) for s in volume.spacing_xyz_mm]
     image = clamped.to_sitk()
-    smoothed = sitk.SmoothingRecursiveGaussian(image, sigma_xyz) if max(sigma_xyz) > 0 else image
-    smooth_volume = Volume.from_sitk(smoothed, unit=volume.unit)
+    sigma_xyz = [float(np.sqrt(max(spacing_mm**2 - s**2, 0.0)) * _FWHM_TO_SIGMA) for s in volume.spacing_xyz_mm]
+    # Below a tenth of a voxel the kernel is a delta anyway; the recursive filter also needs ≥ 4 voxels on its axis.
+    sizes = volume.shape[::-1]
+    smooth = [s > 0.1 * d and n >= 4 for s, d, n in zip(sigma_xyz, volume.spacing_xyz_mm, sizes, strict=True)]
+    if all(smooth):
+        image = sitk.SmoothingRecursiveGaussian(image, sigma_xyz)  # the same filter, all axes in one pass
+    else:
+        for axis in (a for a in range(3) if smooth[a]):
+            order = sitk.RecursiveGaussianImageFilter.ZeroOrder
+            image = sitk.RecursiveGaussian(image, sigma_xyz[axis], False, order, axis)
+    smooth_volume = Volume.from_sitk(image, unit=volume.unit)
     grid = grid_with_spacing(volume, (spacing_mm, spacing_mm, spacing_mm))
     return resample_to(smooth_volume, grid, kind="linear", default=AIR_HU)
 

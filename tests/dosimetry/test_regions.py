@@ -11,8 +11,10 @@ import pytest
 
 from ludl.dosimetry.regions import (
     REGION_COLUMNS,
+    corrected_doses_on_extent,
     cumulative_kidney_bed,
     expand_regions,
+    region_extents,
     region_table,
     whole_body_tumour_dose_gy,
     write_regions_csv,
@@ -86,3 +88,57 @@ def test_csv_bed_accumulation_and_report(tmp_path: Path) -> None:
         assert tuple(reader.fieldnames or ()) == REGION_COLUMNS
         kidney = next(r for r in reader if r["region"] == "kidney_left")
     assert cumulative_kidney_bed(paths)["kidney_left"] == pytest.approx(2 * float(kidney["bed_gy"]), rel=1e-5)
+
+
+def _extent_case() -> tuple[object, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A 5³ grid: organ (value 1) whole in the centre 3×3×1 slab, sharing its rim voxels; a hot lesion (value 9)
+    filling 40 % of one voxel it shares with unlabelled tissue."""
+    labels = np.zeros((5, 5, 5), dtype=np.int16)
+    labels[2, 1:4, 1:4] = 1
+    labels[0, 0, 0] = 9
+    regions = expand_regions(labels, {"organ": 1, "lesion_001": 9})
+    flat = np.ravel_multi_index
+    rim = [flat((2, 0, c), labels.shape) for c in range(1, 4)]  # organ fraction 0.3 just outside its majority
+    edge = flat((2, 1, 1), labels.shape)  # a majority voxel the organ fills to 0.8 only
+    voxel = np.array([*rim, edge, flat((0, 0, 0), labels.shape)])
+    value = np.array([1, 1, 1, 1, regions.values["lesion_001"]])
+    fraction = np.array([0.3, 0.3, 0.3, 0.8, 0.4])
+    return regions, (voxel, value, fraction)
+
+
+def test_extent_is_whole_majority_voxels_plus_the_fractions_of_shared_ones() -> None:
+    regions, fractions = _extent_case()
+    extents = region_extents(regions, fractions)  # type: ignore[arg-type]
+    assert extents["organ"].voxel_count == pytest.approx(8 * 1.0 + 0.8 + 3 * 0.3)
+    assert extents["lesion_001"].voxel_count == pytest.approx(0.4)
+    whole = region_extents(regions, None)  # type: ignore[arg-type]
+    assert whole["organ"].voxel_count == 9 and whole["lesion_001"].voxel_count == 1
+
+
+@pytest.mark.parametrize("mixed_density", [1.0, 0.3])
+def test_corrected_dose_over_the_extent_is_the_local_dose_of_its_concentration(mixed_density: float) -> None:
+    # Local deposition (D = k·TIA/ρ): the dose of a region's tissue is k·c/ρ_region wherever it lies, whatever shares
+    # the voxels hold — the region's true mean dose, independent of its extent's shape and of its neighbours.
+    regions, fractions = _extent_case()
+    extents = region_extents(regions, fractions)  # type: ignore[arg-type]
+    k = 0.085  # Gy per MBq·h/mL at unit density
+    density = np.full((5, 5, 5), 1.05)
+    density[0, 0, 0] = mixed_density  # the lesion shares its voxel with lung-like tissue
+    density[2, 0, 1:4] = mixed_density
+    tia = np.random.default_rng(0).uniform(0.5, 2.0, (5, 5, 5))  # observed, blurred: any values
+    conc = {"organ": 10.0, "lesion_001": 300.0}
+    doses = corrected_doses_on_extent(tia, extents, conc, lambda m: k * m / density, density, k)
+    assert doses["organ"] == pytest.approx(k * 10.0 / 1.05, rel=1e-12)
+    assert doses["lesion_001"] == pytest.approx(k * 300.0 / mixed_density, rel=1e-12)  # no whole voxel: its own
+
+
+def test_volume_column_comes_from_the_label_grid_when_given() -> None:
+    regions = expand_regions(_labels(), {"kidney_left": 1, "lesion": 9})
+    dose = np.ones(regions.labels.shape)
+    rows = region_table(
+        dose, dose, regions, 0.1, kinetics={}, pvc="none", pvc_factor={}, in_fov_fraction={},
+        volume_ml={"kidney_left": 4.321},
+    )  # fmt: skip
+    by_name = {r["region"]: r for r in rows}
+    assert by_name["kidney_left"]["volume_ml"] == 4.321
+    assert by_name["lesion_002"]["volume_ml"] == pytest.approx(3.6)  # not given: its 36 voxels on this grid

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from ludl.imaging.label_grid import label_fractions, majority_labels
+from ludl.imaging.label_grid import label_fractions, labels_with_fractions, majority_labels
 from ludl.imaging.resample import resample_to
 from ludl.imaging.volume import Volume
 
@@ -65,3 +65,69 @@ def test_tissue_fractions_conserve_the_fine_volume() -> None:
     whole[voxel] = False
     fine_count = int((np.asarray(fine.array) == 7).sum())
     assert float(whole.sum() + fraction.sum()) * 8 == pytest.approx(fine_count, abs=1e-6)
+
+
+def _slab_labels(offset_xyz_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> tuple[Volume, Volume]:
+    """A clinical label grid (0.98 × 0.98 × 5 mm) with the analytic sphere drawn on it, and a 4.8 mm SPECT grid."""
+    spect = Volume(np.zeros((24, 24, 24), dtype=np.float32), (4.8, 4.8, 4.8), (-55.2, -55.2, -55.2), unit="Bq/mL")
+    shape = (22, 112, 112)
+    spacing = (5.0, 0.98, 0.98)
+    origin = tuple(-(n - 1) / 2 * s + d for n, s, d in zip(shape[::-1], spacing[::-1], offset_xyz_mm, strict=True))
+    idx = np.indices(shape).astype(np.float64)
+    z, y, x = (origin[2 - k] + spacing[k] * idx[k] for k in range(3))
+    inside = (x - CENTRE_XYZ_MM[0]) ** 2 + (y - CENTRE_XYZ_MM[1]) ** 2 + (z - CENTRE_XYZ_MM[2]) ** 2 <= RADIUS_MM**2
+    return Volume(inside.astype(np.int16) * 7, spacing, origin, unit="label"), spect
+
+
+def _drawn_ml(labels: Volume) -> float:
+    return float((np.asarray(labels.array) == 7).sum()) * labels.voxel_volume_ml
+
+
+def _fraction_ml(labels: Volume, grid: Volume) -> float:
+    """Volume of label 7 on `grid` from the tissue fractions: shared voxels' fractions plus whole majority voxels."""
+    found = labels_with_fractions(labels, grid)
+    assert found is not None
+    majority, (voxel, value, fraction) = found
+    whole = (np.asarray(majority.array) == 7).ravel()
+    whole[voxel] = False
+    return float(whole.sum() + fraction[value == 7].sum()) * grid.voxel_volume_ml
+
+
+def test_thick_label_slices_leave_no_gap_and_keep_the_drawn_volume() -> None:
+    # 5 mm label slices on a 4.8 mm grid: counting fine-voxel centres left every ~25th SPECT slice empty.
+    labels, spect = _slab_labels()
+    majority = majority_labels(labels, spect)
+    assert majority is not None
+    mask = np.asarray(majority.array) == 7
+    z_with = np.flatnonzero(mask.any(axis=(1, 2)))
+    assert np.all(np.diff(z_with) == 1)  # a contiguous run of slices
+    # Exact overlaps conserve the drawn volume to float precision.
+    assert _fraction_ml(labels, spect) == pytest.approx(_drawn_ml(labels), rel=1e-9)
+
+
+@pytest.mark.parametrize("offset", [(1e-5, 1e-5, 1e-5), (-1e-5, -1e-5, -1e-5), (0.245, 0.245, 1.25)])
+def test_fractions_move_continuously_with_the_label_grid(offset: tuple[float, float, float]) -> None:
+    labels, spect = _slab_labels()
+    moved = Volume(labels.array, labels.spacing_zyx_mm, tuple(np.add(labels.origin_xyz_mm, offset)), unit="label")
+    # The same drawn voxels moved by a sub-voxel offset: the volume on the SPECT grid does not change at all.
+    assert _fraction_ml(moved, spect) == pytest.approx(_fraction_ml(labels, spect), rel=1e-9)
+    if max(abs(d) for d in offset) < 1e-3:
+        a, b = majority_labels(labels, spect), majority_labels(moved, spect)
+        assert a is not None and b is not None
+        np.testing.assert_array_equal(a.array, b.array)  # float noise of an origin changes no whole voxel
+
+
+def test_a_sliver_of_another_label_keeps_the_voxel_listed_with_both() -> None:
+    # Label 7 poking 2e-4 mm (5e-5 of a voxel) into a coarse voxel otherwise filled by label 3.
+    coarse = Volume(np.zeros((1, 1, 2), dtype=np.float32), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), unit="1")
+    fine_array = np.zeros((1, 1, 4), dtype=np.int16)
+    fine_array[0, 0, :2] = 7
+    fine_array[0, 0, 2:] = 3
+    fine = Volume(fine_array, (4.0, 4.0, 2.0), (-1.0 + 2e-4, 0.0, 0.0), unit="label")  # label 3 starts at x = 2 + 2e-4
+    fractions = label_fractions(fine, coarse)
+    assert fractions is not None
+    voxel, value, fraction = fractions
+    second = voxel == 1
+    assert sorted(value[second].tolist()) == [3, 7]
+    assert fraction[second & (value == 7)] == pytest.approx(5e-5)
+    assert fraction[second].sum() == pytest.approx(1.0)
