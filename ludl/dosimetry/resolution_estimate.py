@@ -11,6 +11,8 @@ medulla), every other labelled region in the box, and the unlabelled body tissue
 label map is finer than the SPECT, and air (outside the body) holds nothing. The amplitudes c_s follow by linear least
 squares; F minimises the residual (a coarse scan, then a parabola through the best three). Each (organ, time point)
 gives one estimate; the reported FWHM is their median over well-determined fits (organ ≥ 3× its surroundings).
+The pipeline fits the reference time point only (`case_resolution`): the other time points are resampled onto its
+grid, which adds blur the PSF does not have.
 
 Depth-dependent resolution (worse deeper in the body) makes this the resolution at the organs' depth — what their
 partial-volume correction needs. Scored on synthetic cohorts against the true FWHM (benchmarks/dosimetry_accuracy.py).
@@ -229,12 +231,16 @@ def case_resolution(data: CycleData, ref_tp: TimePoint, g: OnGrid) -> Resolution
 
     nominal = float(ref_tp.fwhm_mm)
     camera = getattr(ref_tp.spect_rows[0], "camera", None) if ref_tp.spect_rows else None
+    # The reference time point only: the others are resampled onto its grid, which blurs them further (fits on
+    # the synthetic cohort read ≈ 10–20 % wider there) and moves their organs against the label map.
+    ref_index = next(i for i, t in enumerate(data.timepoints) if t is ref_tp)
     estimate = estimate_fwhm_mm(
-        [np.asarray(a.activity.array, dtype=np.float64) for a in g.aligned],
+        [np.asarray(g.aligned[ref_index].activity.array, dtype=np.float64)],
         g.regions,
         body_mask(g.hu),
         g.grid.spacing_zyx_mm,
         nominal,
         g.fractions,
     )
-    return choose_resolution(nominal, data.config.resolution, camera, estimate.fwhm_mm)
+    voxel_mm = float(np.cbrt(np.prod(g.grid.spacing_zyx_mm)))
+    return choose_resolution(nominal, data.config.resolution, camera, estimate.fwhm_mm, voxel_mm)
