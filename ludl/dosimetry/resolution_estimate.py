@@ -10,7 +10,8 @@ with sources s: the organ (its rim one voxel deep and its core apart, since the 
 medulla), every other labelled region in the box, and the unlabelled body tissue; f_s are tissue fractions where the
 label map is finer than the SPECT, and air (outside the body) holds nothing. The amplitudes c_s follow by linear least
 squares; F minimises the residual (a coarse scan, then a parabola through the best three). Each (organ, time point)
-gives one estimate; the reported FWHM is their median over well-determined fits (organ ≥ 3× its surroundings).
+gives one estimate; the reported FWHM is their median over well-determined fits (organ ≥ 3× its surroundings),
+over the bladder's alone when it has one (uniform content; kidney fits read low, `_UNIFORM_ORGANS`).
 The pipeline fits the reference time point only (`case_resolution`): the other time points are resampled onto its
 grid, which adds blur the PSF does not have.
 
@@ -49,6 +50,10 @@ __all__ = [
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Organs with sharp CT boundaries and high uptake (the bladder content is uniform; kidneys are split rim/core).
 ESTIMATE_ORGANS: tuple[str, ...] = ("kidney_left", "kidney_right", "bladder")
+# Organs whose content is uniform: their fits are preferred when any counts. A kidney's cortex is thicker than the
+# one-voxel rim the fit gives it, which the fit reads as a sharper edge: on the synthetic cohort kidney fits read
+# 6–19 % below the true FWHM, bladder fits −2 … +5 % (seed 1, 8 patients).
+_UNIFORM_ORGANS: tuple[str, ...] = ("bladder",)
 # Trial FWHMs relative to the nominal one (coarse scan; the minimum is refined by a parabola).
 _TRIAL_FACTORS = np.arange(0.6, 2.01, 0.1)
 # The box around an organ: its bounding box grown by this many nominal FWHMs (the blur's reach and some background).
@@ -221,7 +226,8 @@ def estimate_fwhm_mm(
             used = contrast >= _MIN_CONTRAST and nominal_fwhm_mm * _TRIAL_FACTORS[0] < fwhm
             used = used and fwhm < nominal_fwhm_mm * _TRIAL_FACTORS[-1]
             fits.append(FwhmFit(name, t, fwhm, contrast, bool(used)))
-    chosen = [f.fwhm_mm for f in fits if f.used]
+    chosen = [f.fwhm_mm for f in fits if f.used and f.organ in _UNIFORM_ORGANS]
+    chosen = chosen or [f.fwhm_mm for f in fits if f.used]
     return ResolutionEstimate(float(np.median(chosen)) if chosen else math.nan, tuple(fits))
 
 
