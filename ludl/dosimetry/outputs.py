@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ludl.dosimetry.regions import write_regions_csv
+from ludl.dosimetry.regions import REGION_COLUMNS, write_regions_csv
 from ludl.dosimetry.registration import TimepointRegistration
 from ludl.dosimetry.timepoints import CycleData
 from ludl.io.atomic import atomic_write_text
@@ -17,7 +17,33 @@ from ludl.io.atomic import atomic_write_text
 if TYPE_CHECKING:
     from ludl.dosimetry.pipeline import DosimetryResult
 
-__all__ = ["write_outputs"]
+__all__ = ["EXTRA_REGION_COLUMNS", "write_outputs", "write_region_table"]
+
+# Columns after `REGION_COLUMNS` (docs/cohort-format.md "regions.csv"): the resolution PVC used and where it came
+# from, a flag on values not to use for decisions (the image-based red marrow under lesion spill-in), the
+# blood-based red-marrow dose.
+EXTRA_REGION_COLUMNS: tuple[str, ...] = ("resolution", "fwhm_used_mm", "flag", "blood_based_dose_gy")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "" if value != value or value in (float("inf"), float("-inf")) else f"{value:.6g}"
+    return str(value)
+
+
+def write_region_table(rows: Sequence[dict[str, object]], path: Path) -> Path:
+    """``regions.csv``: the `REGION_COLUMNS` then the `EXTRA_REGION_COLUMNS` the rows carry (empty for NaN)."""
+    extra = [c for c in EXTRA_REGION_COLUMNS if c not in REGION_COLUMNS and any(c in r for r in rows)]
+    if not extra:
+        return write_regions_csv(rows, path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*REGION_COLUMNS, *extra])
+    for row in rows:
+        writer.writerow([_cell(row.get(c, "")) for c in (*REGION_COLUMNS, *extra)])
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def _write_registration_csv(registrations: Sequence[TimepointRegistration], path: Path) -> Path:
@@ -43,7 +69,7 @@ def write_outputs(result: DosimetryResult, data: CycleData, ref_index: int, out:
     ref_spect = data.timepoints[ref_index].spect
     reference = ref_spect if ref_spect.meta.get("FrameOfReferenceUID") else None
     files["rtdose"] = write_rtdose(result.dose, out / "dose_rtdose.dcm", reference=reference, deidentify=True)
-    files["regions_csv"] = write_regions_csv(result.regions, out / "regions.csv")
+    files["regions_csv"] = write_region_table(result.regions, out / "regions.csv")
     files["registration_csv"] = _write_registration_csv(result.registrations, out / "registration.csv")
     files.update(write_dosimetry_report(result, data, ref_index, out))
     return files

@@ -32,7 +32,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from scipy import ndimage
 
 from ludl.dosimetry.dose import dose_map_gy
 from ludl.dosimetry.gtm_partition import Fractions, body_mask, gtm_per_timepoint, region_fractions
+from ludl.dosimetry.marrow import annotate_marrow  # resol
 from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.outputs import write_outputs
 from ludl.dosimetry.pvc import pvc_factors
@@ -62,12 +63,15 @@ from ludl.dosimetry.registration import (
     register_timepoints,
     resample_errors,
 )
+from ludl.dosimetry.resolution import annotate_resolution  # resol
+from ludl.dosimetry.resolution_estimate import case_resolution  # resol
 from ludl.dosimetry.tia import check_points, region_fits, region_tia_map, voxel_tia_map
 from ludl.dosimetry.timepoints import CycleData, TimePoint, load_cycle
 from ludl.errors import InputError
 from ludl.imaging.label_grid import labels_with_fractions
 from ludl.imaging.resample import hu_on_grid, resample_to
 from ludl.imaging.volume import Volume
+from ludl.io.blood import load_blood_samples  # resol
 from ludl.physics.kinetics import TacFit
 
 __all__ = [
@@ -441,8 +445,14 @@ def compute_dosimetry(
     with _timed(seconds, "dose", on_stage):
         dose = dose_map_gy(tia, g.density_g_per_ml, g.grid.spacing_zyx_mm, o.dose_method, o.kernel_cache_dir)
     with _timed(seconds, "regions", on_stage):
-        rows, pvc_notes = _region_rows(data, g, ref_tp, integrated, dose, o)
-        notes += pvc_notes
+        resolution = case_resolution(data, ref_tp, g)  # resol: the FWHM PVC uses (nominal, measured or estimated)
+        rows, pvc_notes = _region_rows(data, g, replace(ref_tp, fwhm_mm=resolution.fwhm_mm), integrated, dose, o)
+        notes += [*resolution.notes, *pvc_notes]
+        rows, marrow_notes = annotate_marrow(  # resol: blood-based marrow, flag on the image-based one
+            annotate_resolution(rows, resolution), g.regions, tia, g.density_g_per_ml, g.grid.spacing_zyx_mm,
+            resolution.fwhm_mm, load_blood_samples(data.manifest.file.parent, data.patient_id, data.cycle),
+        )  # fmt: skip
+        notes += marrow_notes
     notes += _activity_notes(data, g.aligned)
     grid = g.grid
     return DosimetryResult(
@@ -454,7 +464,7 @@ def compute_dosimetry(
         whole_body_tumour_dose_gy=whole_body_tumour_dose_gy(rows),
         activity_in_fov_mbq=tuple(a.total_before_mbq for a in g.aligned),
         net_administered_mbq=data.net_administered_mbq,
-        settings=_settings(o, data, ref_tp, grid),
+        settings={**_settings(o, data, ref_tp, grid), **resolution.settings()},
         notes=tuple(notes),
         seconds=seconds,
     )

@@ -23,6 +23,7 @@ from ludl.io.manifest import ManifestRow
 from ludl.io.nifti import write_nifti
 from ludl.io.nm_write import write_nm_spect
 from ludl.synth.activity import ActivityModel, build_activity_model, injection_site_index
+from ludl.synth.blood import write_blood_csv
 from ludl.synth.config import SynthConfig
 from ludl.synth.imaging import (
     PetSpec,
@@ -152,6 +153,7 @@ def write_patient_images(
                 fov_reference = fov
     region_rows = _write_truth_maps(ctx, truth_dir, cycles, models, fov_reference)
     atomic_write_text(truth_dir / "spect.csv", csv_text(SPECT_TRUTH_COLUMNS, scan_cells))
+    write_blood_csv(ctx.folder, config.seed, pid, models, image_cycles)  # own random stream: nothing else moves
     return rows, region_rows
 
 

@@ -194,3 +194,31 @@ def test_corrected_doses_carry_the_corrected_neighbours_cross_dose() -> None:
     cold_observed = observed[labels == 2].mean()
     assert cold_observed > 0
     assert both["cold"] == pytest.approx(2.0 * cold_observed, rel=1e-6)
+
+
+def test_measured_resolution_is_used_and_the_estimate_reported(tmp_path: Path, kernel_cache: Path) -> None:
+    # True PSF 13 mm, nominal 10 mm (30 % too small): the estimate sees it, warns, and a measured FWHM is used.
+    import dataclasses
+
+    from ludl.io.cohort import MeasuredResolution, ResolutionConfig, load_cohort_config, write_cohort_config
+
+    spec = cf.CohortSpec(fwhm_true_mm=13.0, fwhm_nominal_mm=10.0, noise_cv=0.05, timepoint_indices=(0, 1, 2))
+    cohort = cf.write_cohort(tmp_path / "c", spec)
+    options = DosimetryOptions(kernel_cache_dir=kernel_cache, tia_mode="region")
+    nominal = run_dosimetry(cohort, "P01", 1, tmp_path / "nominal", options)
+    estimated = float(nominal.settings["fwhm_estimated_mm"])
+    assert estimated == pytest.approx(13.0, rel=0.10)
+    assert nominal.settings["resolution"] == "nominal" and nominal.settings["fwhm_used_mm"] == 10.0
+    assert any("differs from the nominal" in n for n in nominal.notes)
+    config = load_cohort_config(cohort)
+    measured = ResolutionConfig(measured=MeasuredResolution(fwhm_mm=13.0))
+    write_cohort_config(dataclasses.replace(config, resolution=measured), cohort)
+    result = run_dosimetry(cohort, "P01", 1, tmp_path / "measured", options)
+    assert result.settings["resolution"] == "measured_fwhm" and result.settings["fwhm_used_mm"] == 13.0
+    with open(result.files["regions_csv"], encoding="utf-8") as fh:
+        rows = {r["region"]: r for r in csv.DictReader(fh)}
+    assert rows["kidney_left"]["resolution"] == "measured_fwhm"
+    assert float(rows["kidney_left"]["fwhm_used_mm"]) == 13.0
+    # The matching FWHM corrects the small lesion better than the nominal one.
+    lesion = next(n for n in rows if n.startswith("lesion"))
+    assert result.region(lesion)["mean_dose_gy"] > nominal.region(lesion)["mean_dose_gy"]
