@@ -82,7 +82,9 @@ def test_file_names_carry_only_role_and_nominal_time(image_cohort: Path) -> None
             continue
         rel = path.relative_to(image_cohort)
         if len(rel.parts) == 1:
-            assert rel.name in {"cohort.yaml", "manifest.csv", "outcomes.csv"}
+            assert rel.name in {"cohort.yaml", "manifest.csv", "outcomes.csv", "blood.csv"}
+        elif len(rel.parts) == 2:  # a patient's blood samples (docs/cohort-format.md)
+            assert re.fullmatch(r"SYN\d{4}", rel.parts[0]) and rel.name == "blood.csv", rel
         else:
             assert re.fullmatch(r"SYN\d{4}", rel.parts[0]) and re.fullmatch(r"c\d", rel.parts[1]), rel
             assert allowed.match("/".join(rel.parts[2:])), rel
