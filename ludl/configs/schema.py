@@ -177,7 +177,7 @@ class TrainInferenceConf:
 
 @dataclass
 class TrainCalibrationConf:
-    """``train.yaml`` ``calibration``: region-mean factors from the validation fold (`ludl.training.calibration`)."""
+    """``train.yaml`` ``calibration``: region-mean factors from the validation fold (`ludl.models.calibration`)."""
 
     enabled: bool = MISSING
 

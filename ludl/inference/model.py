@@ -58,6 +58,17 @@ class ModelSet:
         return tuple(sorted(times))
 
     @property
+    def region_calibration(self) -> dict[str, dict[str, float]]:
+        """Region-mean factors {class: {scan time: factor}} of the training's validation fold (`model.json`
+        ``region_calibration``), averaged over an ensemble's members; empty when the training calibrated none."""
+        pooled: dict[str, dict[str, list[float]]] = {}
+        for member in self.models:
+            for cls, by_time in (member.artifact.model.get("region_calibration") or {}).items():
+                for time_h, factor in by_time.items():
+                    pooled.setdefault(str(cls), {}).setdefault(str(time_h), []).append(float(factor))
+        return {c: {t: sum(v) / len(v) for t, v in by_time.items()} for c, by_time in pooled.items()}
+
+    @property
     def spacings_zyx_mm(self) -> tuple[tuple[float, float, float], ...]:
         """Voxel sizes the models were trained on."""
         kernel = self.first.model.get("kernel") or {}

@@ -269,7 +269,12 @@ class Predictor:
         density = torch.as_tensor(np.asarray(inputs.density.array))
         members = list(maps["members"])
         relative = {k: self.models.held_out_relative_sd(k) for k in ("lesion", "organ")}
-        common: dict[str, Any] = {"time_h": inputs.time_h, "fwhm_mm": inputs.fwhm_mm, "relative_sd": relative}
+        common: dict[str, Any] = {
+            "time_h": inputs.time_h,
+            "fwhm_mm": inputs.fwhm_mm,
+            "relative_sd": relative,
+            "calibration": self.models.region_calibration,
+        }
         rows = region_table(
             maps["dose"],
             members,

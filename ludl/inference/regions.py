@@ -22,6 +22,8 @@ import torch
 
 from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.single_scan import correct_region_doses
+from ludl.dosimetry.stp_population import region_class
+from ludl.models.calibration import nearest_factor
 from ludl.models.whole_volume import CorrectionInput, region_means
 from ludl.physics.radiobiology import KIDNEY_ALPHA_BETA_GY, KIDNEY_T_REPAIR_H, bed_gy, region_stats
 
@@ -118,6 +120,7 @@ def region_table(
     relative_sd: Mapping[str, float],
     source: str,
     edge_flags: Mapping[str, str] | None = None,
+    calibration: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per region (`REGION_TABLE_COLUMNS`) of a prediction, all maps (z, y, x) on the regions' grid.
 
@@ -129,6 +132,9 @@ def region_table(
         relative_sd: kind group (``lesion``/``organ``) → the models' held-out relative SD of a region mean.
         source: ``network`` or ``reference`` (whose regions these are).
         edge_flags: region → why it is not scored (e.g. it touches the edge of the field of view).
+        calibration: the artifact's region calibration ({region class: {scan time: factor}},
+            `ludl.models.calibration`): the reported mean is the corrected (else voxel) mean × its class-and-time
+            factor, exactly as the training evaluation scored it.
     """
     names = [n for n in regions.values if regions.kinds.get(n, "organ") != "body"]
     values = [regions.values[n] for n in names]
@@ -167,6 +173,8 @@ def region_table(
         t_eff = effective_half_life_h(tia_total / activity_total, time_h) if activity_total > 0 else math.nan
         mean = float(corrected.get(name, math.nan))
         mean = mean if math.isfinite(mean) else float(means[i])
+        if calibration:
+            mean *= nearest_factor(calibration, region_class(name, kind) or "", time_h)
         rel = float(relative_sd.get("lesion" if kind == "lesion" else "organ", math.nan))
         model_sd = mean * rel if math.isfinite(rel) else 0.0
         sd = math.hypot(float(member_sd[i]), model_sd)

@@ -30,7 +30,7 @@ from ludl.io.outcomes import load_outcomes
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.training.artifact import save_artifact
-from ludl.training.calibration import apply_calibration, fit_calibration
+from ludl.models.calibration import apply_calibration, fit_calibration
 from ludl.training.callbacks import EMA_KEY
 from ludl.training.module import DoseLightningModule
 from ludl.training.predict import (
@@ -211,7 +211,7 @@ def _calibration(
     net: DoseNet, module: DoseLightningModule, dm: Any, cfg: Any, fold: int, scoring: Any, device: Any
 ) -> dict[str, dict[str, float]]:
     """Region-mean factors per class and scan time from the validation fold's whole volumes ({} when disabled or
-    without validation patients); see `ludl.training.calibration`."""
+    without validation patients); see `ludl.models.calibration`."""
     settings = dict(plain(cfg.get("calibration")) or {})
     if not settings.get("enabled", False) or not dm.records.get("val"):
         return {}

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ludl.training.calibration import apply_calibration, fit_calibration, nearest_factor
+from ludl.models.calibration import apply_calibration, fit_calibration, nearest_factor
 
 
 def _row(cls: str, time_h: float, gt: float, net: float, corrected: float = math.nan) -> dict[str, object]:
