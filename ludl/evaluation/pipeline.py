@@ -53,30 +53,13 @@ def demo_cohort(cfg: Any) -> tuple[Path, Path]:
 
 
 def region_scoring() -> Any:
-    """The single-scan partial-volume correction (a GTM on the predicted TIA) and the STP region classes."""
+    """The single-scan partial-volume correction (a GTM on the predicted TIA, the one `infer.py` applies) and the STP
+    region classes."""
     from ludl.dosimetry.baselines import region_class
-    from ludl.training.predict import CorrectionInput, RegionScoring
+    from ludl.inference.regions import correct_single_scan
+    from ludl.training.predict import RegionScoring
 
-    try:
-        from ludl.dosimetry.regions import RegionSet
-        from ludl.dosimetry.single_scan import correct_region_doses
-    except ImportError:  # single-scan correction not available: the corrected column stays empty
-        return RegionScoring(region_class=region_class)
-
-    def correct(item: CorrectionInput) -> dict[str, float]:
-        kinds = {n: item.region_kinds.get(n, "organ") for n in item.region_values}
-        regions = RegionSet(item.labels, dict(item.region_values), kinds)
-        doses = correct_region_doses(
-            item.tia_mbq_h_per_ml,
-            regions,
-            item.density_g_per_ml,
-            item.spacing_zyx_mm,
-            item.fwhm_mm,
-            dose_gy=item.dose_gy,
-        )
-        return dict(doses.mean_dose_gy)
-
-    return RegionScoring(correct=correct, region_class=region_class)
+    return RegionScoring(correct=correct_single_scan, region_class=region_class)
 
 
 def evaluate_run(cfg: Any, result: Any) -> None:

@@ -32,7 +32,9 @@ def build_dosenet(config: Mapping[str, Any], n_classes: int) -> DoseNet:
         raise InputError(f"the model config lacks {err}; see ludl/configs/model/dosenet.yaml") from err
     physics_cfg = dict(cfg.pop("physics", None) or {})
     norm_cfg = dict(cfg.pop("normalisation", None) or {})
-    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "channel")))
+    # An artifact written before FiLM carries no key and was built with the time channel.
+    cfg.setdefault("time_conditioning", "channel")
+    in_channels = DoseNet.in_channels_for(str(cfg["time_conditioning"]))
     backbone = instantiate(backbone_cfg, in_channels=in_channels, out_channels=feature_channels)
     return DoseNet(
         backbone,

@@ -12,26 +12,14 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNetOutput
+from ludl.models.whole_volume import region_means
 
 __all__ = ["dice_per_class", "lesion_detection", "region_errors", "region_means", "summarise_validation"]
 
 _LESION_CLASS = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "lesion")
-
-
-def region_means(dose_gy: torch.Tensor, regions: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """(R,) mean dose inside each region value of one volume (NaN for an empty region or value 0)."""
-    flat_dose = dose_gy.reshape(-1).double()
-    flat_regions = regions.reshape(-1).long()
-    n = int(max(int(values.max().item()) if values.numel() else 0, int(flat_regions.max().item()))) + 1
-    sums = torch.zeros(n, dtype=torch.float64, device=flat_dose.device).index_add_(0, flat_regions, flat_dose)
-    counts = torch.bincount(flat_regions, minlength=n).double()
-    idx = values.long().clamp_min(0)
-    means = sums[idx] / counts[idx]
-    return torch.where((values > 0) & (counts[idx] > 0), means, torch.full_like(means, math.nan))
 
 
 def region_errors(

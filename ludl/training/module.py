@@ -18,8 +18,8 @@ from hydra.utils import instantiate
 
 from ludl.errors import InputError
 from ludl.io.regions import SEGMENTATION_CLASSES
-from ludl.models.network import DoseNet, DoseNetOutput, InputNormalisation
-from ludl.models.physics_layer import DosePhysicsLayer
+from ludl.models.build import build_dosenet as models_build_dosenet
+from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.training.inference import VolumePredictor
 from ludl.training.losses import dose_weight_map, masked_dice_ce, region_mean_dose_loss, relative_dose_loss
 from ludl.training.metrics import region_errors, summarise_validation
@@ -69,26 +69,9 @@ class LossConfig:
 
 
 def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
-    """A `DoseNet` from the ``model`` config: ``backbone`` (``_target_``), ``feature_channels``, ``physics``,
-    ``normalisation`` and the remaining `DoseNet` keyword arguments."""
-    cfg = dict(config)
-    try:
-        backbone_cfg = dict(cfg.pop("backbone"))
-        feature_channels = int(cfg.pop("feature_channels"))
-    except KeyError as err:
-        raise InputError(f"the model config lacks {err}; see ludl/configs/model/dosenet.yaml") from err
-    physics_cfg = dict(cfg.pop("physics", None) or {})
-    norm_cfg = dict(cfg.pop("normalisation", None) or {})
-    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "film")))
-    backbone = instantiate(backbone_cfg, in_channels=in_channels, out_channels=feature_channels)
-    return DoseNet(
-        backbone,
-        feature_channels,
-        len(SEGMENTATION_CLASSES),
-        physics=DosePhysicsLayer(**physics_cfg),
-        normalisation=InputNormalisation(**norm_cfg),
-        **cfg,
-    )
+    """A `DoseNet` from the ``model`` config (`ludl.models.build.build_dosenet`, FiLM time conditioning unless the
+    config names another) with the canonical segmentation classes."""
+    return models_build_dosenet({"time_conditioning": "film", **dict(config)}, len(SEGMENTATION_CLASSES))
 
 
 def region_masks(batch: Mapping[str, Any]) -> torch.Tensor:

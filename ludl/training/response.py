@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from ludl.io.regions import SEGMENTATION_CLASSES
-from ludl.models.heads import ResponseHead, response_features
+from ludl.models.heads import ResponseHead
 from ludl.models.network import DoseNetOutput
+from ludl.models.whole_volume import volume_response_features as whole_volume_response_features
 from ludl.training.losses import focal_bce
 
 __all__ = [
@@ -34,20 +35,9 @@ _LESION_CLASS = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "lesion"
 
 
 def volume_response_features(batch: Mapping[str, Any], out: DoseNetOutput) -> torch.Tensor:
-    """(1, n) features of one whole volume: `response_features` of the prediction, then the pooled features."""
-    from scipy import ndimage
-
-    prob = torch.softmax(out.seg_logits.float(), dim=1)[:, _LESION_CLASS : _LESION_CLASS + 1]
-    instances, _ = ndimage.label((prob[0, 0] > 0.5).cpu().numpy())
-    spacing = [float(s) for s in batch["spacing_zyx_mm"].reshape(-1, 3)[0].tolist()]
-    feats = response_features(
-        out.dose_gy.float(),
-        prob,
-        batch["suv"].float(),
-        spacing,
-        lesion_instances=torch.as_tensor(instances, device=prob.device)[None, None],
-    )
-    return torch.cat([feats, out.pooled_features.float()], dim=1).detach().cpu()
+    """(1, n) features of one whole volume (`ludl.models.whole_volume.volume_response_features` with the lesion
+    class): `response_features` of the prediction, then the pooled features."""
+    return whole_volume_response_features(batch, out, _LESION_CLASS)
 
 
 def nearest_timepoint_records(records: Sequence[Any], timepoint_h: float = RESPONSE_TIMEPOINT_H) -> list[Any]:

@@ -27,10 +27,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ludl.errors import LudlError
 from ludl.io.outcomes import load_outcomes
+from ludl.io.provenance import dataset_provenance
 from ludl.io.regions import SEGMENTATION_CLASSES
+from ludl.models.calibration import apply_calibration, fit_calibration
 from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.training.artifact import save_artifact
-from ludl.models.calibration import apply_calibration, fit_calibration
 from ludl.training.callbacks import EMA_KEY
 from ludl.training.module import DoseLightningModule
 from ludl.training.predict import (
@@ -204,6 +205,18 @@ def _model_document(
         "response": dict(info),
         "response_timepoint_h": RESPONSE_TIMEPOINT_H,
         "region_calibration": calibration,
+        "inference": plain(cfg.get("inference")),  # the whole-volume window the evaluation used: Predictor's default
+        "provenance": dataset_provenance(
+            dm.prepared_dir,
+            {
+                "model": network,
+                "data": plain(cfg.data),
+                "loss": plain(cfg.loss),
+                "optim": plain(cfg.optim),
+                "seed": int(cfg.seed),
+                "fold": int(dm.fold),
+            },
+        ).to_dict(),
     }
 
 
