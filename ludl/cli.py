@@ -138,7 +138,7 @@ def _dosimetry_options(cfg: Any) -> Any:
 def _dosimetry(cfg: Any) -> int:
     from ludl.dosimetry.pipeline import run_dosimetry
     from ludl.io.manifest import load_manifest
-    from ludl.io.provenance import DOSIMETRY_OUTPUTS, claim_output_dir, dosimetry_owner, manifest_provenance
+    from ludl.io.provenance import manifest_provenance
     from ludl.io.provenance import update_output_record as record
 
     if cfg.cohort is None or cfg.patient is None:
@@ -146,9 +146,7 @@ def _dosimetry(cfg: Any) -> int:
         return 2
     cohort, patient, cycle, out = Path(cfg.cohort), str(cfg.patient), int(cfg.cycle), Path(cfg.out)
     options = _dosimetry_options(cfg)
-    # Another patient's (or cohort's) results in `out` are refused unless overwrite=true: never mixed up.
-    claim_output_dir(out, dosimetry_owner(cohort, patient, cycle), overwrite=cfg.overwrite, outputs=DOSIMETRY_OUTPUTS)
-    result = run_dosimetry(cohort, patient, cycle, out, options)
+    result = run_dosimetry(cohort, patient, cycle, out, options, overwrite=bool(cfg.overwrite))
     manifest = load_manifest(cohort)
     rows = manifest.select(patient_id=patient, cycle=cycle)
     settings = {"dosimetry": options.settings()}

@@ -476,6 +476,8 @@ def run_dosimetry(
     cycle: int,
     out_dir: str | Path,
     options: DosimetryOptions | None = None,
+    *,
+    overwrite: bool = False,
 ) -> DosimetryResult:
     """Multi-time-point dosimetry of one patient-cycle of a cohort, written to `out_dir`.
 
@@ -483,17 +485,23 @@ def run_dosimetry(
         cohort_dir: cohort folder (cohort.yaml, manifest.csv, images).
         patient_id, cycle: the case (as in the manifest).
         out_dir: output folder: ``dose_gy.nii.gz``, ``dose_rtdose.dcm``, ``tia_mbq_h_per_ml.nii.gz``,
-            ``regions.csv``, ``registration.csv``, ``dvh.png``, ``summary.html`` (written atomically; no patient
-            identifiers in them).
+            ``regions.csv``, ``registration.csv``, ``dvh.png``, the report ``summary.html`` and ``summary.pdf``
+            (written atomically; no patient identifiers in them).
         options: the dosimetry settings (`DosimetryOptions`; default: voxel fits, auto model, DVK, GTM).
+        overwrite: replace another patient's (or cohort's) results in `out_dir` (refused otherwise, before any work).
 
     Raises:
         LudlError: bad input — unknown patient or cycle, a SPECT without calibration, a CT that cannot be registered,
-            fewer time points than the model needs — with the file and manifest line.
+            fewer time points than the model needs — with the file and manifest line; `out_dir` holding another
+            case's results without `overwrite`.
     """
+    from ludl.io.provenance import DOSIMETRY_OUTPUTS, claim_output_dir, dosimetry_owner
     from ludl.progress import progress
 
     options = DosimetryOptions() if options is None else options
+    # Another patient's (or cohort's) results in `out_dir` are refused unless asked: never mixed up.
+    owner = dosimetry_owner(Path(cohort_dir), patient_id, int(cycle))
+    claim_output_dir(Path(out_dir), owner, overwrite=overwrite, outputs=DOSIMETRY_OUTPUTS)
     with progress(len(STAGES) + 2, "dosimetry", unit="stage") as step:
         start = time.perf_counter()
         data = load_cycle(cohort_dir, patient_id, int(cycle))

@@ -32,9 +32,7 @@ def build_dosenet(config: Mapping[str, Any], n_classes: int) -> DoseNet:
         raise InputError(f"the model config lacks {err}; see ludl/configs/model/dosenet.yaml") from err
     physics_cfg = dict(cfg.pop("physics", None) or {})
     norm_cfg = dict(cfg.pop("normalisation", None) or {})
-    # An artifact written before FiLM carries no key and was built with the time channel.
-    cfg.setdefault("time_conditioning", "channel")
-    in_channels = DoseNet.in_channels_for(str(cfg["time_conditioning"]))
+    in_channels = DoseNet.in_channels_for(str(cfg.get("time_conditioning", "film")))
     backbone = instantiate(backbone_cfg, in_channels=in_channels, out_channels=feature_channels)
     return DoseNet(
         backbone,
@@ -56,7 +54,10 @@ def network_from_artifact(
     """
     if "network" not in model:
         raise InputError(f"{where}: model.json has no 'network' entry; copy the artifact again or retrain")
-    net = build_dosenet(model["network"], n_classes)
+    network = dict(model["network"])
+    # A config without the key (artifacts written before FiLM existed used the time channel): the weights say which.
+    network.setdefault("time_conditioning", "film" if any(k.startswith("film.") for k in state) else "channel")
+    net = build_dosenet(network, n_classes)
     try:
         net.load_state_dict(dict(state))
     except RuntimeError as err:

@@ -69,9 +69,9 @@ class LossConfig:
 
 
 def build_dosenet(config: Mapping[str, Any]) -> DoseNet:
-    """A `DoseNet` from the ``model`` config (`ludl.models.build.build_dosenet`, FiLM time conditioning unless the
-    config names another) with the canonical segmentation classes."""
-    return models_build_dosenet({"time_conditioning": "film", **dict(config)}, len(SEGMENTATION_CLASSES))
+    """A `DoseNet` from the ``model`` config (`ludl.models.build.build_dosenet`) with the canonical segmentation
+    classes."""
+    return models_build_dosenet(config, len(SEGMENTATION_CLASSES))
 
 
 def region_masks(batch: Mapping[str, Any]) -> torch.Tensor:
