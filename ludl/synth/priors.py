@@ -383,11 +383,11 @@ class ResponsePrior:
     # α ∝ (lesion PET expression factor)^γ: PSMA-low lesions respond less than their dose alone says
     # (assumption: PSMA-low clones and FDG-discordant disease). γ and the hidden spreads below (α patient
     # 0.25, changes between cycles 0.6) were calibrated together (benchmarks/response_auc.py, 2,000 patients)
-    # to docs/synthetic-cohort.md's targets: PET-only features AUC 0.701 (≈ 0.70), perfect cycle-one dosimetry + PET +
-    # baseline PSA 0.794 by logistic regression and 0.802 as the dosimetry oracle (≈ 0.80), the dose adding
-    # +0.09 over PET-only. Against a 24 h concentration it adds only +0.01–0.02: the lesion kinetics priors
-    # give the 24 h concentration 83 % of the dose's variance, which caps that gain below 0.05 at any response
-    # calibration with an oracle near 0.80 (docs/synthetic-cohort.md, "Response").
+    # to docs/synthetic-cohort.md's targets; with the lesion T_eff σ_log 0.42 they still give PET-only features
+    # AUC 0.703 (≈ 0.70), perfect cycle-one dosimetry + PET + baseline PSA 0.806 by logistic regression and 0.814
+    # as the dosimetry oracle (≈ 0.80), the dose adding +0.10 over PET-only. Against a 24 h concentration it adds
+    # only +0.012: lesion uptake rises for up to ≈ 24 h, so the 24 h concentration also reads retention and
+    # keeps ≈ 80 % of the dose's variance even at wider T_eff spreads (docs/synthetic-cohort.md, "Response").
     pet_radiosensitivity_exponent: float = 1.0
     # Truth-map mean dose of a lesion / its sphere self-dose (unit density), by site: ρ_k/ρ of the site's
     # lesion density (bone lesions are dense) and the cross-dose. Measured on 16 `demo` patients with truth
