@@ -29,7 +29,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -268,22 +267,19 @@ def generate_cohort(
     workers = config.workers or os.cpu_count() or 1
     workers = max(1, min(workers, config.n_patients))
     jobs = [(config, i, out) for i in range(config.n_patients)]
-    from tqdm import tqdm
+    from ludl.progress import progress
 
-    progress = tqdm(total=config.n_patients, desc="synth", unit="patient", disable=not sys.stderr.isatty())
     results: list[PatientResult] = []
-    try:
+    with progress(config.n_patients, "synth", unit="patient") as step:
         if workers == 1:
             for job in jobs:
                 results.append(_one(job))
-                progress.update(1)
+                step(note=results[-1].patient_id)
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
                 for res in pool.map(_one, jobs, chunksize=max(1, config.n_patients // (4 * workers))):
                     results.append(res)
-                    progress.update(1)
-    finally:
-        progress.close()
+                    step(note=res.patient_id)
     n_files = _write_cohort_files(config, out, results, reference_cache_dir)
     if config.images and config.preview:
         from ludl.synth.preview import write_previews

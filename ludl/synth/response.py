@@ -290,6 +290,13 @@ def _future_draws(
     return _FutureDraws(bed2=bed2, growth_change=growth_change, alpha_change=alpha_change)
 
 
+def _log_psa_ratio(ratio: FloatArray) -> FloatArray:
+    # A very strong kill can underflow the living tumour to 0: its log is then a huge negative number rather than
+    # −inf (no warning), and the probability of failing PSA50 is 0 either way.
+    out: FloatArray = np.log(np.maximum(ratio, np.finfo(np.float64).tiny))
+    return out
+
+
 def _p_fail_given_draw(log_ratio: FloatArray, noise0: npt.ArrayLike, rp: ResponsePrior) -> FloatArray:
     # P(measured ratio > threshold | draw) = P(noise12 > log thr − log ratio + noise0): the week-12 noise
     # is integrated exactly, the rest by Monte Carlo.
@@ -311,7 +318,7 @@ def non_response_probability(
         * np.exp(-kill_exponent(c1.alpha * f.alpha_change[:, None], f.bed2, rp))
         * np.exp(c1.growth * f.growth_change[:, None] * c1.weeks2)
     )
-    log_ratio = np.log(np.sum(c1.secretion * living12, axis=-1) / np.sum(c1.secretion * c1.volume_ml))
+    log_ratio = _log_psa_ratio(np.sum(c1.secretion * living12, axis=-1) / np.sum(c1.secretion * c1.volume_ml))
     return float(np.mean(_p_fail_given_draw(log_ratio, c1.noise0, rp)))
 
 
@@ -347,7 +354,7 @@ def observable_non_response_probability(
         * np.exp(-kill_exponent(alpha * f.alpha_change[:, None], f.bed2, rp))
         * np.exp(growth * f.growth_change[:, None] * c1.weeks2)
     )
-    log_ratio = np.log(np.sum(secretion * living12, axis=-1) / psa0)
+    log_ratio = _log_psa_ratio(np.sum(secretion * living12, axis=-1) / psa0)
     return float(np.sum(w * _p_fail_given_draw(log_ratio, noise0, rp)) / np.sum(w))
 
 
