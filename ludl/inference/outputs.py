@@ -164,38 +164,7 @@ def _write_dicom(prediction: Prediction, out: Path, keep_identifiers: bool, seed
     if isinstance(reference, Mapping):
         labels = labels.with_array(labels.array, FrameOfReferenceUID=reference["FrameOfReferenceUID"])
     seg = write_seg(labels, out / OUTPUT_FILES["seg"], reference, names, **who)  # type: ignore[arg-type]
-    _shorten_decimal_strings(seg)
     return {"rtdose": rtdose, "seg": seg}
-
-
-def _shorten_decimal_strings(path: Path) -> None:
-    """Rewrite decimal strings (VR DS) longer than DICOM's 16 characters, as pydicom's auto-format does.
-
-    highdicom writes each frame's ImagePositionPatient at full float precision; a SPECT origin such as −188.2211433…
-    then breaks the VR (dciodvfy: "Length invalid"). Rounding to 16 characters moves a plane by < 1e-9 mm.
-    """
-    import pydicom
-    from pydicom.valuerep import DS
-
-    ds = pydicom.dcmread(path)
-    changed = False
-
-    def fix(dataset: Any, element: Any) -> None:
-        nonlocal changed
-        if element.VR != "DS" or element.value is None:
-            return
-        values = element.value if element.VM > 1 else [element.value]
-        if any(len(str(v)) > 16 for v in values):
-            fixed = [DS(float(v), auto_format=True) for v in values]
-            element.value = fixed if element.VM > 1 else fixed[0]
-            changed = True
-
-    ds.walk(fix)
-    if changed:
-        from ludl.io.atomic import atomic_write
-
-        with atomic_write(path, suffix=".dcm") as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
 
 
 def write_outputs(

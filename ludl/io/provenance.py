@@ -61,6 +61,7 @@ DOSIMETRY_OUTPUTS = (
     "registration.csv",
     "dvh.png",
     "summary.html",
+    "summary.pdf",
 )
 _CHUNK_BYTES = 1 << 20  # streaming: a 2 GB CT series never sits in memory
 

@@ -221,6 +221,22 @@ def _seg_sources(labels: Volume, reference: Any, uid_seed: str | None, date: str
 
 
 # Over 80 lines only by its signature and Args docstring: the body is one sequence of steps.
+def _shorten_decimal_string(dataset: Any, element: Any) -> None:
+    """Rewrite a decimal string (VR DS) longer than DICOM's 16 characters as pydicom's auto-format does.
+
+    highdicom writes each frame's ImagePositionPatient at full float precision; a SPECT origin such as −188.2211433…
+    then breaks the VR (dciodvfy: "Length invalid"). Rounding to 16 characters moves a plane by < 1e-9 mm.
+    """
+    from pydicom.valuerep import DS
+
+    if element.VR != "DS" or element.value is None:
+        return
+    values = element.value if element.VM > 1 else [element.value]
+    if any(len(str(v)) > 16 for v in values):
+        fixed = [DS(float(v), auto_format=True) for v in values]
+        element.value = fixed if element.VM > 1 else fixed[0]
+
+
 def write_seg(
     labels: Volume,
     path: str | os.PathLike[str],
@@ -300,6 +316,7 @@ def write_seg(
         omit_empty_frames=bool(compact.any()),
     )
     _finish(seg, deidentify=deidentify, patient_id=patient_id, uid_seed=uid_seed, date=date, time=time)
+    seg.walk(_shorten_decimal_string)
     with atomic_write(path, suffix=".dcm") as tmp:
         pydicom.dcmwrite(tmp, seg, enforce_file_format=True)
     return Path(path)
