@@ -495,13 +495,33 @@ def run_dosimetry(
             fewer time points than the model needs — with the file and manifest line; `out_dir` holding another
             case's results without `overwrite`.
     """
-    from ludl.io.provenance import DOSIMETRY_OUTPUTS, claim_output_dir, dosimetry_owner
-    from ludl.progress import progress
+    from ludl.io.provenance import (
+        DOSIMETRY_OUTPUTS,
+        claim_output_dir,
+        dosimetry_owner,
+        is_fresh_output_dir,
+        release_output_dir,
+    )
 
     options = DosimetryOptions() if options is None else options
     # Another patient's (or cohort's) results in `out_dir` are refused unless asked: never mixed up.
+    fresh = is_fresh_output_dir(out_dir)
     owner = dosimetry_owner(Path(cohort_dir), patient_id, int(cycle))
     claim_output_dir(Path(out_dir), owner, overwrite=overwrite, outputs=DOSIMETRY_OUTPUTS)
+    try:
+        return _run_claimed(cohort_dir, patient_id, int(cycle), Path(out_dir), options)
+    except Exception:
+        if fresh:
+            release_output_dir(out_dir)
+        raise
+
+
+def _run_claimed(
+    cohort_dir: str | Path, patient_id: str, cycle: int, out_dir: Path, options: DosimetryOptions
+) -> DosimetryResult:
+    """`run_dosimetry` once the output folder is this case's."""
+    from ludl.progress import progress
+
     with progress(len(STAGES) + 2, "dosimetry", unit="stage") as step:
         start = time.perf_counter()
         data = load_cycle(cohort_dir, patient_id, int(cycle))

@@ -346,3 +346,20 @@ def update_output_record(out: str | Path, **entries: Any) -> Path:
         raise InputError(f"{out / OUTPUT_RECORD} not found: claim the folder first (`claim_output_dir`)")
     record.update(to_jsonable(entries))
     return atomic_write_text(out / OUTPUT_RECORD, json.dumps(record, indent=1, allow_nan=False) + "\n")
+
+
+def is_fresh_output_dir(out: str | Path) -> bool:
+    """True when `out` is missing or holds only hidden entries (Hydra's run logs): a failed run may hand it back."""
+    out = Path(out)
+    return not out.is_dir() or not any(not p.name.startswith(".") for p in out.iterdir())
+
+
+def release_output_dir(out: str | Path) -> None:
+    """Undo `claim_output_dir` on a folder the failed run found fresh: remove the record when it is the only result,
+    and the folder when nothing else is in it — a run that fails leaves no output that looks like a result."""
+    out = Path(out)
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
+    if [p.name for p in visible] == [OUTPUT_RECORD]:
+        visible[0].unlink()
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()

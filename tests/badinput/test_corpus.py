@@ -538,10 +538,11 @@ def _run(args: list[str]) -> int:
 
 
 def _results(out: Path) -> list[str]:
-    """Files under `out` other than Hydra's run record (``.ludl/``) and prepare's failure report."""
+    """Files under `out` other than Hydra's run record (``.ludl/``) and prepare's failure report (with the folder's
+    owner record, ``provenance.json``, that says whose report it is)."""
     if not out.exists():
         return []
-    keep = {"prepare_summary.json", "splits.json"}  # splits.json: see test_prepare_writes_no_splits_when_all_failed
+    keep = {"prepare_summary.json"} | ({"provenance.json"} if (out / "prepare_summary.json").exists() else set())
     return [
         str(p.relative_to(out))
         for p in out.rglob("*")
