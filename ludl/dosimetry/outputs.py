@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ludl.dosimetry.regions import REGION_COLUMNS, write_regions_csv
+from ludl.dosimetry.regions import write_regions_csv
 from ludl.dosimetry.registration import TimepointRegistration
 from ludl.dosimetry.timepoints import CycleData
 from ludl.io.atomic import atomic_write_text
@@ -25,25 +25,9 @@ __all__ = ["EXTRA_REGION_COLUMNS", "write_outputs", "write_region_table"]
 EXTRA_REGION_COLUMNS: tuple[str, ...] = ("resolution", "fwhm_used_mm", "flag", "blood_based_dose_gy")
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "" if value != value or value in (float("inf"), float("-inf")) else f"{value:.6g}"
-    return str(value)
-
-
 def write_region_table(rows: Sequence[dict[str, object]], path: Path) -> Path:
     """``regions.csv``: the `REGION_COLUMNS` then the `EXTRA_REGION_COLUMNS` the rows carry (empty for NaN)."""
-    extra = [c for c in EXTRA_REGION_COLUMNS if c not in REGION_COLUMNS and any(c in r for r in rows)]
-    if not extra:
-        return write_regions_csv(rows, path)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*REGION_COLUMNS, *extra])
-    for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in (*REGION_COLUMNS, *extra)])
-    return atomic_write_text(path, buffer.getvalue())
+    return write_regions_csv(rows, path, EXTRA_REGION_COLUMNS)
 
 
 def _write_registration_csv(registrations: Sequence[TimepointRegistration], path: Path) -> Path:

@@ -402,13 +402,15 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_regions_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """Write the region table as CSV (empty cells for NaN), atomically."""
+def write_regions_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, extra_columns: Sequence[str] = ()) -> Path:
+    """Write the region table as CSV (`REGION_COLUMNS`, then those of `extra_columns` a row carries; empty cells for
+    NaN), atomically."""
+    columns = [*REGION_COLUMNS, *(c for c in extra_columns if c not in REGION_COLUMNS and any(c in r for r in rows))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(REGION_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_cell(row.get(c, "")) for c in REGION_COLUMNS])
+        writer.writerow([_cell(row.get(c, "")) for c in columns])
     return atomic_write_text(path, buffer.getvalue())
 
 

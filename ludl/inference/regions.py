@@ -25,7 +25,13 @@ from ludl.dosimetry.single_scan import correct_region_doses
 from ludl.dosimetry.stp_population import region_class
 from ludl.models.calibration import nearest_factor
 from ludl.models.whole_volume import CorrectionInput, region_means
-from ludl.physics.radiobiology import KIDNEY_ALPHA_BETA_GY, KIDNEY_T_REPAIR_H, bed_gy, region_stats
+from ludl.physics.radiobiology import (
+    KIDNEY_ALPHA_BETA_GY,
+    KIDNEY_T_REPAIR_H,
+    SALIVARY_ALPHA_BETA_GY,
+    bed_gy,
+    region_stats,
+)
 
 __all__ = [
     "BED_RADIOBIOLOGY",
@@ -37,13 +43,16 @@ __all__ = [
 ]
 
 Z_90 = 1.6449  # two-sided 90 % interval of a normal: ± 1.645 SD
-# (α/β Gy, repair half-time h) for the BED of organs at risk. Kidneys: docs/physics.md §5. Salivary glands: the
-# late-responding-tissue α/β of 3 Gy with the kidney's repair half-time — an assumption (no consensus exists for
-# PSMA therapy), stated in docs/inference.md.
+# (α/β Gy, repair half-time h) for the BED of organs at risk (`ludl.physics.radiobiology`). Salivary glands take the
+# kidney's repair half-time — an assumption, stated in docs/inference.md.
 BED_RADIOBIOLOGY: Mapping[str, tuple[float, float]] = {
     "kidney_left": (KIDNEY_ALPHA_BETA_GY, KIDNEY_T_REPAIR_H),
     "kidney_right": (KIDNEY_ALPHA_BETA_GY, KIDNEY_T_REPAIR_H),
-    **{f"{g}_{s}": (3.0, KIDNEY_T_REPAIR_H) for g in ("parotid", "submandibular") for s in ("left", "right")},
+    **{
+        f"{g}_{s}": (SALIVARY_ALPHA_BETA_GY, KIDNEY_T_REPAIR_H)
+        for g in ("parotid", "submandibular")
+        for s in ("left", "right")
+    },
 }
 REGION_TABLE_COLUMNS: tuple[str, ...] = (
     "region",

@@ -22,6 +22,7 @@ from ludl.errors import InputError
 __all__ = [
     "KIDNEY_ALPHA_BETA_GY",
     "KIDNEY_T_REPAIR_H",
+    "SALIVARY_ALPHA_BETA_GY",
     "RegionStats",
     "bed_gy",
     "cumulative_bed_gy",
@@ -36,6 +37,8 @@ __all__ = [
 
 KIDNEY_ALPHA_BETA_GY = 2.6  # docs/physics.md §5
 KIDNEY_T_REPAIR_H = 2.8  # docs/physics.md §5
+# Salivary glands: the late-responding-tissue α/β; no consensus exists for PSMA therapy (docs/inference.md).
+SALIVARY_ALPHA_BETA_GY = 3.0
 
 FloatArray = npt.NDArray[np.float64]
 

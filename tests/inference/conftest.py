@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 
@@ -60,38 +60,25 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
 
 
 def held_out_inputs(prepared: Path, case_id: str, timepoint_h: float) -> Any:
-    """A held-out prepared case's time point as `ScanInputs` with its reference regions (those training scores:
-    regions with a finite corrected and uncorrected ground truth)."""
-    from ludl.inference.inputs import ReferenceLabels, ScanInputs
+    """A held-out prepared case's time point as `ScanInputs` (`held_out_scan_inputs`) with its reference regions
+    narrowed to those training scores: a finite corrected and uncorrected ground truth."""
+    from ludl.inference.calibration import held_out_scan_inputs
     from ludl.io.prepared import read_case
 
-    case = read_case(prepared / "cases" / case_id)
-    tp = case.timepoint(timepoint_h)
-    truth = {str(r["region"]): r for r in case.sidecar.get("regions", ())}
+    inputs, _ = held_out_scan_inputs(prepared, case_id, timepoint_h)
+    truth = {str(r["region"]): r for r in read_case(prepared / "cases" / case_id).sidecar.get("regions", ())}
 
     def finite(row: Any, key: str) -> bool:
         value = row.get(key)
         return value is not None and math.isfinite(float(value))
 
+    reference = inputs.reference_labels
     values = {
         n: v
-        for n, v in case.region_values.items()
-        if n in truth and finite(truth[n], "mean_dose_gy") and finite(truth[n], "mean_dose_uncorrected_gy")
+        for n, v in reference.values.items()
+        if finite(truth[n], "mean_dose_gy") and finite(truth[n], "mean_dose_uncorrected_gy")
     }
-    labels = tp.volume("labels", mmap=False)
-    return ScanInputs(
-        spect=tp.volume("spect", mmap=False),
-        density=tp.volume("density", mmap=False),
-        suv=tp.volume("pet", mmap=False) if "pet" in tp.channels else None,
-        time_h=float(tp.info.get("time_h", timepoint_h)),
-        injected_mbq=float(case.sidecar["net_administered_mbq"]),
-        fwhm_mm=float(tp.meta.fwhm_mm),
-        reference_labels=ReferenceLabels(
-            labels.with_array(np.asarray(labels.array, dtype=np.int32)),
-            values,
-            {n: str(k) for n, k in case.meta.region_kinds.items()},
-        ),
-    )
+    return dataclasses.replace(inputs, reference_labels=dataclasses.replace(reference, values=values))
 
 
 @dataclass(frozen=True)
