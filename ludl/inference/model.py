@@ -21,6 +21,7 @@ from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.build import network_from_artifact
 from ludl.models.heads import ResponseHead
 from ludl.models.network import DoseNet
+from ludl.models.uncertainty import Z_90, kind_group, nearest_half_width
 
 __all__ = ["LoadedModel", "ModelSet", "load_models"]
 
@@ -86,11 +87,25 @@ class ModelSet:
         version = self.first.model.get("ludl_version", "?")
         return f"{names} (ludl {version}{', ensemble of ' + str(len(self.models)) if len(self.models) > 1 else ''})"
 
-    def held_out_relative_sd(self, kind: str) -> float:
-        """Relative SD of a region mean's error on the models' held-out patients (from the median |error| %, as a
-        normal: SD = median|e| / 0.6745), over all scan times of `kind` (lesion/organ); NaN when not recorded."""
+    def region_relative_sd(self, kind: str, time_h: float) -> float:
+        """Relative SD of one model's region mean (kind group ``lesion``/``organ``, scan `time_h`): the validation
+        fold's conformal 90 % half-width (`model.json` ``region_uncertainty``, `ludl.models.uncertainty`) / Z_90,
+        averaged over members. Artifacts written before it existed: their held-out median |error| read as a normal
+        (`legacy_relative_sd`). NaN when neither is recorded."""
+        widths = [
+            nearest_half_width(m.artifact.model.get("region_uncertainty") or {}, kind_group(kind), time_h)
+            for m in self.models
+        ]
+        finite = [w for w in widths if math.isfinite(w)]
+        if finite:
+            return sum(finite) / len(finite) / Z_90
+        return self.legacy_relative_sd(kind)
+
+    def legacy_relative_sd(self, kind: str) -> float:
+        """Relative SD from the held-out median |error| % (SD = median|e| / 0.6745) over all scan times of `kind`:
+        only for artifacts without ``region_uncertainty`` (its coverage is in-sample, the report says so)."""
         values = []
-        group = "lesion" if kind == "lesion" else "organ"
+        group = kind_group(kind)
         for m in self.models:
             for key, value in m.artifact.metrics.items():
                 if key.startswith("held_out/mae_") and key.endswith(f"_{group}_pct"):
@@ -100,6 +115,17 @@ class ModelSet:
                         continue
         finite = [v for v in values if math.isfinite(v)]
         return (sum(finite) / len(finite)) / 100.0 / 0.6745 if finite else math.nan
+
+    @property
+    def interval_coverage(self) -> dict[str, float]:
+        """The 90 % interval coverage the training measured on its held-out patients (``held_out/coverage_90*``
+        and region counts), averaged over members; {} when not recorded."""
+        pooled: dict[str, list[float]] = {}
+        for m in self.models:
+            for key, value in m.artifact.metrics.items():
+                if key.startswith(("held_out/coverage_90", "held_out/n_intervals")):
+                    pooled.setdefault(key.removeprefix("held_out/"), []).append(float(value))
+        return {k: sum(v) / len(v) for k, v in pooled.items()}
 
 
 def _response_head(artifact: ModelArtifact) -> ResponseHead | None:

@@ -111,6 +111,10 @@ def summary_document(
         "injected_mbq": inputs.injected_mbq,
         "sources": dict(inputs.sources),
         "whole_body_tumour_dose": whole_body_tumour_dose(prediction.regions),
+        "region_intervals": {
+            "level": 0.9,
+            "held_out_coverage": dict(prediction.interval_coverage) or "not measured for this model",
+        },
         "p_non_response": response,
         "model": prediction.model_description,
         "members": prediction.n_members,

@@ -61,6 +61,8 @@ class Prediction:
             reference label map's (``source`` column).
         p_non_response: P(non-response after two cycles) (member mean) with its member range; None without a head.
         n_members: models × flips averaged; warnings: for the report's box; timings_s: seconds per stage.
+        interval_coverage: the 90 % region-interval coverage the training measured on held-out patients
+            (`ModelSet.interval_coverage`; {} when the artifact records none).
     """
 
     inputs: ScanInputs
@@ -78,6 +80,7 @@ class Prediction:
     model_description: str
     warnings: tuple[str, ...]
     timings_s: dict[str, float] = field(default_factory=dict)
+    interval_coverage: dict[str, float] = field(default_factory=dict)
 
 
 def network_batch(
@@ -268,7 +271,7 @@ class Predictor:
         activity = torch.as_tensor(np.asarray(spect.array, dtype=np.float64) / 1e6)
         density = torch.as_tensor(np.asarray(inputs.density.array))
         members = list(maps["members"])
-        relative = {k: self.models.held_out_relative_sd(k) for k in ("lesion", "organ")}
+        relative = {k: self.models.region_relative_sd(k, inputs.time_h) for k in ("lesion", "organ")}
         common: dict[str, Any] = {
             "time_h": inputs.time_h,
             "fwhm_mm": inputs.fwhm_mm,
@@ -323,6 +326,7 @@ class Predictor:
             n_members=len(members),
             model_description=self.models.description,
             warnings=tuple(warnings),
+            interval_coverage=self.models.interval_coverage,
         )
 
     def predict_files(self, spect: str | Path | Sequence[str | Path], ct: str | Path, **kwargs: Any) -> Prediction:

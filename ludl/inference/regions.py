@@ -5,9 +5,11 @@ Region means come from `ludl.models.whole_volume.region_means` and the partial-v
 hands `correct_single_scan` to `ludl.training.predict.RegionScoring`): one road from a predicted volume to the
 numbers, whether ``train.py`` or ``infer.py`` asks.
 
-Uncertainty of a region mean: the spread of the members (ensemble folds × test-time flips) combined with the models'
-own held-out error for that kind of region (`ModelSet.held_out_relative_sd`), as independent normal parts; the 90 %
-interval is mean ± 1.645 SD (`Z_90`). Its coverage on held-out patients is measured by `ludl.inference.calibration`.
+Uncertainty of a region mean: the spread of the members (ensemble folds × test-time flips) combined with one
+model's error for that kind of region at that scan time, learned on the training's validation fold
+(`ModelSet.region_relative_sd`, `ludl.models.uncertainty`), as independent parts; the 90 % interval is
+mean ± 1.645 SD (`Z_90`). The training measures its coverage on held-out patients (`ModelSet.interval_coverage`);
+`ludl.inference.calibration` re-measures it through this very table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.single_scan import correct_region_doses
 from ludl.dosimetry.stp_population import region_class
 from ludl.models.calibration import nearest_factor
+from ludl.models.uncertainty import Z_90
 from ludl.models.whole_volume import CorrectionInput, region_means
 from ludl.physics.radiobiology import (
     KIDNEY_ALPHA_BETA_GY,
@@ -42,7 +45,6 @@ __all__ = [
     "region_table",
 ]
 
-Z_90 = 1.6449  # two-sided 90 % interval of a normal: ± 1.645 SD
 # (α/β Gy, repair half-time h) for the BED of organs at risk (`ludl.physics.radiobiology`). Salivary glands take the
 # kidney's repair half-time — an assumption, stated in docs/inference.md.
 BED_RADIOBIOLOGY: Mapping[str, tuple[float, float]] = {
@@ -138,7 +140,7 @@ def region_table(
         tia_mbq_h_per_ml, activity_mbq_per_ml, density_g_per_ml: the TIA, the scan's activity and density.
         regions: the regions scored (network segmentation or a reference label map).
         fwhm_mm: the SPECT's resolution for the partial-volume correction (None: uncorrected means reported).
-        relative_sd: kind group (``lesion``/``organ``) → the models' held-out relative SD of a region mean.
+        relative_sd: kind group (``lesion``/``organ``) → one model's relative SD of a region mean at this scan time.
         source: ``network`` or ``reference`` (whose regions these are).
         edge_flags: region → why it is not scored (e.g. it touches the edge of the field of view).
         calibration: the artifact's region calibration ({region class: {scan time: factor}},

@@ -114,10 +114,10 @@ def report_content(
     notes = [
         "Dose from one SPECT/CT: a network predicts each voxel's effective integration time; the dose is the "
         "kernel convolution of the predicted time-integrated activity.",
-        "Region intervals: member spread (ensemble, test-time flips) combined with the model's held-out error.",
+        "Region intervals (90 %): member spread (ensemble, test-time flips) combined with the model's error for that "
+        "kind of region at this scan time, learned on the training's validation patients.",
     ]
-    if calibration and "coverage_90" in calibration:
-        notes.append(f"Measured 90 % interval coverage on held-out patients: {100 * calibration['coverage_90']:.0f} %.")
+    notes.append(_coverage_note({**prediction.interval_coverage, **(calibration or {})}))
     return ReportContent(
         title="Single-scan dosimetry",
         header=header,
@@ -134,4 +134,21 @@ def report_content(
         warnings=prediction.warnings,
         notes=tuple(notes),
         registration_rows=({"image": "PET/CT → SPECT/CT", **inputs.registration},) if inputs.registration else (),
+    )
+
+
+def _coverage_note(coverage: Mapping[str, Any]) -> str:
+    """What the stated 90 % intervals reached on patients the model never saw, in words."""
+    if "coverage_90" not in coverage:
+        return "The 90 % intervals' coverage was not measured for this model: treat them as indicative."
+    parts = [
+        f"{label} {100 * float(coverage[key]):.0f} %" + (f" of {int(coverage[n])}" if n in coverage else "")
+        for label, key, n in (
+            ("lesions", "coverage_90_lesion", "n_intervals_lesion"),
+            ("organs", "coverage_90_organ", "n_intervals_organ"),
+        )
+        if key in coverage
+    ]
+    return f"Measured 90 % interval coverage on held-out patients: {100 * float(coverage['coverage_90']):.0f} %" + (
+        f" ({'; '.join(parts)})." if parts else "."
     )

@@ -31,6 +31,7 @@ from ludl.io.provenance import dataset_provenance
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.calibration import apply_calibration, fit_calibration
 from ludl.models.network import DoseNet, DoseNetOutput
+from ludl.models.uncertainty import fit_uncertainty, held_out_coverage
 from ludl.training.artifact import save_artifact
 from ludl.training.callbacks import EMA_KEY
 from ludl.training.module import DoseLightningModule
@@ -222,14 +223,16 @@ def _model_document(
 
 def _calibration(
     net: DoseNet, module: DoseLightningModule, dm: Any, cfg: Any, fold: int, scoring: Any, device: Any
-) -> dict[str, dict[str, float]]:
-    """Region-mean factors per class and scan time from the validation fold's whole volumes ({} when disabled or
-    without validation patients); see `ludl.models.calibration`."""
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """From the validation fold's whole volumes: region-mean factors per class and scan time (`ludl.models.calibration`;
+    {} when disabled) and the 90 % interval half-widths of the calibrated means (`ludl.models.uncertainty`); both {}
+    without validation patients."""
+    if not dm.records.get("val"):
+        return {}, {}
     settings = dict(plain(cfg.get("calibration")) or {})
-    if not settings.get("enabled", False) or not dm.records.get("val"):
-        return {}
     rows, _ = predict_split(net, module.predictor, dm.val_dataloader(), dm.records["val"], fold, scoring, None, device)
-    return fit_calibration(rows)
+    factors = fit_calibration(rows) if settings.get("enabled", False) else {}
+    return factors, fit_uncertainty(apply_calibration(rows, factors) if factors else rows)
 
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
@@ -280,7 +283,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     region_rows, seg_rows = predict_split(
         net, module.predictor, dm.test_dataloader(), dm.records["test"], fold, scoring, on_volume, device
     )
-    calibration = _calibration(net, module, dm, cfg, fold, scoring, device)
+    calibration, uncertainty = _calibration(net, module, dm, cfg, fold, scoring, device)
     if calibration:
         region_rows = apply_calibration(region_rows, calibration)
     probs, labels, response_state, info = _response_stage(
@@ -306,10 +309,12 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics.update(_summary(region_rows))
+    metrics.update(held_out_coverage(region_rows, uncertainty))
     metrics["global_step"] = int(trainer.global_step)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     state.update(response_state)
     document = _model_document(cfg, dm, module, info, calibration)
+    document["region_uncertainty"] = uncertainty
     result.artifact_dir = save_artifact(run_dir / "model", state, document, metrics)
     result.predictions_dir = predictions
     result.metrics = metrics
