@@ -10,6 +10,11 @@ exists). Default settings: no TTA, one model, 96³ windows on the CPU.
     python benchmarks/infer.py                           # 2 CPU threads, defaults
     python benchmarks/infer.py --tta --ensemble 3        # TTA and a 3-fold ensemble, reported separately
     python benchmarks/infer.py --device cuda             # network + dose on a GPU (target ≤ 0.5 s on an H100)
+    python benchmarks/infer.py --artifact runs/fold0/model  # a trained model (its voxel size: resampled if needed)
+
+An untrained network's segmentation is noise: its regions stage (one GTM region per lesion component, after specks
+under `Predictor.min_lesion_ml` are dropped) is not what a trained model costs. Quote the regions stage of a trained
+artifact (``--artifact``; e.g. the model ``python train.py`` writes).
 
 Targets (issue 12): ≤ 60 s on 2 CPU cores with the defaults; ≤ 0.5 s network + dose on an H100.
 """
@@ -117,6 +122,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", action="store_true")
     parser.add_argument("--ensemble", type=int, default=1)
+    parser.add_argument("--artifact", nargs="+", default=None, help="trained artifact folder(s) instead of untrained")
     parser.add_argument("--models", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -132,7 +138,7 @@ def main() -> None:
         cohort = work / "cohort"
         print(f"generating one clinical patient into {cohort} …", flush=True)
         run_synth("clinical", 1, args.seed, cohort, workers=1)
-    models = _artifact(work / "models", 4.8, args.ensemble)
+    models = [str(a) for a in args.artifact] if args.artifact else _artifact(work / "models", 4.8, args.ensemble)
     command = [
         sys.executable,
         __file__,

@@ -250,6 +250,7 @@ class InferInferenceConf:
     sw_device: str | None = MISSING
     tta: bool = MISSING
     allow_time_extrapolation: bool = MISSING
+    min_lesion_ml: float = MISSING
 
 
 @dataclass

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
+from scipy import ndimage
 
 from ludl.data.patches import cut_patch
 from ludl.data.transforms import SIDE_SWAP
@@ -40,11 +42,14 @@ from ludl.models.whole_volume import (
     unflip_output,
     volume_response_features,
 )
-from ludl.physics.units import MBQ_PER_GBQ
+from ludl.physics.units import MBQ_PER_GBQ, ML_PER_MM3
 
 __all__ = ["Prediction", "Predictor", "network_batch"]
 
 _LESION_CLASS = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "lesion")
+# Smallest lesion the network's segmentation reports: ≈ 4 voxels of a 4.8 mm SPECT. Below it a lesion-class
+# component is noise, and thousands of such specks (an untrained or ill-fitting model) would each become a GTM region.
+MIN_LESION_ML = 0.5
 _CLASS_VALUES = {c.name: c.index for c in SEGMENTATION_CLASSES if c.kind != "background"}
 _SPACING_TOLERANCE = 0.05  # relative voxel-size difference accepted without resampling
 
@@ -118,6 +123,8 @@ class Predictor:
             (a GPU while `device` is the CPU: whole-body volumes on a small GPU).
         tta: also predict the left-right mirrored scan (doubles the members).
         allow_time_extrapolation: predict scans far outside the training time range (with a warning).
+        min_lesion_ml: lesion-class components of the network's segmentation smaller than this are set to background
+            (a few SPECT voxels of lesion class are noise, not a lesion one could score), with a note.
     """
 
     def __init__(
@@ -132,6 +139,7 @@ class Predictor:
         tta: bool = False,
         allow_time_extrapolation: bool = False,
         pad_multiple: int = 16,
+        min_lesion_ml: float = MIN_LESION_ML,
     ) -> None:
         self.device = torch.device(device)
         self.models = models if isinstance(models, ModelSet) else load_models(models, self.device)
@@ -140,6 +148,7 @@ class Predictor:
         )
         self.flips = FLIP_AXES if tta else FLIP_AXES[:1]
         self.allow_time_extrapolation = bool(allow_time_extrapolation)
+        self.min_lesion_ml = float(min_lesion_ml)
 
     # ------------------------------------------------------------------------------------------ checks
 
@@ -264,6 +273,12 @@ class Predictor:
     ) -> Prediction:
         spect = inputs.spect
         classes = maps["classes"].cpu().numpy().astype(np.int32)
+        classes, specks = drop_small_lesions(classes, spect.spacing_zyx_mm, self.min_lesion_ml)
+        if specks:
+            warnings.append(
+                f"{specks} lesion-class speck(s) under {self.min_lesion_ml:g} mL in the network's segmentation set to "
+                "background (not scored)"
+            )
         regions = expand_regions(classes, {n: v for n, v in _CLASS_VALUES.items() if (classes == v).any()})
         edge = _edge_lesions(regions)
         for name, why in edge.items():
@@ -355,6 +370,26 @@ def _combine(outs: Sequence[DoseNetOutput]) -> dict[str, torch.Tensor]:
         raise InputError("the model predicts dose directly (dose_mode=direct): it has no TIA map for ludl.inference")
     tia = torch.stack([t[0, 0].float().cpu() for t in tias if t is not None]).mean(dim=0)
     return {"dose": dose, "dose_sd": sd, "tia": tia, "classes": classes, "members": torch.stack(doses)}
+
+
+def drop_small_lesions(
+    classes: npt.NDArray[np.int32], spacing_zyx_mm: Sequence[float], min_lesion_ml: float
+) -> tuple[npt.NDArray[np.int32], int]:
+    """The class map with lesion components (26-connected, as `expand_regions` numbers them) under `min_lesion_ml`
+    set to background, and how many there were."""
+    lesion = classes == _LESION_CLASS
+    if min_lesion_ml <= 0 or not lesion.any():
+        return classes, 0
+    components, n = ndimage.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
+    voxel_ml = float(np.prod(spacing_zyx_mm)) * ML_PER_MM3
+    sizes_ml = np.bincount(components.ravel(), minlength=n + 1) * voxel_ml
+    small = sizes_ml < min_lesion_ml
+    small[0] = False
+    if not small[1:].any():
+        return classes, 0
+    out = classes.copy()
+    out[small[components]] = 0
+    return out, int(small[1:].sum())
 
 
 def _edge_lesions(regions: RegionSet) -> dict[str, str]:

@@ -20,3 +20,25 @@ def test_effective_half_life_of_a_mono_exponential(half_life_h: float, time_h: f
 
 def test_no_mono_exponential_below_e_times_t() -> None:
     assert math.isnan(effective_half_life_h(2.0 * 24.0, 24.0))  # τ < e·t: no curve from injection fits
+
+
+def test_lesion_specks_below_the_minimum_volume_become_background() -> None:
+    import numpy as np
+
+    from ludl.inference.predictor import drop_small_lesions
+    from ludl.io.regions import SEGMENTATION_CLASSES
+
+    lesion = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "lesion")
+    organ = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "organ")
+    classes = np.zeros((20, 20, 20), dtype=np.int32)
+    classes[2:6, 2:6, 2:6] = lesion  # 64 voxels of 4.8 mm: 7.1 mL, kept
+    classes[10, 10, 10] = lesion  # one voxel: 0.11 mL, dropped
+    classes[15, 15, 15] = lesion  # and another, diagonal to the next: one 26-connected component of 2 voxels
+    classes[16, 16, 16] = lesion
+    classes[10:14, 2:4, 2:4] = organ
+    out, n = drop_small_lesions(classes, (4.8, 4.8, 4.8), 0.5)
+    assert n == 2
+    assert (out == lesion).sum() == 64 and (out == organ).sum() == 16
+    assert out[10, 10, 10] == 0 and out[15, 15, 15] == 0
+    same, none = drop_small_lesions(classes, (4.8, 4.8, 4.8), 0.0)
+    assert none == 0 and same is classes
