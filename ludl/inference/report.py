@@ -133,7 +133,7 @@ def report_content(
         response=response,
         warnings=prediction.warnings,
         notes=tuple(notes),
-        registration_rows=({"image": "PET/CT → SPECT/CT", **inputs.registration},) if inputs.registration else (),
+        registration_rows=(_registration_row(inputs.registration),) if inputs.registration else (),
     )
 
 
@@ -152,3 +152,21 @@ def _coverage_note(coverage: Mapping[str, Any]) -> str:
     return f"Measured 90 % interval coverage on held-out patients: {100 * float(coverage['coverage_90']):.0f} %" + (
         f" ({'; '.join(parts)})." if parts else "."
     )
+
+
+def _registration_row(info: Mapping[str, Any]) -> dict[str, object]:
+    """The PET registration in the report's registration columns (shifts and rotations per axis, flags in words)."""
+    tx, ty, tz = (float(v) for v in info["translation_mm"])
+    rx, ry, rz = (float(v) for v in info["rotation_deg"])
+    return {
+        "image": "PET/CT → SPECT/CT",
+        "tx_mm": tx,
+        "ty_mm": ty,
+        "tz_mm": tz,
+        "rx_deg": rx,
+        "ry_deg": ry,
+        "rz_deg": rz,
+        "hu_correlation": float(info["hu_correlation"]),
+        "mean_abs_diff_hu": float(info["mean_abs_diff_hu"]),
+        "flags": "; ".join(str(f) for f in info.get("flags", ())) or "none",
+    }

@@ -47,6 +47,7 @@ _REGISTRATION_COLUMNS = {
     "mean_abs_diff_hu": "Mean |CT difference| (HU)",
     "large_diff_fraction": "Share of body voxels > 300 HU apart",
     "flags": "Flags",
+    "image": "Image",
 }
 _REGISTRATION_DIGITS = {"hu_correlation": 3}  # every other number: one decimal (mm, °, HU, h)
 
@@ -164,7 +165,8 @@ def _registration_html(rows: Sequence[Mapping[str, object]]) -> str:
         return _esc(value)
 
     body = "".join("<tr>" + "".join(f"<td>{cell(k, r.get(k, ''))}</td>" for k in keys) + "</tr>" for r in rows)
-    return f"<h2>Registration of the time points</h2><table><tr>{head}</tr>{body}</table>"
+    title = "Registration of the time points" if "timepoint_h" in keys else "Registration"
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{body}</table>"
 
 
 def render_html(content: ReportContent, figures: Mapping[str, bytes | None], *, pdf_note: str = "") -> str:
