@@ -87,19 +87,22 @@ class ModelSet:
         version = self.first.model.get("ludl_version", "?")
         return f"{names} (ludl {version}{', ensemble of ' + str(len(self.models)) if len(self.models) > 1 else ''})"
 
-    def region_relative_sd(self, kind: str, time_h: float) -> float:
-        """Relative SD of one model's region mean (kind group ``lesion``/``organ``, scan `time_h`): the validation
-        fold's conformal 90 % half-width (`model.json` ``region_uncertainty``, `ludl.models.uncertainty`) / Z_90,
-        averaged over members. Artifacts written before it existed: their held-out median |error| read as a normal
-        (`legacy_relative_sd`). NaN when neither is recorded."""
-        widths = [
-            nearest_half_width(m.artifact.model.get("region_uncertainty") or {}, kind_group(kind), time_h)
-            for m in self.models
-        ]
-        finite = [w for w in widths if math.isfinite(w)]
-        if finite:
-            return sum(finite) / len(finite) / Z_90
-        return self.legacy_relative_sd(kind)
+    def region_relative_sds(self, time_h: float) -> dict[str, float]:
+        """Relative SD of one model's region mean at scan `time_h`, per region class (``kidneys``, ``lesions`` …) the
+        training fitted and per kind group (``lesion``/``organ``): the validation fold's conformal 90 % half-width
+        (`model.json` ``region_uncertainty``, `ludl.models.uncertainty`) / Z_90, averaged over members. Artifacts
+        written before it existed: the groups from their held-out median |error| (`legacy_relative_sd`)."""
+        tables = [m.artifact.model.get("region_uncertainty") or {} for m in self.models]
+        keys = sorted({str(k) for table in tables for k in table} | {"lesion", "organ"})
+        out: dict[str, float] = {}
+        for key in keys:
+            widths = [nearest_half_width(table, key, key, time_h) for table in tables]
+            finite = [w for w in widths if math.isfinite(w)]
+            if finite:
+                out[key] = sum(finite) / len(finite) / Z_90
+        if not any(tables):
+            out = {k: self.legacy_relative_sd(k) for k in ("lesion", "organ")}
+        return out
 
     def legacy_relative_sd(self, kind: str) -> float:
         """Relative SD from the held-out median |error| % (SD = median|e| / 0.6745) over all scan times of `kind`:

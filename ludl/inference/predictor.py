@@ -286,7 +286,7 @@ class Predictor:
         activity = torch.as_tensor(np.asarray(spect.array, dtype=np.float64) / 1e6)
         density = torch.as_tensor(np.asarray(inputs.density.array))
         members = list(maps["members"])
-        relative = {k: self.models.region_relative_sd(k, inputs.time_h) for k in ("lesion", "organ")}
+        relative = self.models.region_relative_sds(inputs.time_h)
         common: dict[str, Any] = {
             "time_h": inputs.time_h,
             "fwhm_mm": inputs.fwhm_mm,

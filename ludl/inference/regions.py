@@ -26,7 +26,7 @@ from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.single_scan import correct_region_doses
 from ludl.dosimetry.stp_population import region_class
 from ludl.models.calibration import nearest_factor
-from ludl.models.uncertainty import Z_90
+from ludl.models.uncertainty import Z_90, interval_class
 from ludl.models.whole_volume import CorrectionInput, region_means
 from ludl.physics.radiobiology import (
     KIDNEY_ALPHA_BETA_GY,
@@ -140,7 +140,8 @@ def region_table(
         tia_mbq_h_per_ml, activity_mbq_per_ml, density_g_per_ml: the TIA, the scan's activity and density.
         regions: the regions scored (network segmentation or a reference label map).
         fwhm_mm: the SPECT's resolution for the partial-volume correction (None: uncorrected means reported).
-        relative_sd: kind group (``lesion``/``organ``) → one model's relative SD of a region mean at this scan time.
+        relative_sd: interval class (`ludl.models.uncertainty.interval_class`) or kind group (``lesion``/``organ``,
+            the fallback) → one model's relative SD of a region mean at this scan time (`ModelSet.region_relative_sds`).
         source: ``network`` or ``reference`` (whose regions these are).
         edge_flags: region → why it is not scored (e.g. it touches the edge of the field of view).
         calibration: the artifact's region calibration ({region class: {scan time: factor}},
@@ -186,7 +187,9 @@ def region_table(
         mean = mean if math.isfinite(mean) else float(means[i])
         if calibration:
             mean *= nearest_factor(calibration, region_class(name, kind) or "", time_h)
-        rel = float(relative_sd.get("lesion" if kind == "lesion" else "organ", math.nan))
+        group = "lesion" if kind == "lesion" else "organ"
+        cls = interval_class(region_class(name, kind), kind, stats.volume_ml)
+        rel = float(relative_sd.get(cls or group, relative_sd.get(group, math.nan)))
         model_sd = mean * rel if math.isfinite(rel) else 0.0
         sd = math.hypot(float(member_sd[i]), model_sd)
         bed = math.nan
