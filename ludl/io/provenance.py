@@ -38,6 +38,7 @@ __all__ = [
     "canonical_json",
     "claim_output_dir",
     "code_version",
+    "source_fingerprint",
     "dataset_provenance",
     "dosimetry_owner",
     "file_sha256",
@@ -107,6 +108,20 @@ def code_version() -> str:
     from ludl import __version__
 
     return f"ludl {__version__}"
+
+
+def source_fingerprint(*packages: str) -> str:
+    """SHA-256 (hex, 24 characters) of the source of ludl subpackages (e.g. ``"synth"``): a cache of their results is
+    stale once the code that wrote it changes, whatever the version number says."""
+    import ludl
+
+    root = Path(ludl.__file__).resolve().parent
+    h = hashlib.sha256()
+    for package in sorted(packages):
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:24]
 
 
 def input_checksums(root: str | Path, relative_paths: Sequence[str]) -> dict[str, str]:
