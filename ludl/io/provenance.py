@@ -38,7 +38,6 @@ __all__ = [
     "canonical_json",
     "claim_output_dir",
     "code_version",
-    "source_fingerprint",
     "dataset_provenance",
     "dosimetry_owner",
     "file_sha256",
@@ -48,6 +47,7 @@ __all__ = [
     "read_output_record",
     "rows_sha256",
     "settings_hash",
+    "source_fingerprint",
     "update_output_record",
 ]
 
