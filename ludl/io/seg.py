@@ -17,7 +17,6 @@ caller's own label values when a name → value mapping is given.
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import os
 from collections.abc import Mapping, Sequence
@@ -29,13 +28,12 @@ import numpy as np
 from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
-from ludl.io.deid import set_patient_module
+from ludl.io.dicom_derived import derived_sources, hd_volume, pin_header, shorten_decimal_string
 from ludl.io.dicom_file import reads_dicom
-from ludl.io.rtdose import new_uid, reference_attributes
+from ludl.io.rtdose import new_uid
 
 __all__ = ["read_seg", "segment_codes", "write_seg"]
 
-_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 # Region name stem → pydicom.sr.codedict SCT keyword (docs/architecture.md region names; laterality stays in the label).
 _ORGAN_CODES = {
     "kidney": "Kidney",
@@ -76,165 +74,9 @@ def _names_mapping(names: Mapping[str, int] | Sequence[str]) -> dict[str, int]:
     return mapping
 
 
-def _load_sources(reference: Any) -> list[Any]:
-    import pydicom
-
-    if isinstance(reference, str | os.PathLike):
-        folder = Path(reference)
-        files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else [folder]
-        reference = files
-    if isinstance(reference, pydicom.Dataset):
-        return [reference]
-    datasets = []
-    for item in reference:
-        if isinstance(item, pydicom.Dataset):
-            datasets.append(item)
-            continue
-        try:
-            datasets.append(pydicom.dcmread(item, stop_before_pixels=True))
-        except Exception as exc:
-            if isinstance(reference, list) and len(reference) > 1 and Path(item).parent.is_dir():
-                continue  # a non-DICOM file inside a series folder
-            raise DicomError(f"source image {item} is not readable DICOM ({exc})") from exc
-    if not datasets:
-        raise DicomError(f"no DICOM source images found in {reference!r:.80}; pass the series the labels belong to")
-    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in datasets}
-    if len(series) > 1:
-        raise DicomError(f"source images come from {len(series)} series; pass the one series the labels were drawn on")
-    return datasets
-
-
-def _synthetic_source(labels: Volume, ref: Mapping[str, Any], uid_seed: str | None, date: str) -> Any:
-    """A header-only source instance (not written) for labels with no DICOM source."""
-    import pydicom
-
-    ds = pydicom.Dataset()
-    ds.SOPClassUID = _SECONDARY_CAPTURE
-    ds.SOPInstanceUID = new_uid(uid_seed, "seg-synthetic-source")
-    ds.SeriesInstanceUID = new_uid(uid_seed, "seg-synthetic-source-series")
-    ds.StudyInstanceUID = ref.get("StudyInstanceUID") or new_uid(uid_seed, "study")
-    ds.FrameOfReferenceUID = ref.get("FrameOfReferenceUID") or new_uid(uid_seed, "frame-of-reference")
-    ds.Modality = "OT"
-    ds.PatientName = ref.get("PatientName", "")
-    ds.PatientID = ref.get("PatientID", "")
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
-    ds.StudyDate = ref.get("StudyDate", date)
-    ds.StudyTime = ref.get("StudyTime", "000000")
-    ds.StudyID = ""
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.Rows, ds.Columns = labels.shape[1], labels.shape[2]
-    ds.PositionReferenceIndicator = ""
-    # highdicom needs a patient-coordinate source: give it the labels' first plane.
-    ds.ImagePositionPatient = [float(v) for v in labels.origin_xyz_mm]
-    ds.ImageOrientationPatient = [float(v) for v in (*labels.direction[:, 0], *labels.direction[:, 1])]
-    ds.PixelSpacing = [float(labels.spacing_zyx_mm[1]), float(labels.spacing_zyx_mm[2])]
-    ds.SliceThickness = float(labels.spacing_zyx_mm[0])
-    return ds
-
-
-def _with_functional_groups(ds: Any) -> Any:
-    """A header copy of a multi-frame NM image with the geometry highdicom looks for, synthesised.
-
-    NM keeps position and orientation in DetectorInformationSequence and steps frames by the (signed)
-    SpacingBetweenSlices along the plane normal (PS3.3 C.8.4.15); highdicom reads multi-frame geometry from the
-    Shared/Per-frame Functional Groups of enhanced objects, so those are built from the NM attributes. The file on
-    disk is untouched; only the SEG's references point at this instance.
-    """
-    import pydicom
-
-    has_groups = "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
-    n_frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if has_groups or (n_frames == 1 and "ImagePositionPatient" in ds):
-        return ds
-    detectors = ds.get("DetectorInformationSequence") or [ds]
-    where = detectors[0] if "ImagePositionPatient" in detectors[0] else ds
-    if "ImagePositionPatient" not in where or "ImageOrientationPatient" not in where or "PixelSpacing" not in ds:
-        raise DicomError(
-            "the source image has no ImagePositionPatient/ImageOrientationPatient/PixelSpacing (root, functional "
-            "groups or DetectorInformationSequence); pass the CT series or a Volume carrying the Frame of Reference"
-        )
-    position = np.asarray([float(v) for v in where.ImagePositionPatient])
-    orientation = [float(v) for v in where.ImageOrientationPatient]
-    normal = np.cross(orientation[:3], orientation[3:])
-    step = float(getattr(ds, "SpacingBetweenSlices", 0) or getattr(ds, "SliceThickness", 0) or 0)
-    if step == 0 and n_frames > 1:
-        raise DicomError("multi-frame source without SpacingBetweenSlices or SliceThickness; cannot place its frames")
-    header = copy.deepcopy(ds)
-    measures = pydicom.Dataset()
-    measures.PixelSpacing = ds.PixelSpacing
-    measures.SliceThickness = getattr(ds, "SliceThickness", None) or abs(step)
-    if step:
-        measures.SpacingBetweenSlices = abs(step)
-    plane = pydicom.Dataset()
-    plane.ImageOrientationPatient = orientation
-    shared = pydicom.Dataset()
-    shared.PixelMeasuresSequence = [measures]
-    shared.PlaneOrientationSequence = [plane]
-    header.SharedFunctionalGroupsSequence = [shared]
-    frames = []
-    for k in range(n_frames):
-        item = pydicom.Dataset()
-        plane_position = pydicom.Dataset()
-        plane_position.ImagePositionPatient = [float(v) for v in position + k * step * normal]
-        item.PlanePositionSequence = [plane_position]
-        frames.append(item)
-    header.PerFrameFunctionalGroupsSequence = frames
-    return header
-
-
-def _hd_volume(labels_compact: np.ndarray, labels: Volume, frame_of_reference_uid: str) -> Any:
-    import highdicom as hd
-
-    # highdicom's affine maps (slice, row, column) indices to LPS mm: columns are the z, y, x axes of our Volume.
-    affine = np.eye(4)
-    dz, dy, dx = labels.spacing_zyx_mm
-    affine[:3, 0] = labels.direction[:, 2] * dz
-    affine[:3, 1] = labels.direction[:, 1] * dy
-    affine[:3, 2] = labels.direction[:, 0] * dx
-    affine[:3, 3] = labels.origin_xyz_mm
-    return hd.Volume(labels_compact, affine, "PATIENT", frame_of_reference_uid=frame_of_reference_uid)
-
-
 def _seg_sources(labels: Volume, reference: Any, uid_seed: str | None, date: str) -> tuple[list[Any], str]:
     """The source images a SEG references (loaded, or one synthetic stand-in) and their FrameOfReferenceUID."""
-    if isinstance(reference, Volume | Mapping):
-        ref = reference_attributes(reference)
-        sources = [_synthetic_source(labels, ref, uid_seed, date)]
-    elif reference is None:
-        sources = [_synthetic_source(labels, reference_attributes(labels), uid_seed, date)]
-    else:
-        sources = _load_sources(reference)
-        if len(sources) == 1:
-            sources = [_with_functional_groups(sources[0])]
-    frame_uid = str(getattr(sources[0], "FrameOfReferenceUID", ""))
-    if not frame_uid:
-        raise DicomError("the source images carry no FrameOfReferenceUID; a SEG cannot be placed without one")
-    own_frame = labels.meta.get("FrameOfReferenceUID")
-    if own_frame and str(own_frame) != frame_uid:
-        raise GeometryError(
-            f"labels belong to Frame of Reference {own_frame} but the source images to {frame_uid}; "
-            "pass the series the labels were drawn on"
-        )
-    return sources, frame_uid
-
-
-# Over 80 lines only by its signature and Args docstring: the body is one sequence of steps.
-def _shorten_decimal_string(dataset: Any, element: Any) -> None:
-    """Rewrite a decimal string (VR DS) longer than DICOM's 16 characters as pydicom's auto-format does.
-
-    highdicom writes each frame's ImagePositionPatient at full float precision; a SPECT origin such as −188.2211433…
-    then breaks the VR (dciodvfy: "Length invalid"). Rounding to 16 characters moves a plane by < 1e-9 mm.
-    """
-    from pydicom.valuerep import DS
-
-    if element.VR != "DS" or element.value is None:
-        return
-    values = element.value if element.VM > 1 else [element.value]
-    if any(len(str(v)) > 16 for v in values):
-        fixed = [DS(float(v), auto_format=True) for v in values]
-        element.value = fixed if element.VM > 1 else fixed[0]
+    return derived_sources(labels, reference, uid_seed, date, role="seg", what="a SEG", noun="labels")
 
 
 def write_seg(
@@ -299,7 +141,7 @@ def write_seg(
     ]
     seg = hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=_hd_volume(compact, labels, frame_uid),
+        pixel_array=hd_volume(compact, labels, frame_uid),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=new_uid(uid_seed, "seg-series"),
@@ -315,41 +157,11 @@ def write_seg(
         # map keeps its planes because a SEG needs at least one frame.
         omit_empty_frames=bool(compact.any()),
     )
-    _finish(seg, deidentify=deidentify, patient_id=patient_id, uid_seed=uid_seed, date=date, time=time)
-    seg.walk(_shorten_decimal_string)
+    pin_header(seg, role="seg", deidentify=deidentify, patient_id=patient_id, uid_seed=uid_seed, date=date, time=time)
+    seg.walk(shorten_decimal_string)
     with atomic_write(path, suffix=".dcm") as tmp:
         pydicom.dcmwrite(tmp, seg, enforce_file_format=True)
     return Path(path)
-
-
-def _finish(seg: Any, *, deidentify: bool, patient_id: str | None, uid_seed: str | None, date: str, time: str) -> None:
-    """De-identify and pin the dates/UIDs highdicom chose itself, so a seeded write is reproducible."""
-    if deidentify:
-        set_patient_module(seg, deidentify=True, patient_id=patient_id)
-        # Study-level identifiers as in write_rtdose: the Study UID stays (it links the SEG to its images).
-        seg.AccessionNumber = ""
-        seg.ReferringPhysicianName = ""
-        seg.StudyID = ""
-        seg.StudyDate, seg.StudyTime = date, time
-    elif patient_id:
-        seg.PatientName = patient_id
-        seg.PatientID = patient_id
-    for key in ("ContentDate", "SeriesDate", "InstanceCreationDate"):
-        if key in seg:
-            setattr(seg, key, date)
-    for key in ("ContentTime", "SeriesTime", "InstanceCreationTime"):
-        if key in seg:
-            setattr(seg, key, time)
-    for item in seg.get("ContributingEquipmentSequence", []):
-        if "ContributionDateTime" in item:
-            item.ContributionDateTime = date + time
-    if uid_seed is not None and "DimensionOrganizationSequence" in seg:
-        fixed = new_uid(uid_seed, "seg-dimension-organization")
-        for item in seg.DimensionOrganizationSequence:
-            item.DimensionOrganizationUID = fixed
-        for item in seg.get("DimensionIndexSequence", []):
-            if "DimensionOrganizationUID" in item:
-                item.DimensionOrganizationUID = fixed
 
 
 @reads_dicom
