@@ -35,6 +35,7 @@ OUTPUT_FILES: Mapping[str, str] = {
     "labels": "labels.nii.gz",
     "rtdose": "rtdose.dcm",
     "seg": "seg.dcm",
+    "tia_pm": "tia_pm.dcm",
     "regions": "regions.csv",
     "summary": "summary.json",
 }
@@ -145,6 +146,7 @@ def _dicom_reference(prediction: Prediction) -> Any:
 
 
 def _write_dicom(prediction: Prediction, out: Path, keep_identifiers: bool, seed: str) -> dict[str, Path]:
+    from ludl.io.parametric_map import write_parametric_map
     from ludl.io.rtdose import write_rtdose
     from ludl.io.seg import write_seg
 
@@ -168,7 +170,15 @@ def _write_dicom(prediction: Prediction, out: Path, keep_identifiers: bool, seed
     if isinstance(reference, Mapping):
         labels = labels.with_array(labels.array, FrameOfReferenceUID=reference["FrameOfReferenceUID"])
     seg = write_seg(labels, out / OUTPUT_FILES["seg"], reference, names, **who)  # type: ignore[arg-type]
-    return {"rtdose": rtdose, "seg": seg}
+    # The TIA is not a dose: RT Dose holds Gy only (a planning system would read it as one), so a Parametric Map.
+    tia_pm = write_parametric_map(
+        prediction.tia,
+        out / OUTPUT_FILES["tia_pm"],
+        reference,
+        description=f"ludl TIA, single scan at {inputs.time_h:.1f} h",
+        **who,  # type: ignore[arg-type]
+    )
+    return {"rtdose": rtdose, "seg": seg, "tia_pm": tia_pm}
 
 
 def write_outputs(
@@ -184,7 +194,7 @@ def write_outputs(
     """Write every output of `prediction` into `out_dir` (created); returns role → path.
 
     Args:
-        dicom: write the RT Dose and SEG objects.
+        dicom: write the RT Dose, SEG and TIA Parametric Map objects.
         report: write the clinical report (`ludl.report.write_report`).
         keep_identifiers: write the patient's ID (DICOM patient module, summary.json); default pseudonymised.
         calibration: the model's measured interval coverage (summary.json and the report).

@@ -11,6 +11,8 @@ from __future__ import annotations
 from ludl._lazy import lazy_getattr
 
 _PUBLIC = {
+    "read_parametric_map": "ludl.io.parametric_map",
+    "write_parametric_map": "ludl.io.parametric_map",
     "read_nm": "ludl.io.nm",
     "read_nm_beds": "ludl.io.nm",
     "read_pet": "ludl.io.pet",

@@ -76,6 +76,15 @@ def test_rtdose_and_seg_share_the_spect_frame_of_reference_and_grid(written: Any
     nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(files["dose"])))
     stored = dose.pixel_array.astype(np.float64) * float(dose.DoseGridScaling)
     assert np.max(np.abs(stored - nifti)) <= 1e-6 * float(nifti.max()) + 1e-12
+    # the TIA Parametric Map: same Frame of Reference and Study, and the NIfTI TIA's values (float32, no rescale)
+    from ludl.io.parametric_map import read_parametric_map
+
+    pm = pydicom.dcmread(files["tia_pm"])
+    assert pm.FrameOfReferenceUID == spect.FrameOfReferenceUID and pm.StudyInstanceUID == spect.StudyInstanceUID
+    tia_pm = read_parametric_map(files["tia_pm"])
+    tia_nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(files["tia"])))
+    assert tia_pm.shape == grid.shape and np.allclose(tia_pm.origin_xyz_mm, grid.origin_xyz_mm, atol=1e-3)
+    assert np.array_equal(np.asarray(tia_pm.array, dtype=np.float32), tia_nifti.astype(np.float32))
     # every NIfTI output has the SPECT's geometry
     for role in ("dose", "tia", "dose_sd", "labels"):
         image = sitk.ReadImage(str(files[role]))
@@ -114,7 +123,7 @@ def test_region_table_equals_independent_statistics(written: Any) -> None:
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
-@pytest.mark.parametrize("role", ["rtdose", "seg"])
+@pytest.mark.parametrize("role", ["rtdose", "seg", "tia_pm"])
 def test_dicom_objects_pass_dciodvfy(written: Any, role: str) -> None:
     _, files, _, _ = written
     result = subprocess.run(["dciodvfy", str(files[role])], capture_output=True, text=True, timeout=60, check=False)
@@ -127,7 +136,7 @@ def test_no_identifiers_and_a_complete_summary(written: Any, dicom_patient: Dico
     summary = json.loads(Path(files["summary"]).read_text())
     for path in (files["summary"], files["regions"]):
         assert "SYN0001" not in Path(path).read_text()
-    for role in ("rtdose", "seg"):
+    for role in ("rtdose", "seg", "tia_pm"):
         ds = pydicom.dcmread(files[role])
         assert "SYN0001" not in str(ds.PatientID) and "SYN0001" not in str(ds.PatientName)
     assert summary["patient"].startswith("P-") and summary["identifiers_kept"] is False
