@@ -396,6 +396,8 @@ class ResponsePrior:
     # as the dosimetry oracle (≈ 0.80), the dose adding +0.10 over PET-only. Against a 24 h concentration it adds
     # only +0.012: lesion uptake rises for up to ≈ 24 h, so the 24 h concentration also reads retention and
     # keeps ≈ 80 % of the dose's variance even at wider T_eff spreads (docs/synthetic-cohort.md, "Response").
+    # γ = 0 does not fix it (+0.006 on 800 patients, PET-only then 0.64), nor does patient-level lesion retention
+    # (`LesionPrior.t_eff_patient_variance_fraction` 0.9: +0.010 [0.000, 0.018] on 2,000).
     pet_radiosensitivity_exponent: float = 1.0
     # Truth-map mean dose of a lesion / its sphere self-dose (unit density), by site: ρ_k/ρ of the site's
     # lesion density (bone lesions are dense) and the cross-dose. Measured on 16 `demo` patients with truth
