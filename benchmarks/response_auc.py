@@ -12,11 +12,14 @@ response) it scores, at each dose-response strength (multiples of the default `d
 - ``p_observable``: the dosimetry-oracle AUC (the exact posterior given cycle-1 dosimetry, PET, baseline PSA);
 - ``p_true``: the full achievable AUC (hidden biology known).
 
-Differences (dose − PET only, dose − proxy) carry paired bootstrap CIs. ``--dose-agreement N`` instead draws N
-`demo` patients with truth maps and compares each lesion's truth-map mean dose with `lesion_dose_gy`.
+Differences (dose − PET only, dose − proxy) carry paired bootstrap CIs; the R² of log dose on log 24 h
+concentration (lesions, patient means) says how much of the dose one 24 h scan already shows.
+``--dose-agreement N`` instead draws N `demo` patients with truth maps and compares each lesion's truth-map
+mean dose with `lesion_dose_gy`.
 
     python benchmarks/response_auc.py                          # 2,000 patients, strengths 0, 1, 2 × default
     python benchmarks/response_auc.py --n 1000 --strengths 1 --set response.pet_radiosensitivity_exponent=0.5
+    python benchmarks/response_auc.py --strengths 1 --set lesions.t_eff_patient_variance_fraction=0.9
     python benchmarks/response_auc.py --dose-agreement 16
 """
 
@@ -194,6 +197,24 @@ def _ci(x: FloatArray) -> str:
     return f"[{lo:.3f}, {hi:.3f}]"
 
 
+def dose_explained_by_proxy(records: Sequence[PatientRecord]) -> tuple[float, float]:
+    """R² of log dose on log 24 h concentration: pooled over lesions, and of the volume-weighted patient means.
+
+    1 − R² is what a single 24 h scan cannot see of the dose (mostly retention beyond 24 h): the room the
+    dose has over the proxy.
+    """
+
+    def r2(a: FloatArray, b: FloatArray) -> float:
+        return float(np.corrcoef(a, b)[0, 1] ** 2)
+
+    log_d = [np.log(r.dose_gy) for r in records]
+    log_c = [np.log(r.conc24_mbq_per_ml) for r in records]
+    w = [r.volume_ml / r.volume_ml.sum() for r in records]
+    pd = np.array([wi @ d for wi, d in zip(w, log_d, strict=True)])
+    pc = np.array([wi @ c for wi, c in zip(w, log_c, strict=True)])
+    return r2(np.concatenate(log_d), np.concatenate(log_c)), r2(pd, pc)
+
+
 def auc_table(records: Sequence[PatientRecord], priors: CohortPriors, n_boot: int = 1000) -> list[str]:
     """Lines of the AUC table with 95 % CIs, and the dose's gains with paired CIs."""
     y, scores = response_scores(records, priors)
@@ -208,6 +229,8 @@ def auc_table(records: Sequence[PatientRecord], priors: CohortPriors, n_boot: in
             lines.append(f"  {top} − {base}: {d:+.3f}  {_ci(boot[top] - boot[base])}")
     p_obs = scores["p_observable (oracle)"]
     lines.append(f"  non-response rate {y.mean():.3f}, mean p_observable {p_obs.mean():.3f}, n {y.size}")
+    r2_lesion, r2_patient = dose_explained_by_proxy(records)
+    lines.append(f"  R² log dose ~ log 24 h concentration: lesions {r2_lesion:.3f}, patient means {r2_patient:.3f}")
     return lines
 
 

@@ -321,6 +321,14 @@ class LesionPrior:
     # organs' (σ_log 0.3–0.4 with ranges of 5–18×, AAPM 2026 abstract); a wide tumour T_eff spread is why
     # single-scan tumour dosimetry of 177Lu-PSMA is unreliable (J Nucl Med 2022, PMC8882881).
     t_eff_sigma_log: float = range_sigma_log(40.0, 160.0)
+    # Share of the lesion log T_eff variance that is patient-level (shared by all of a patient's lesions): the
+    # patient factor every region shares (`structure.shared_variance_fraction`, 0.3) plus, above it, a tumour
+    # factor of the patient's own (tumour biology: internalisation, PSMA recycling). None = the shared fraction
+    # alone (no tumour factor; the default, so default cohorts are unchanged). Must be ≥ that fraction.
+    # No publication splits lesion T_eff variance into patient and lesion parts (assumption either way). It
+    # does not open the dose-over-24 h-proxy gap: +0.002 / −0.002 / +0.002 at 0.3 / 0.6 / 0.9 on 800
+    # patients (docs/synthetic-cohort.md, "Response": why a 24 h scan keeps most of the dose information).
+    t_eff_patient_variance_fraction: float | None = None
     # Assumption: PSMA expression per mL, sized (with the T_eff spread) for the dose GSD above: 2.07 on the
     # 300-patient test population (0.5 with the former T_eff σ_log 0.3).
     uptake_sigma_log: float = 0.47
@@ -388,6 +396,8 @@ class ResponsePrior:
     # as the dosimetry oracle (≈ 0.80), the dose adding +0.10 over PET-only. Against a 24 h concentration it adds
     # only +0.012: lesion uptake rises for up to ≈ 24 h, so the 24 h concentration also reads retention and
     # keeps ≈ 80 % of the dose's variance even at wider T_eff spreads (docs/synthetic-cohort.md, "Response").
+    # γ = 0 does not fix it (+0.006 on 800 patients, PET-only then 0.64), nor does patient-level lesion retention
+    # (`LesionPrior.t_eff_patient_variance_fraction` 0.9: +0.010 [0.000, 0.018] on 2,000).
     pet_radiosensitivity_exponent: float = 1.0
     # Truth-map mean dose of a lesion / its sphere self-dose (unit density), by site: ρ_k/ρ of the site's
     # lesion density (bone lesions are dense) and the cross-dose. Measured on 16 `demo` patients with truth

@@ -231,7 +231,7 @@ def _draw_lesion_rates(
     volumes: FloatArray,
     sites: tuple[str, ...],
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Lesion uptake ∝ volume × site factor × expression; T_eff = median × patient × lesion factor.
+    """Lesion uptake ∝ volume × site factor × expression; T_eff = median × patient × tumour × lesion factor.
 
     Returns:
         (uptake per h, release per h, T_eff z-scores, log uptake factors), one value per lesion.
@@ -240,8 +240,15 @@ def _draw_lesion_rates(
     st, lp = priors.structure, priors.lesions
     s_sh, rho = st.shared_variance_fraction, st.uptake_t_eff_correlation
     n_lesions = len(sites)
+    f_pat = s_sh if lp.t_eff_patient_variance_fraction is None else lp.t_eff_patient_variance_fraction
+    if not s_sh <= f_pat <= 1.0:
+        raise InputError(
+            f"lesions.t_eff_patient_variance_fraction must be in [shared_variance_fraction ({s_sh}), 1], got {f_pat}"
+        )
+    # The tumour factor is drawn only when it has weight: the default cohorts keep their streams byte for byte.
+    z_tumour = float(rng.standard_normal()) if f_pat > s_sh else 0.0
     zl_t, zl_u = rng.standard_normal(n_lesions), rng.standard_normal(n_lesions)
-    z_t_les = math.sqrt(s_sh) * z_patient + math.sqrt(1.0 - s_sh) * zl_t
+    z_t_les = math.sqrt(s_sh) * z_patient + math.sqrt(f_pat - s_sh) * z_tumour + math.sqrt(1.0 - f_pat) * zl_t
     log_u_les = lp.uptake_sigma_log * (rho * z_t_les + math.sqrt(1.0 - rho**2) * zl_u)
     site_f = np.array([lp.site_uptake_factor[s] for s in sites], dtype=np.float64)
     a_les = ref.lesion_uptake_per_ml * volumes * site_f * np.exp(log_u_les)
