@@ -129,11 +129,18 @@ def _posterior_elements(
     """
     wall = 4.5 * f  # pedicle and lamina thickness
     ax = np.abs(x)
-    # Pedicles: two bars beside the canal, from the back of the body to the canal's mid-depth.
-    pedicles = (ax >= rc) & (ax <= rc + wall) & (v >= -rc - 2.0) & (v <= 0.3 * rc) & (np.abs(w) <= 0.6 * half_h)
-    # Laminae: the posterior half-ring closing the canal.
+    # Pedicles: two bars beside the canal, from the back of the body to the canal's mid-depth, on the upper part of
+    # the body (the inferior vertebral notch lies below them).
+    pedicles = (
+        (ax >= rc) & (ax <= rc + wall) & (v >= -rc - 2.0) & (v <= 0.3 * rc) & (np.abs(w - 0.3 * half_h) <= 0.6 * half_h)
+    )
+    # Laminae: the posterior half-ring closing the canal, sloping down behind the disc below.
     rr = np.sqrt(x * x + v * v)
-    laminae = (rr >= rc) & (rr <= rc + wall) & (v >= 0.0) & (np.abs(w) <= 0.75 * half_h)
+    laminae = (rr >= rc) & (rr <= rc + wall) & (v >= 0.0) & (np.abs(w + 0.15 * half_h) <= 0.8 * half_h)
+    # Articular pillars: the superior and inferior facets at the pedicle–lamina junction reach the levels above and
+    # below, so a coronal section through the arch shows continuous facet columns.
+    pillars = (np.abs(ax - rc - 0.5 * wall) <= 0.5 * wall + 1.0) & (np.abs(v - 0.5 * rc) <= 0.5 * rc + 1.0)
+    pillars = pillars & (np.abs(w) <= 1.15 * half_h)
     length, slope, blade = _SPINOUS[region]
     t = v - rc  # distance behind the laminae
     w_axis = -slope * np.clip(t, 0.0, None)
@@ -146,7 +153,7 @@ def _posterior_elements(
         & (np.abs(v - sweep * f * lateral) <= 0.5 * wall + 1.0)
         & (np.abs(w) <= 0.35 * half_h + 1.0)
     )
-    return pedicles | laminae | spinous | transverse
+    return pedicles | laminae | pillars | spinous | transverse
 
 
 def paint_ribs(cv: Canvas) -> None:
@@ -307,7 +314,27 @@ def paint_pelvis_femora(cv: Canvas, s_l5: float) -> dict[str, tuple[float, float
     s_fh = s_l5 + 130.0  # femoral heads
     marks: dict[str, tuple[float, float, float]] = {}
     _paint_iliac_wings(cv, crest, s_fh - 25.0)
+    s_sacrum = s_l5 + 3.0
     for side in (-1.0, 1.0):
+        # Posterior ilium: from the crest's back end over the sacro-iliac joint (S1–S3, against the sacrum's
+        # lateral edge) to the posterior superior iliac spine (assumption on the exact course).
+        bone_tube(
+            cv,
+            "pelvis",
+            [
+                pat.p(side * 42.0, 50.0, crest + 20.0),
+                pat.p(side * 52.0, 58.0, s_sacrum + 30.0),
+                pat.p(side * 44.0, 52.0, s_sacrum + 75.0),
+            ],
+            [10.0 * pat.frame, 13.0 * pat.frame, 8.0 * pat.frame],
+        )
+        # Body of the ilium above the acetabulum: the thick column joining the wing to the acetabular roof.
+        bone_tube(
+            cv,
+            "pelvis",
+            [pat.p(side * 100.0, -5.0, s_fh - 75.0), pat.p(side * 86.0, 5.0, s_fh - 28.0)],
+            [9.0 * pat.frame, 15.0 * pat.frame],
+        )
         fh = pat.p(side * 88.0, 5.0, s_fh)
         marks[f"femoral_head_{'left' if side > 0 else 'right'}"] = fh
         # Acetabulum: the upper-medial part of a shell around the femoral head.
