@@ -73,8 +73,10 @@ def paint_spine(cv: Canvas) -> dict[str, float]:
         half_h = 0.5 * height * (1.0 - disc) * pat.stature
         zc = pat.vertex_z - pat.stature * sc
         reach = a + 45.0 * pat.frame
+        # Thoracic spinous processes slope down over the next vertebra: the box reaches below this level.
+        drop = _SPINOUS[name[0]][0] * _SPINOUS[name[0]][1] * pat.frame
         sl = g.box(
-            (-reach, yb * pat.frame - b - 2, zc - 0.5 * height * pat.stature),
+            (-reach, yb * pat.frame - b - 2, zc - 0.5 * height * pat.stature - drop),
             (reach, y_canal + rc + 40.0 * pat.frame, zc + 0.5 * height * pat.stature),
         )
         if sl is None:
@@ -87,16 +89,11 @@ def paint_spine(cv: Canvas) -> dict[str, float]:
         body = (ell <= 1.0) & (dz <= half_h)
         inner_ell = (x / max(a - shell, 1e-3)) ** 2 + ((y - yb * pat.frame) / max(b - shell, 1e-3)) ** 2
         inner = (inner_ell <= waist2) & (dz <= half_h - shell)
-        rr = np.sqrt(x**2 + (y - y_canal) ** 2)
-        canal = (rr < rc) & (dz <= 0.5 * height * pat.stature)
-        arch = (rr >= rc) & (rr <= rc + 5.0 * pat.frame) & (dz <= half_h)
-        spin_len = {"C": 20.0, "T": 32.0, "L": 28.0}[name[0]] * pat.frame
-        spinous = (np.abs(x) <= 4.0 * pat.frame) & (y > y_canal) & (y <= y_canal + rc + spin_len) & (dz <= 0.6 * half_h)
-        tp_len = a + {"C": 8.0, "T": 18.0, "L": 22.0}[name[0]] * pat.frame
-        transverse = (np.abs(x) <= tp_len) & (np.abs(y - y_canal + rc) <= 4.5) & (dz <= 0.45 * half_h)
+        canal = (np.sqrt(x**2 + (y - y_canal) ** 2) < rc) & (dz <= 0.5 * height * pat.stature)
+        posterior = _posterior_elements(x, y - y_canal, z - zc, name[0], rc, a, half_h, pat.frame)
         ok = cv.allowed(sl, (SOFT,))
         marrow = body & inner & ok
-        bone = (body | arch | spinous | transverse) & ok & ~marrow
+        bone = (body | posterior) & ok & ~marrow
         cv.paint(sl, np.broadcast_to(canal, ok.shape) & ok, SOFT, 25.0)
         cv.paint(sl, bone, BONE, pat.cortical_hu)
         cv.paint(sl, marrow, RED if name in ("L2", "L3", "L4") else MARROW, pat.marrow_hu)
@@ -112,6 +109,51 @@ def paint_spine(cv: Canvas) -> dict[str, float]:
         "l5_bottom": levels["L5_bottom"],
         "t1_top": levels["T1_top"],
     }
+
+
+# Posterior elements by region (reference mm; typical adult anatomy, assumption at this grid's resolution):
+# spinous process length and downward slope (dz per mm of length: thoracic ones point steeply down, overlapping the
+# next level; lumbar ones are horizontal hatchets), half-height factor of its blade.
+_SPINOUS = {"C": (22.0, 0.35, 0.35), "T": (34.0, 0.8, 0.3), "L": (30.0, 0.1, 0.55)}
+# Transverse process reach beyond the body (mm) and backward sweep at its tip (mm).
+_TRANSVERSE = {"C": (8.0, 0.0), "T": (20.0, 10.0), "L": (24.0, 0.0)}
+
+
+def _posterior_elements(
+    x: FloatArray, v: FloatArray, w: FloatArray, region: str, rc: float, a: float, half_h: float, f: float
+) -> Any:
+    """Neural arch of one vertebra: pedicles, laminae, spinous and transverse processes (mask on the box).
+
+    x lateral, v AP from the canal centre (+ posterior), w cranio-caudal from the body centre; rc canal radius,
+    a body lateral semi-axis, half_h half the body height, f the patient's frame.
+    """
+    wall = 4.5 * f  # pedicle and lamina thickness
+    ax = np.abs(x)
+    # Pedicles: two bars beside the canal, from the back of the body to the canal's mid-depth, on the upper part of
+    # the body (the inferior vertebral notch lies below them).
+    pedicles = (
+        (ax >= rc) & (ax <= rc + wall) & (v >= -rc - 2.0) & (v <= 0.3 * rc) & (np.abs(w - 0.3 * half_h) <= 0.6 * half_h)
+    )
+    # Laminae: the posterior half-ring closing the canal, sloping down behind the disc below.
+    rr = np.sqrt(x * x + v * v)
+    laminae = (rr >= rc) & (rr <= rc + wall) & (v >= 0.0) & (np.abs(w + 0.15 * half_h) <= 0.8 * half_h)
+    # Articular pillars: the superior and inferior facets at the pedicle–lamina junction reach the levels above and
+    # below, so a coronal section through the arch shows continuous facet columns.
+    pillars = (np.abs(ax - rc - 0.5 * wall) <= 0.5 * wall + 1.0) & (np.abs(v - 0.5 * rc) <= 0.5 * rc + 1.0)
+    pillars = pillars & (np.abs(w) <= 1.15 * half_h)
+    length, slope, blade = _SPINOUS[region]
+    t = v - rc  # distance behind the laminae
+    w_axis = -slope * np.clip(t, 0.0, None)
+    spinous = (ax <= 0.5 * wall) & (t >= -1.0) & (t <= length * f) & (np.abs(w - w_axis) <= blade * half_h + 2.0)
+    reach, sweep = _TRANSVERSE[region]
+    lateral = np.clip((ax - rc) / max(a + reach * f - rc, 1e-3), 0.0, 1.0)
+    transverse = (
+        (ax >= rc)
+        & (ax <= a + reach * f)
+        & (np.abs(v - sweep * f * lateral) <= 0.5 * wall + 1.0)
+        & (np.abs(w) <= 0.35 * half_h + 1.0)
+    )
+    return pedicles | laminae | pillars | spinous | transverse
 
 
 def paint_ribs(cv: Canvas) -> None:
@@ -137,20 +179,30 @@ def paint_ribs(cv: Canvas) -> None:
     ux, uy = x / a, (y - yc) / b
     rho = np.sqrt(ux * ux + uy * uy)
     thick = 9.0 * pat.frame
-    ring = (rho >= 1.0) & (rho <= 1.0 + thick / (0.5 * (a + b)))
+    r_mean = 0.5 * (a + b)
+    depth = (rho - 1.0) * r_mean  # mm outward from the inner surface of the rib cage
+    ring = (depth >= 0.0) & (depth <= thick)
     theta = np.arctan2(np.abs(ux), uy)  # 0 posterior, π anterior
     # Ribs fall ≈ 70 mm from their vertebra to their anterior end (assumption, typical rib obliquity).
     s_back = s - 70.0 * (1.0 - np.cos(theta)) / 2.0
     lvl = np.interp(s_back, centres, np.arange(len(centres), dtype=np.float64))
     nearest = np.rint(lvl)
-    band = np.abs(lvl - nearest) <= 0.27
+    # Distance (mm) from the rib's mid-line along the body axis: level fraction × that level's height.
+    heights = np.array([r[1] for r in VERTEBRAE]) * pat.stature
+    off_mm = np.abs(lvl - nearest) * np.interp(lvl, np.arange(len(heights), dtype=np.float64), heights)
+    half_band = 0.27 * np.interp(lvl, np.arange(len(heights), dtype=np.float64), heights)
+    band = off_mm <= half_band
     rib_no = nearest - i_t1 + 1  # 1 … 12
     # Anterior end of each rib (angle from posterior): 1–7 reach the sternum through cartilage, 8–10 the costal
     # margin, 11–12 float.
     end = np.where(rib_no <= 7, math.pi - 0.35, np.where(rib_no <= 10, math.pi - 0.9 + 0.1 * (10 - rib_no), 1.7))
     ribs = ring & band & (rib_no >= 1) & (rib_no <= 12) & (theta <= end) & (np.abs(x) > 22.0 * pat.frame)
     ribs &= cv.allowed(sl, (SOFT,))
-    cv.paint(sl, ribs, BONE, 0.75 * pat.cortical_hu + 0.25 * pat.marrow_hu)
+    # A flat tube: cortical shell around a marrow core (ribs hold red marrow), where the rib is thick enough.
+    shell = _cortex_mm(g)
+    core = ribs & (depth >= shell) & (depth <= thick - shell) & (off_mm <= half_band - shell)
+    cv.paint(sl, ribs & ~core, BONE, pat.cortical_hu)
+    cv.paint(sl, core, MARROW, pat.marrow_hu)
     cv.record_bone("ribs", sl, ribs)
     # Sternum: a plate in front of the rib cage from the manubrium to the xiphoid.
     s1, s2 = float(centres[i_t1]) + 15.0, float(centres[names.index("T9")])
@@ -262,7 +314,27 @@ def paint_pelvis_femora(cv: Canvas, s_l5: float) -> dict[str, tuple[float, float
     s_fh = s_l5 + 130.0  # femoral heads
     marks: dict[str, tuple[float, float, float]] = {}
     _paint_iliac_wings(cv, crest, s_fh - 25.0)
+    s_sacrum = s_l5 + 3.0
     for side in (-1.0, 1.0):
+        # Posterior ilium: from the crest's back end over the sacro-iliac joint (S1–S3, against the sacrum's
+        # lateral edge) to the posterior superior iliac spine (assumption on the exact course).
+        bone_tube(
+            cv,
+            "pelvis",
+            [
+                pat.p(side * 42.0, 50.0, crest + 20.0),
+                pat.p(side * 52.0, 58.0, s_sacrum + 30.0),
+                pat.p(side * 44.0, 52.0, s_sacrum + 75.0),
+            ],
+            [10.0 * pat.frame, 13.0 * pat.frame, 8.0 * pat.frame],
+        )
+        # Body of the ilium above the acetabulum: the thick column joining the wing to the acetabular roof.
+        bone_tube(
+            cv,
+            "pelvis",
+            [pat.p(side * 100.0, -5.0, s_fh - 75.0), pat.p(side * 86.0, 5.0, s_fh - 28.0)],
+            [9.0 * pat.frame, 15.0 * pat.frame],
+        )
         fh = pat.p(side * 88.0, 5.0, s_fh)
         marks[f"femoral_head_{'left' if side > 0 else 'right'}"] = fh
         # Acetabulum: the upper-medial part of a shell around the femoral head.
