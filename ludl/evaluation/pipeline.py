@@ -8,6 +8,7 @@ them) and this package's `evaluate`. The root ``train.py`` is only the ``@hydra.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,19 +25,33 @@ PREPARED_COMPLETE = "prepared.complete"
 
 def demo_cohort(cfg: Any) -> tuple[Path, Path]:
     """The demo cohort and its prepared folder under ``demo.cache_dir``, synthesised and prepared on first use
-    (both steps resumable: a marker file says a step finished)."""
+    (both steps resumable: a marker file says a step finished, and for which code).
+
+    The markers hold the source fingerprint of the code that wrote the step (`ludl.io.provenance.source_fingerprint`:
+    the generator for the cohort; the generator and the dosimetry that prepares it for the prepared folder). After a
+    code change the step is redone, so a cached cohort of an older generator is never served as today's.
+    """
     from ludl.dosimetry.options import DosimetryOptions
     from ludl.dosimetry.prepare import run_prepare
+    from ludl.io.provenance import source_fingerprint
     from ludl.synth.cohort import run_synth
 
     demo = cfg.demo
     root = Path(str(demo.cache_dir)) / f"{demo.preset}-n{demo.n_patients}-seed{demo.seed}"
     cohort, prepared = root / "cohort", root / "prepared"
-    if not (root / DEMO_COMPLETE).is_file():
+    cohort_code = source_fingerprint("synth")
+    prepared_code = source_fingerprint("synth", "dosimetry", "imaging", "physics", "io")
+    if _marker(root / DEMO_COMPLETE) != cohort_code:
+        if (root / DEMO_COMPLETE).is_file():
+            print("the demo cohort in the cache was written by another version of the generator: synthesising it again")
         print(f"synthesising the demo cohort ({demo.n_patients} patients, preset {demo.preset}) into {cohort} …")
+        (prepared / PREPARED_COMPLETE).unlink(missing_ok=True)  # prepared from the cohort being replaced
         run_synth(str(demo.preset), int(demo.n_patients), int(demo.seed), cohort, workers=demo.workers)
-        (root / DEMO_COMPLETE).write_text("complete\n")
-    if not (prepared / PREPARED_COMPLETE).is_file():
+        (root / DEMO_COMPLETE).write_text(cohort_code + "\n")
+    if _marker(prepared / PREPARED_COMPLETE) != prepared_code:
+        if prepared.exists():  # our own cache, prepared by other code: every case is redone, not only changed inputs
+            print(f"the prepared demo cohort in the cache was prepared by other code: removing {prepared}")
+            shutil.rmtree(prepared)
         print(f"preparing it into {prepared} …")
         summary = run_prepare(
             cohort,
@@ -48,8 +63,13 @@ def demo_cohort(cfg: Any) -> tuple[Path, Path]:
         )
         if not summary.ok:
             raise LudlError(f"{prepared}: preparing the demo cohort failed:\n{summary.format()}")
-        (prepared / PREPARED_COMPLETE).write_text("complete\n")
+        (prepared / PREPARED_COMPLETE).write_text(prepared_code + "\n")
     return cohort, prepared
+
+
+def _marker(path: Path) -> str | None:
+    """The fingerprint a step's marker file holds (None: the step never finished)."""
+    return path.read_text().strip() if path.is_file() else None
 
 
 def region_scoring() -> Any:
