@@ -47,6 +47,7 @@ def demo_cohort(cfg: Any) -> tuple[Path, Path]:
         print(f"synthesising the demo cohort ({demo.n_patients} patients, preset {demo.preset}) into {cohort} …")
         (prepared / PREPARED_COMPLETE).unlink(missing_ok=True)  # prepared from the cohort being replaced
         run_synth(str(demo.preset), int(demo.n_patients), int(demo.seed), cohort, workers=demo.workers)
+        root.mkdir(parents=True, exist_ok=True)
         (root / DEMO_COMPLETE).write_text(cohort_code + "\n")
     if _marker(prepared / PREPARED_COMPLETE) != prepared_code:
         if prepared.exists():  # our own cache, prepared by other code: every case is redone, not only changed inputs

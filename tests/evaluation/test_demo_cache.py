@@ -1,4 +1,4 @@
-"""The demo cohort cache of `python train.py`: reused for the same code, redone when the generator or dosimetry change."""
+"""The demo cohort cache of `python train.py`: reused for the same code, redone when generator or dosimetry change."""
 
 from __future__ import annotations
 
