@@ -231,7 +231,9 @@ def _calibration(
     if not settings.get("enabled", False) or not dm.records.get("val"):
         return {}, []
     rows, _ = predict_split(net, module.predictor, dm.val_dataloader(), dm.records["val"], fold, scoring, None, device)
-    return fit_calibration(rows), rows
+    # One vote per validation patient: a patient's lesions share its kinetics, and the pooled median followed the
+    # patient with the most lesions (docs/training.md "Region calibration").
+    return fit_calibration(rows, by_patient=True), rows
 
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
