@@ -37,6 +37,7 @@ __all__ = [
     "PatchDataset",
     "VolumeDataset",
     "collate_samples",
+    "draw_timepoint",
 ]
 
 _REGION_KEYS = ("region_values", "region_dose_gy", "region_dose_uncorrected_gy", "region_is_lesion")
@@ -124,6 +125,8 @@ class PatchDataset(Dataset[dict[str, Any]]):
         seed: the root of every draw (module docstring).
         augment: apply `augmentation` (flips, count noise); False: crop only.
         border_voxels: see `ludl.data.patches.valid_mask`.
+        timepoint_weights: relative odds of drawing each nominal scan time (h → weight, 1 for a time not listed);
+            None: every time point of the drawn case equally likely.
     """
 
     def __init__(
@@ -137,9 +140,11 @@ class PatchDataset(Dataset[dict[str, Any]]):
         augment: bool = True,
         augmentation: Augmentation | None = None,
         border_voxels: int = 2,
+        timepoint_weights: Mapping[float, float] | None = None,
     ) -> None:
         if not records:
             raise InputError("no training case: the training split is empty")
+        self.timepoint_weights = _checked_weights(timepoint_weights)
         self.records = tuple(records)
         self.store = store
         self.samples_per_epoch = int(samples_per_epoch)
@@ -160,7 +165,7 @@ class PatchDataset(Dataset[dict[str, Any]]):
         """Sample `index` of `epoch` (deterministic in seed, epoch and index)."""
         rng = np.random.default_rng((self.seed, int(epoch), int(index)))
         record = self.records[int(rng.integers(len(self.records)))]
-        tp = record.timepoints[int(rng.integers(len(record.timepoints)))]
+        tp = record.timepoints[draw_timepoint([t.timepoint_h for t in record.timepoints], self.timepoint_weights, rng)]
         data = self.store.get(tp)
         self.transform.set_random_state(seed=int(rng.integers(2**32)))
         sample = self.transform({**_case_sample(record, tp), "_data": data})
@@ -169,6 +174,33 @@ class PatchDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         epoch, i = divmod(int(index), self.samples_per_epoch)
         return self.draw(epoch, i)
+
+
+def _checked_weights(weights: Mapping[float, float] | None) -> dict[float, float] | None:
+    """Scan-time odds as {h: weight}; refuses a negative or non-finite weight and all-zero odds."""
+    if weights is None:
+        return None
+    out = {float(t): float(w) for t, w in dict(weights).items()}
+    if any(not np.isfinite(w) or w < 0 for w in out.values()) or (out and not any(w > 0 for w in out.values())):
+        raise InputError(
+            f"data.timepoint_weights={out} must map scan times (h) to finite weights ≥ 0, at least one > 0; fix it "
+            "in the data config or set it to null"
+        )
+    return out
+
+
+def draw_timepoint(
+    timepoints_h: Sequence[float], weights: Mapping[float, float] | None, rng: np.random.Generator
+) -> int:
+    """Index of the time point a training sample uses: uniform (None), else by the odds of its nominal scan time
+    (1 for a time not listed; times matched to 1e-6 h). A case whose times all weigh 0 draws uniformly."""
+    n = len(timepoints_h)
+    if weights is None:
+        return int(rng.integers(n))  # the unweighted draw: the same random stream as before weights existed
+    odds = np.array([next((w for t, w in weights.items() if abs(t - float(h)) < 1e-6), 1.0) for h in timepoints_h])
+    if not odds.sum() > 0:
+        return int(rng.integers(n))
+    return int(rng.choice(n, p=odds / odds.sum()))
 
 
 class VolumeDataset(Dataset[dict[str, Any]]):

@@ -66,6 +66,8 @@ class PreparedDataModule(pl.LightningDataModule):
         cache: ``memory``, ``disk`` or ``none`` (`ludl.data.store`); cache_dir: the disk cache's folder
             (default ``<prepared_dir>/data_cache``).
         timepoints_h: keep only these nominal time points (None: all).
+        timepoint_weights: relative odds of each nominal scan time in the training draw (h → weight; None:
+            uniform); validation and prediction always see every time point.
         augment: flips and count noise on training samples; augmentation: their settings (`Augmentation` or a
             mapping of its fields).
         seed: the root of every random draw (`ludl.data.dataset`).
@@ -87,6 +89,7 @@ class PreparedDataModule(pl.LightningDataModule):
         border_voxels: int = 2,
         cache_dir: str | Path | None = None,
         augmentation: Augmentation | Mapping[str, Any] | None = None,
+        timepoint_weights: Mapping[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -107,6 +110,7 @@ class PreparedDataModule(pl.LightningDataModule):
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.prepared_dir / "data_cache"
         self.timepoints_h = None if timepoints_h is None else tuple(float(t) for t in timepoints_h)
+        self.timepoint_weights = None if timepoint_weights is None else dict(timepoint_weights)
         self.augment = bool(augment)
         self.augmentation = (
             augmentation if isinstance(augmentation, Augmentation) else Augmentation.from_mapping(augmentation)
@@ -175,6 +179,7 @@ class PreparedDataModule(pl.LightningDataModule):
             augment=self.augment,
             augmentation=self.augmentation,
             border_voxels=self.border_voxels,
+            timepoint_weights=self.timepoint_weights,
         )
 
     def _loader(self, dataset: Any, *, batch_size: int, sampler: Any = None) -> DataLoader[dict[str, Any]]:

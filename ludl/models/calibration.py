@@ -36,22 +36,56 @@ def _estimate(row: Mapping[str, Any]) -> float:
     return value if math.isfinite(value) else float(row.get(RAW_COLUMN, math.nan))
 
 
-def fit_calibration(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """{region class: {scan time h (as text): factor}} = median(gt_mean_dose_gy / network) per class and time.
-
-    Rows are `predict_split` region rows of the validation fold; rows without a finite positive ground truth or
-    estimate are left out, and a (class, time) with fewer than 3 regions gets no factor.
-    """
-    ratios: dict[tuple[str, float], list[float]] = defaultdict(list)
+def _ratios(
+    rows: Iterable[Mapping[str, Any]], min_volume_ml: Mapping[str, float]
+) -> dict[tuple[str, float], list[tuple[str, float]]]:
+    """(class, scan time) → [(patient, ground truth / network)] of the usable rows."""
+    ratios: dict[tuple[str, float], list[tuple[str, float]]] = defaultdict(list)
     for row in rows:
         gt, est = float(row.get("gt_mean_dose_gy", math.nan)), _estimate(row)
         cls = _class_of(row)
+        volume = float(row.get("volume_ml", math.nan))
+        if cls in min_volume_ml and math.isfinite(volume) and volume < min_volume_ml[cls]:
+            continue
         if cls and math.isfinite(gt) and math.isfinite(est) and gt > 0 and est > 0:
-            ratios[(cls, float(row["timepoint_h"]))].append(gt / est)
+            ratios[(cls, float(row["timepoint_h"]))].append((str(row.get("patient_id", "")), gt / est))
+    return ratios
+
+
+def fit_calibration(
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    min_volume_ml: Mapping[str, float] | None = None,
+    by_patient: bool = False,
+    shrink: bool = False,
+) -> dict[str, dict[str, float]]:
+    """{region class: {scan time h (as text): factor}} = median(gt_mean_dose_gy / network) per class and time.
+
+    Rows are `predict_split` region rows of the validation fold; rows without a finite positive ground truth or
+    estimate are left out, and a (class, time) with fewer than 3 regions gets no factor. `min_volume_ml`
+    ({class: mL}) leaves smaller regions of a class out of the fit (rows without ``volume_ml`` stay in);
+    `by_patient` takes the median over patients of each patient's median, so that a patient with many lesions
+    does not set the factor alone (lesions of one patient share its kinetics). `shrink` pulls the log factor m
+    toward 0 by max(0, 1 − se²/m²), se² the between-patient variance of the log per-patient medians over their
+    number (positive-part James–Stein): a bias no larger than its own standard error is not applied, one many
+    standard errors away is kept; it needs at least 2 patients (else no factor).
+    """
     factors: dict[str, dict[str, float]] = defaultdict(dict)
-    for (cls, time_h), values in sorted(ratios.items()):
-        if len(values) >= _MIN_REGIONS:
-            factors[cls][f"{time_h:g}"] = float(np.clip(np.median(values), *_FACTOR_RANGE))
+    for (cls, time_h), pairs in sorted(_ratios(rows, dict(min_volume_ml or {})).items()):
+        if len(pairs) < _MIN_REGIONS:
+            continue
+        per_patient: dict[str, list[float]] = defaultdict(list)
+        for patient, ratio in pairs:
+            per_patient[patient].append(ratio)
+        patient_medians = [float(np.median(v)) for v in per_patient.values()]
+        factor = float(np.median(patient_medians if by_patient else [ratio for _, ratio in pairs]))
+        if shrink:
+            if len(patient_medians) < 2:
+                continue
+            log_factor = math.log(factor)
+            se2 = float(np.var(np.log(patient_medians), ddof=1)) / len(patient_medians)
+            factor = math.exp(log_factor * max(0.0, 1.0 - se2 / log_factor**2)) if log_factor != 0.0 else 1.0
+        factors[cls][f"{time_h:g}"] = float(np.clip(factor, *_FACTOR_RANGE))
     return dict(factors)
 
 

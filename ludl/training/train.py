@@ -2,9 +2,10 @@
 
 The config is the composed ``train.yaml`` (`ludl/configs/train.yaml`): data module, trainer, logger and callbacks
 are built with ``hydra.utils.instantiate`` (``_target_``); the LightningModule gets plain dicts. A run folder holds
-``checkpoints/`` (best + last), ``predictions/`` (regions.csv, segmentation.csv, patients.csv) and ``model/`` (the
-artifact). Rerunning the same config in the same run folder resumes from ``checkpoints/last.ckpt`` (same global
-step, same optimiser state); a finished run is not trained again.
+``checkpoints/`` (best + last), ``predictions/`` (regions.csv, segmentation.csv, patients.csv and the validation
+fold's uncalibrated validation_regions.csv) and ``model/`` (the artifact). Rerunning the same config in the same
+run folder resumes from ``checkpoints/last.ckpt`` (same global step, same optimiser state); a finished run is not
+trained again.
 
 Scoring that needs the layers above training (the single-scan partial-volume correction of ``ludl.dosimetry``, the
 region classes of the STP table) comes in as `RegionScoring` hooks; evaluation against the baselines is the
@@ -55,6 +56,7 @@ __all__ = ["CheckpointError", "TrainResult", "plain", "train"]
 
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
+VALIDATION_REGIONS = "validation_regions.csv"  # the validation fold's uncalibrated region rows (calibration input)
 
 
 class CheckpointError(LudlError):
@@ -223,16 +225,19 @@ def _model_document(
 
 def _calibration(
     net: DoseNet, module: DoseLightningModule, dm: Any, cfg: Any, fold: int, scoring: Any, device: Any
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
-    """From the validation fold's whole volumes: region-mean factors per class and scan time (`ludl.models.calibration`;
-    {} when disabled) and the 90 % interval half-widths of the calibrated means (`ludl.models.uncertainty`); both {}
-    without validation patients."""
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """From the validation fold's whole volumes: region-mean factors per class and scan time
+    (`ludl.models.calibration`; {} when disabled), the 90 % interval half-widths of the calibrated means
+    (`ludl.models.uncertainty`) and the uncalibrated validation region rows both came from; all empty without
+    validation patients."""
     if not dm.records.get("val"):
-        return {}, {}
+        return {}, {}, []
     settings = dict(plain(cfg.get("calibration")) or {})
     rows, _ = predict_split(net, module.predictor, dm.val_dataloader(), dm.records["val"], fold, scoring, None, device)
-    factors = fit_calibration(rows) if settings.get("enabled", False) else {}
-    return factors, fit_uncertainty(apply_calibration(rows, factors) if factors else rows)
+    # One vote per validation patient: a patient's lesions share its kinetics, and the pooled median followed the
+    # patient with the most lesions (docs/training.md "Region calibration").
+    factors = fit_calibration(rows, by_patient=True) if settings.get("enabled", False) else {}
+    return factors, fit_uncertainty(apply_calibration(rows, factors) if factors else rows), rows
 
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
@@ -283,7 +288,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     region_rows, seg_rows = predict_split(
         net, module.predictor, dm.test_dataloader(), dm.records["test"], fold, scoring, on_volume, device
     )
-    calibration, uncertainty = _calibration(net, module, dm, cfg, fold, scoring, device)
+    calibration, uncertainty, validation_rows = _calibration(net, module, dm, cfg, fold, scoring, device)
     if calibration:
         region_rows = apply_calibration(region_rows, calibration)
     probs, labels, response_state, info = _response_stage(
@@ -292,6 +297,8 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     predictions = run_dir / "predictions"
     write_csv(predictions / "regions.csv", region_rows, REGION_COLUMNS)
     write_csv(predictions / "segmentation.csv", seg_rows, SEGMENTATION_COLUMNS)
+    if validation_rows:  # uncalibrated: what the factors were fitted on (refit offline without the held-out fold)
+        write_csv(predictions / VALIDATION_REGIONS, validation_rows, REGION_COLUMNS)
     patients = sorted({(r.patient_id, r.cycle) for r in dm.records["test"]})
     write_csv(
         predictions / "patients.csv",

@@ -58,7 +58,10 @@ def _train(tmp: Path, data: tuple[Path, Path], *extra: str, timeout: int = 600) 
 
 
 def test_run_writes_predictions_and_artifact(tmp_path: Path, tiny_prepared: tuple[Path, Path]) -> None:
+    from ludl.models.calibration import fit_calibration
     from ludl.training.artifact import load_artifact
+
+    float_columns = ("timepoint_h", "volume_ml", "gt_mean_dose_gy", "net_mean_dose_gy", "net_mean_dose_corrected_gy")
 
     out = tmp_path / "run"
     done = _train(tmp_path, tiny_prepared, f"out={out}", "evaluate=false")
@@ -70,6 +73,17 @@ def test_run_writes_predictions_and_artifact(tmp_path: Path, tiny_prepared: tupl
     assert "lesion" in kinds and "organ" in kinds
     assert (out / "predictions" / "segmentation.csv").is_file() and (out / "predictions" / "patients.csv").is_file()
     artifact = load_artifact(out / "model")
+    # the validation fold's uncalibrated rows are written, and the artifact's factors are refitted from them alone
+    with (out / "predictions" / "validation_regions.csv").open() as handle:
+        validation = list(csv.DictReader(handle))
+    assert validation and not {r["patient_id"] for r in validation} & {r["patient_id"] for r in rows}
+    refit = fit_calibration(
+        [{**r, **{k: float(r[k] or "nan") for k in float_columns}} for r in validation], by_patient=True
+    )
+    stored = artifact.model["region_calibration"]
+    assert set(stored) == set(refit)
+    for cls, by_time in refit.items():
+        assert stored[cls] == pytest.approx(by_time)
     assert artifact.model["fold"] == 0 and artifact.model["training_cohort"]["n_patients"] == 3
     # rerunning the finished run resumes from last.ckpt and trains no further
     again = _train(tmp_path, tiny_prepared, f"out={out}", "evaluate=false")
