@@ -36,6 +36,7 @@ from ludl.evaluation.stats import (
     paired_median_abs_interval,
     relative_error_pct,
 )
+from ludl.models.uncertainty import SMALL_LESION_ML
 
 __all__ = [
     "AGAINST",
@@ -62,7 +63,7 @@ __all__ = [
 SCAN_TIMES_H: tuple[float, ...] = (4.0, 24.0, 48.0, 96.0, 168.0)
 # Region classes scored, in table order; salivary and red marrow only appear where the cohort has them.
 EVAL_CLASSES: tuple[str, ...] = ("kidneys", "liver", "spleen", "lesions", "salivary", "red_marrow")
-LESION_MIN_VOLUME_ML = 4.0  # smaller lesions are dominated by partial volume at SPECT resolution (≈ 10 mm FWHM)
+LESION_MIN_VOLUME_ML = SMALL_LESION_ML  # smaller lesions are dominated by partial volume (≈ 10 mm FWHM)
 AGAINST: tuple[str, ...] = ("ground_truth", "truth")
 NETWORK = "network"
 MULTI_TP = "multi_tp"
