@@ -96,7 +96,7 @@ class Bounds:
             return -(lam2 * t) * e2
         # Fast branch: (t/t_ref)·e^{−λ2 (t − t_ref) − 1}; e^{λ2 t_ref − 1} ≤ e^9 since λ2·t_ref ≤ 10.
         fast = (t / self.t_ref) * e2 * xp.exp(lam2 * self.t_ref - 1.0)
-        return xp.where(v2[:, None] <= 1.0, fast, (lam2 * t) * e2)
+        return xp.where(v2 <= 1.0, fast, (lam2 * t) * e2)
 
 
 def rate_bounds(model: str, s: CoreSettings, t_ref: float, t_first: float) -> Bounds:

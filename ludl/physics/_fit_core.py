@@ -53,13 +53,13 @@ _STATE_FIELDS = ("v1", "v2", "c1", "c2", "rss", "h11", "h12", "h22", "q1", "q2")
 def _evaluate(
     xp: Any, model: str, t: Array, y: Array, sw: Array | None, e3: Array | None, b: Bounds, v1: Array, v2: Array
 ) -> _State:
-    """Amplitudes, RSS and Kaufman's reduced normal equations at (v1, v2); y is (N, T), weighted."""
-    lam1 = xp.exp(v1)[:, None]
+    """Amplitudes, RSS and Kaufman's reduced normal equations at (v1, v2); y is (T, N) (curves in columns), weighted."""
+    lam1 = xp.exp(v1)
     e1 = xp.exp(-lam1 * t)
     d1 = -(lam1 * t) * e1  # ∂e^{−λ1 t}/∂ln λ1
     if model == MONO:
         return _one_amplitude(xp, y, sw, v1, v2, e1, d1, None)
-    lam2 = b.lambda2(xp, v2)[:, None]
+    lam2 = b.lambda2(xp, v2)
     e2 = xp.exp(-lam2 * t)
     d2 = b.d_exp2(xp, lam2, v2, t, e2)
     if model == BIEXP_UPTAKE:
@@ -73,23 +73,23 @@ def _one_amplitude(
     xp: Any, y: Array, sw: Array | None, v1: Array, v2: Array, g: Array, d1: Array, dg2: Array | None
 ) -> _State:
     """`_evaluate` for one basis function g (mono; biexp_uptake with ∂g/∂v2 = dg2), unweighted g and d."""
-    zero = xp.full(y.shape[0], 0.0)
+    zero = xp.full(y.shape[1], 0.0)
     if sw is not None:
         g = g * sw
         d1 = d1 * sw
         dg2 = None if dg2 is None else dg2 * sw
-    gg = xp.rowsum(g * g)
+    gg = xp.colsum(g * g)
     gg_ok = gg > 0
     gg = xp.where(gg_ok, gg, 1.0)
-    c = xp.where(gg_ok, xp.maximum(xp.rowsum(g * y), 0.0) / gg, 0.0)
-    r = y - c[:, None] * g
+    c = xp.where(gg_ok, xp.maximum(xp.colsum(g * y), 0.0) / gg, 0.0)
+    r = y - c * g
     # Kaufman: J_k = −(I − P_g)(c ∂g/∂v_k).
-    j1 = -c[:, None] * (d1 - g * (xp.rowsum(g * d1) / gg)[:, None])
-    h11, q1 = xp.rowsum(j1 * j1), xp.rowsum(j1 * r)
+    j1 = -c * (d1 - g * (xp.colsum(g * d1) / gg))
+    h11, q1 = xp.colsum(j1 * j1), xp.colsum(j1 * r)
     if dg2 is None:
-        return _State(v1, v2, c, zero, xp.rowsum(r * r), h11, zero, zero, q1, zero)
-    j2 = -c[:, None] * (dg2 - g * (xp.rowsum(g * dg2) / gg)[:, None])
-    return _State(v1, v2, c, zero, xp.rowsum(r * r), h11, xp.rowsum(j1 * j2), xp.rowsum(j2 * j2), q1, xp.rowsum(j2 * r))
+        return _State(v1, v2, c, zero, xp.colsum(r * r), h11, zero, zero, q1, zero)
+    j2 = -c * (dg2 - g * (xp.colsum(g * dg2) / gg))
+    return _State(v1, v2, c, zero, xp.colsum(r * r), h11, xp.colsum(j1 * j2), xp.colsum(j2 * j2), q1, xp.colsum(j2 * r))
 
 
 def _two_amplitudes(
@@ -98,30 +98,30 @@ def _two_amplitudes(
     """`_evaluate` for two basis functions g1, g2 with ∂g_k/∂v_k = d_k (biexp, triexp), unweighted g and d."""
     if sw is not None:
         g1, g2, d1, d2 = g1 * sw, g2 * sw, d1 * sw, d2 * sw
-    m11, m12, m22 = xp.rowsum(g1 * g1), xp.rowsum(g1 * g2), xp.rowsum(g2 * g2)
-    b1, b2 = xp.rowsum(g1 * y), xp.rowsum(g2 * y)
+    m11, m12, m22 = xp.colsum(g1 * g1), xp.colsum(g1 * g2), xp.colsum(g2 * g2)
+    b1, b2 = xp.colsum(g1 * y), xp.colsum(g2 * y)
     c1, c2, both, only1, only2, det, m11, m22 = _nnls2(xp, m11, m12, m22, b1, b2)
-    r = y - c1[:, None] * g1 - c2[:, None] * g2
+    r = y - c1 * g1 - c2 * g2
     js = []
     for c, d in ((c1, d1), (c2, d2)):
-        v = c[:, None] * d
-        p1, p2 = xp.rowsum(g1 * v), xp.rowsum(g2 * v)
+        v = c * d
+        p1, p2 = xp.colsum(g1 * v), xp.colsum(g2 * v)
         # Coefficients of the projection of v onto the span of the active basis functions.
         a1 = xp.where(both, (m22 * p1 - m12 * p2) / det, xp.where(only1, p1 / m11, 0.0))
         a2 = xp.where(both, (m11 * p2 - m12 * p1) / det, xp.where(only2, p2 / m22, 0.0))
-        js.append(-(v - a1[:, None] * g1 - a2[:, None] * g2))
+        js.append(-(v - a1 * g1 - a2 * g2))
     j1, j2 = js
     return _State(
         v1,
         v2,
         c1,
         c2,
-        xp.rowsum(r * r),
-        xp.rowsum(j1 * j1),
-        xp.rowsum(j1 * j2),
-        xp.rowsum(j2 * j2),
-        xp.rowsum(j1 * r),
-        xp.rowsum(j2 * r),
+        xp.colsum(r * r),
+        xp.colsum(j1 * j1),
+        xp.colsum(j1 * j2),
+        xp.colsum(j2 * j2),
+        xp.colsum(j1 * r),
+        xp.colsum(j2 * r),
     )
 
 
@@ -210,8 +210,8 @@ def _loglinear_rate(xp: Any, t: Array, ys: Array, w: Array | None, use: Array | 
     if use is not None:
         weight = xp.where(use, weight, 0.0)
     log_y = xp.log(xp.where(positive, ys, 1.0))
-    s0, st, stt = xp.rowsum(weight), xp.rowsum(weight * t), xp.rowsum(weight * t * t)
-    sl, stl = xp.rowsum(weight * log_y), xp.rowsum(weight * t * log_y)
+    s0, st, stt = xp.colsum(weight), xp.colsum(weight * t), xp.colsum(weight * t * t)
+    sl, stl = xp.colsum(weight * log_y), xp.colsum(weight * t * log_y)
     det = s0 * stt - st * st
     ok = det > 1e-12 * xp.maximum(s0 * stt, 1e-300)
     safe = xp.where(ok, det, 1.0)
@@ -231,15 +231,15 @@ def _mono_newton(xp: Any, t: Array, ys: Array, sw: Array | None, b: Bounds, v1: 
     y = ys if sw is None else ys * sw
 
     def derivatives(v: Array) -> tuple[Array, Array, Array]:
-        lam_t = xp.exp(v)[:, None] * t
+        lam_t = xp.exp(v) * t
         g = xp.exp(-lam_t)
         if sw is not None:
             g = g * sw
         g1 = -lam_t * g  # ∂g/∂v
         g2 = (lam_t * lam_t - lam_t) * g  # ∂²g/∂v²
-        a, a1, a2 = xp.rowsum(g * y), xp.rowsum(g1 * y), xp.rowsum(g2 * y)
-        bb, b1 = xp.rowsum(g * g), 2.0 * xp.rowsum(g * g1)
-        b2 = 2.0 * xp.rowsum(g1 * g1 + g * g2)
+        a, a1, a2 = xp.colsum(g * y), xp.colsum(g1 * y), xp.colsum(g2 * y)
+        bb, b1 = xp.colsum(g * g), 2.0 * xp.colsum(g * g1)
+        b2 = 2.0 * xp.colsum(g1 * g1 + g * g2)
         bb = xp.where(bb > 0, bb, 1.0)
         f = xp.where(a > 0, a * a / bb, 0.0)
         # F = a²/b: F' = (2 a a' b − a² b') / b²; F'' by the quotient rule on that numerator.
@@ -282,26 +282,32 @@ def fit_core(
     t_np = xp.to_numpy(time_h).astype(np.float64)
     positive = t_np[t_np > 0]
     b = rate_bounds(model, settings, float(positive[0]) if positive.size else 1.0, float(t_np[0]))
+    # The iterations work on curves in columns (T, N): every elementwise operation and every sum over the time
+    # points then runs along long contiguous rows of N voxels, where numpy broadcasting over a short last axis of
+    # T = 4–6 samples costs it ~8× more (measured on 32 k voxels: 40 µs against 310 µs per product).
+    t = time_h[:, None]
     # Per-voxel scaling to max |y| = 1 keeps float32 safe and makes the tolerances unit-free.
     scale = xp.rowmax(xp.abs(y))
     scale = xp.where(scale > 0, scale, 1.0)
-    ys = y / scale[:, None]
-    sw = None if weights is None else weights**0.5
-    e3 = xp.exp(-settings.uptake_rate_per_h * time_h) if model == TRIEXP else None
+    ys = xp.transpose(y) / scale
+    w = _columns(xp, weights)
+    sw = None if w is None else w**0.5
+    e3 = xp.exp(-settings.uptake_rate_per_h * t) if model == TRIEXP else None
     if model == MONO:
         # One rate: a closed-form start plus Newton replaces the grid (and most LM steps).
-        v1, v2 = _mono_start(xp, time_h, ys, weights, sw, b)
+        v1, v2 = _mono_start(xp, t, ys, w, sw, b)
     else:
-        v1, v2 = _grid_start(xp, model, time_h, ys, weights, settings, b)
-    final, n_iter = _run_lm(xp, model, time_h, ys, sw, e3, b, v1, v2, settings.max_iter)
+        v1, v2 = _grid_start(xp, model, time_h, ys.T, weights, settings, b)
+    final, n_iter = _run_lm(xp, model, t, ys, sw, e3, b, v1, v2, settings.max_iter)
     if model in (BIEXP, TRIEXP) and settings.max_iter > 0:
         # One amplitude 0 leaves its rate without gradient, so LM cannot bring the component back:
         # scan that rate on the grid (the other fixed) and restart LM where it helps.
-        jump, j1, j2 = _escape_faces(xp, model, t_np, ys, weights, b, settings, final)
+        jump, j1, j2 = _escape_faces(xp, model, t_np, ys.T, weights, b, settings, final)
         if xp.count(jump) > 0:
             idx = xp.nonzero(jump)
-            sw_j = sw[idx] if sw is not None and len(sw.shape) == 2 else sw
-            again, more = _run_lm(xp, model, time_h, ys[idx], sw_j, e3, b, j1[idx], j2[idx], settings.max_iter)
+            again, more = _run_lm(
+                xp, model, t, ys[:, idx], _voxels(sw, idx), e3, b, j1[idx], j2[idx], settings.max_iter
+            )
             better = again["rss"] < final["rss"][idx]
             for f in _RESULT_FIELDS:
                 final[f][idx] = xp.where(better, again[f], final[f][idx])
@@ -317,6 +323,18 @@ def fit_core(
     }
 
 
+def _columns(xp: Any, weights: Array | None) -> Array | None:
+    """Weights in the core's column layout: (T,) → (T, 1); per voxel (N, T) → (T, N)."""
+    if weights is None:
+        return None
+    return weights[:, None] if len(weights.shape) == 1 else xp.transpose(weights)
+
+
+def _voxels(w: Array | None, idx: Array) -> Array | None:
+    """The columns `idx` of column-layout weights; shared (T, 1) weights stay as they are."""
+    return w[:, idx] if w is not None and w.shape[1] > 1 else w
+
+
 def _run_lm(
     xp: Any,
     model: str,
@@ -329,20 +347,20 @@ def _run_lm(
     v2: Array,
     max_iter: int,
 ) -> tuple[dict[str, Array], int]:
-    """Projected Levenberg–Marquardt from (v1, v2) on every row of the max-scaled ys (N, T)."""
+    """Projected Levenberg–Marquardt from (v1, v2) on every column of the max-scaled ys (T, N)."""
     ys_w = ys if sw is None else ys * sw
     state = _evaluate(xp, model, t, ys_w, sw, e3, b, v1, v2)
     final = {f: getattr(state, f) for f in _RESULT_FIELDS}
     idx = None  # rows of the block the state holds (None: all)
-    mu = xp.full(ys.shape[0], 1e-3)
+    mu = xp.full(ys.shape[1], 1e-3)
     tols = (
         max(1e-12, 100.0 * xp.eps * xp.eps),  # rss of the max-scaled curve
         max(1e-10, 10.0 * xp.eps),  # relative: float32 rss is only known to ~eps
         max(1e-9, 10.0 * xp.eps),  # step
     )
     n_iter = 0
-    frozen = xp.full(ys.shape[0], 0.0) > 0
-    last_gain = xp.full(ys.shape[0], 0.0)
+    frozen = xp.full(ys.shape[1], 0.0) > 0
+    last_gain = xp.full(ys.shape[1], 0.0)
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
         # Converged rows stay frozen, so a curve's result does not depend on the rest of its block.
         state, mu, done, last_gain = _lm_step(xp, model, t, ys_w, sw, e3, b, state, mu, tols, frozen, last_gain)
@@ -357,8 +375,8 @@ def _run_lm(
             keep = xp.nonzero(~done)
             idx = keep if idx is None else idx[keep]
             state = _State(*(getattr(state, f)[keep] for f in _STATE_FIELDS))
-            mu, ys_w, frozen, last_gain = mu[keep], ys_w[keep], frozen[keep], last_gain[keep]
-            sw = sw[keep] if sw is not None and len(sw.shape) == 2 else sw
+            mu, ys_w, frozen, last_gain = mu[keep], ys_w[:, keep], frozen[keep], last_gain[keep]
+            sw = _voxels(sw, keep)
     _store(final, state, idx)
     return final, n_iter
 

@@ -62,6 +62,19 @@ class NumpyXp:
             return out
         return x.sum(axis=-1)
 
+    def colsum(self, x: Array) -> Array:
+        # The core keeps curves in columns (T, N): adding the T contiguous rows is numpy's axis-0 order too.
+        if x.ndim == 2 and x.shape[0] <= 8:
+            out = x[0].copy()
+            for k in range(1, x.shape[0]):
+                out += x[k]
+            return out
+        return x.sum(axis=0)
+
+    def transpose(self, x: Array) -> Array:
+        """(N, T) → (T, N), contiguous."""
+        return np.ascontiguousarray(x.T, dtype=self.dtype)
+
     def rowmax(self, x: Array) -> Array:
         return x.max(axis=-1)
 

@@ -76,6 +76,13 @@ class TorchXp:
     def rowsum(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(dim=-1)
 
+    def colsum(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=0)
+
+    def transpose(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T) → (T, N), contiguous."""
+        return x.T.contiguous()
+
     def rowmax(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=-1)
 
