@@ -43,53 +43,68 @@ class _State:
     q1: Array
     q2: Array
 
-    def merge(self, xp: Any, take_new: Array, new: _State) -> _State:
-        return _State(*(xp.where(take_new, getattr(new, f), getattr(self, f)) for f in _STATE_FIELDS))
+    def merge(self, xp: Any, take_new: Array, new: _State, fields: tuple[str, ...]) -> _State:
+        """`new` where take_new, else self; fields not in `fields` are zero in both and kept."""
+        return _State(
+            *(
+                xp.where(take_new, getattr(new, f), getattr(self, f)) if f in fields else getattr(self, f)
+                for f in _STATE_FIELDS
+            )
+        )
 
 
 _STATE_FIELDS = ("v1", "v2", "c1", "c2", "rss", "h11", "h12", "h22", "q1", "q2")
+# The fields a model's evaluation can make non-zero (one amplitude: no c2; mono: no second rate either).
+_LIVE_FIELDS = {
+    MONO: ("v1", "v2", "c1", "rss", "h11", "q1"),
+    BIEXP_UPTAKE: ("v1", "v2", "c1", "rss", "h11", "h12", "h22", "q1", "q2"),
+}
 
 
 def _evaluate(
     xp: Any, model: str, t: Array, y: Array, sw: Array | None, e3: Array | None, b: Bounds, v1: Array, v2: Array
 ) -> _State:
     """Amplitudes, RSS and Kaufman's reduced normal equations at (v1, v2); y is (T, N) (curves in columns), weighted."""
-    lam1 = xp.exp(v1)
-    e1 = xp.exp(-lam1 * t)
-    d1 = -(lam1 * t) * e1  # ∂e^{−λ1 t}/∂ln λ1
+    neg_lt1 = -xp.exp(v1) * t  # −λ1 t
+    e1 = xp.exp(neg_lt1)
+    d1 = neg_lt1 * e1  # ∂e^{−λ1 t}/∂ln λ1
     if model == MONO:
         return _one_amplitude(xp, y, sw, v1, v2, e1, d1, None)
     lam2 = b.lambda2(xp, v2)
     e2 = xp.exp(-lam2 * t)
     d2 = b.d_exp2(xp, lam2, v2, t, e2)
     if model == BIEXP_UPTAKE:
-        return _one_amplitude(xp, y, sw, v1, v2, e1 - e2, d1, -d2)
+        # g = e1 − e2, so ∂g/∂v2 = −d2: `_one_amplitude` takes d2 and flips the signs of its results.
+        return _one_amplitude(xp, y, sw, v1, v2, e1 - e2, d1, d2)
     # Two amplitudes: biexp (g_k = e_k) or triexp (g_k = e_k − e3, uptake rate fixed).
     g1, g2 = (e1, e2) if e3 is None else (e1 - e3, e2 - e3)
     return _two_amplitudes(xp, y, sw, v1, v2, g1, g2, d1, d2)
 
 
 def _one_amplitude(
-    xp: Any, y: Array, sw: Array | None, v1: Array, v2: Array, g: Array, d1: Array, dg2: Array | None
+    xp: Any, y: Array, sw: Array | None, v1: Array, v2: Array, g: Array, d1: Array, neg_dg2: Array | None
 ) -> _State:
-    """`_evaluate` for one basis function g (mono; biexp_uptake with ∂g/∂v2 = dg2), unweighted g and d."""
+    """`_evaluate` for one basis function g (mono; biexp_uptake with ∂g/∂v2 = −neg_dg2), unweighted g and d."""
     zero = xp.full(y.shape[1], 0.0)
     if sw is not None:
         g = g * sw
         d1 = d1 * sw
-        dg2 = None if dg2 is None else dg2 * sw
+        neg_dg2 = None if neg_dg2 is None else neg_dg2 * sw
     gg = xp.colsum(g * g)
     gg_ok = gg > 0
     gg = xp.where(gg_ok, gg, 1.0)
     c = xp.where(gg_ok, xp.maximum(xp.colsum(g * y), 0.0) / gg, 0.0)
     r = y - c * g
     # Kaufman: J_k = −(I − P_g)(c ∂g/∂v_k).
-    j1 = -c * (d1 - g * (xp.colsum(g * d1) / gg))
+    neg_c = -c
+    j1 = neg_c * (d1 - g * (xp.colsum(g * d1) / gg))
     h11, q1 = xp.colsum(j1 * j1), xp.colsum(j1 * r)
-    if dg2 is None:
+    if neg_dg2 is None:
         return _State(v1, v2, c, zero, xp.colsum(r * r), h11, zero, zero, q1, zero)
-    j2 = -c * (dg2 - g * (xp.colsum(g * dg2) / gg))
-    return _State(v1, v2, c, zero, xp.colsum(r * r), h11, xp.colsum(j1 * j2), xp.colsum(j2 * j2), q1, xp.colsum(j2 * r))
+    # −J2, exactly (negation is exact): its products with J1 and r change sign, its square does not.
+    neg_j2 = neg_c * (neg_dg2 - g * (xp.colsum(g * neg_dg2) / gg))
+    h12, q2 = -xp.colsum(j1 * neg_j2), -xp.colsum(neg_j2 * r)
+    return _State(v1, v2, c, zero, xp.colsum(r * r), h11, h12, xp.colsum(neg_j2 * neg_j2), q1, q2)
 
 
 def _two_amplitudes(
@@ -166,30 +181,45 @@ def _grid_start(
         basis = basis - e3_np
     yw = y if w is None else y * w
 
-    def gram(a: np.ndarray, c: np.ndarray) -> Array:
-        # Σ_t w a c per grid point: (P,) without weights or with (T,) weights, (N, P) with per-voxel ones.
+    def gram(a: np.ndarray, c: np.ndarray, rows: slice) -> Array:
+        # Σ_t w a c per grid point: (P,) without weights or with (T,) weights, (n, P) with per-voxel ones.
         if w is None:
             return xp.asarray((a * c).sum(axis=1))
         if len(w.shape) == 1:
             return xp.asarray((a * c) @ xp.to_numpy(w).astype(np.float64))
-        return w @ xp.asarray((a * c).T)
+        return w[rows] @ xp.asarray((a * c).T)
 
-    if model in (MONO, BIEXP_UPTAKE) and (w is None or len(w.shape) == 1):
+    if model in (MONO, BIEXP_UPTAKE):
         g = basis[i_idx] - basis[j_idx] if model == BIEXP_UPTAKE else basis
+        shared = w is None or len(w.shape) == 1
         # With one Gram value per grid point, the signed squared projection num·|num|/(g·g) is largest where
         # num/√(g·g) is (both orders agree for either sign): one matrix product on unit-norm basis functions.
-        norm = np.sqrt(np.maximum(xp.to_numpy(gram(g, g)).astype(np.float64), 1e-300))
-        score = yw @ xp.asarray((g / norm[:, None]).T)
-    elif model in (MONO, BIEXP_UPTAKE):
-        g = basis[i_idx] - basis[j_idx] if model == BIEXP_UPTAKE else basis
-        num = yw @ xp.asarray(g.T)
-        score = num * xp.abs(num) / gram(g, g)  # signed squared projection: negative = zero amplitude
+        norm = np.sqrt(np.maximum(xp.to_numpy(gram(g, g, slice(0))).astype(np.float64), 1e-300)) if shared else None
+        g_unit = xp.asarray((g / norm[:, None]).T) if norm is not None else None
+        g_t = xp.asarray(g.T)
+
+        def score(rows: slice) -> Array:
+            if g_unit is not None:
+                return yw[rows] @ g_unit
+            num = yw[rows] @ g_t
+            return num * xp.abs(num) / gram(g, g, rows)  # signed squared projection: negative = zero amplitude
+
     else:
         g1, g2 = basis[i_idx], basis[j_idx]
-        b1, b2 = yw @ xp.asarray(g1.T), yw @ xp.asarray(g2.T)
-        c1, c2 = _nnls2(xp, gram(g1, g1), gram(g1, g2), gram(g2, g2), b1, b2)[:2]
-        score = c1 * b1 + c2 * b2  # = projected norm² at the NNLS optimum
-    best = xp.argmax(score)
+        g1_t, g2_t = xp.asarray(g1.T), xp.asarray(g2.T)
+
+        def score(rows: slice) -> Array:
+            b1, b2 = yw[rows] @ g1_t, yw[rows] @ g2_t
+            c1, c2 = _nnls2(xp, gram(g1, g1, rows), gram(g1, g2, rows), gram(g2, g2, rows), b1, b2)[:2]
+            return c1 * b1 + c2 * b2  # = projected norm² at the NNLS optimum
+
+    n = y.shape[0]
+    block = xp.grid_rows or max(n, 1)
+    # Scores of a block of rows stay in cache until their argmax (the whole (N, P) table would not).
+    best = xp.full_int(n, 0)
+    for start in range(0, n, block):
+        rows = slice(start, min(start + block, n))
+        best[rows] = xp.argmax(score(rows))
     v1 = xp.take(xp.asarray(np.log(rates[i_idx])), best)
     if model == MONO:
         return b.project(xp, v1, v1 + b.log_ratio)
@@ -466,9 +496,11 @@ def _lm_step(
 ) -> tuple[_State, Array, Array, Array]:
     """One projected Levenberg–Marquardt step on the rows not `frozen`; returns state, damping, done mask and the
     RSS gain of accepted steps (`last_gain`: that of the previous step)."""
-    a = state.h11 * (1.0 + mu)
-    d = state.h22 * (1.0 + mu)
-    one1 = xp.where(a > 0, -state.q1 / xp.where(a > 0, a, 1.0), 0.0)
+    damp = 1.0 + mu
+    a = state.h11 * damp
+    d = state.h22 * damp
+    a_pos = a > 0
+    one1 = xp.where(a_pos, -state.q1 / xp.where(a_pos, a, 1.0), 0.0)
     if model == MONO:
         n1, n2 = b.project(xp, state.v1 + one1, state.v2 + one1)
     else:
@@ -478,17 +510,17 @@ def _lm_step(
         one2 = xp.where(d > 0, -state.q2 / xp.where(d > 0, d, 1.0), 0.0)
         # A singular system (one amplitude 0, so its rate has no gradient) still moves the other rate.
         dv1 = xp.where(ok, -(d * state.q1 - state.h12 * state.q2) / det, one1)
-        dv2 = xp.where(ok, -(a * state.q2 - state.h12 * state.q1) / det, xp.where(a > 0, 0.0, one2))
+        dv2 = xp.where(ok, -(a * state.q2 - state.h12 * state.q1) / det, xp.where(a_pos, 0.0, one2))
         # Active set: a variable on a bound that the step pushes against stays on it. λ1 alone on a bound:
         # 1-D step in v2. v2 on its (possibly λ1-dependent) bound: 1-D Newton step along that edge,
         # direction (1, κ), κ = d(bound)/dv1 (the joint step assumed both move freely).
-        lo2, hi2 = b.bounds2(xp, state.v1)
+        lo2, hi2, hi_slope, lo_slope = b.edges(xp, state.v1)
         slack = 1e-9 * (1.0 + xp.abs(state.v2))
         stuck1 = ((state.v1 <= b.lo1) & (dv1 < 0)) | ((state.v1 >= b.hi1) & (dv1 > 0))
         at_lo2 = (state.v2 <= lo2 + slack) & (dv2 < 0)
         at_hi2 = (state.v2 >= hi2 - slack) & (dv2 > 0)
-        kappa = xp.where(at_hi2, b.upper_slope(xp, state.v1), xp.where(at_lo2, b.lower_slope(xp, state.v1), 0.0))
-        curv = (state.h11 + 2.0 * kappa * state.h12 + kappa * kappa * state.h22) * (1.0 + mu)
+        kappa = xp.where(at_hi2, hi_slope, xp.where(at_lo2, lo_slope, 0.0) if lo_slope != 0.0 else 0.0)
+        curv = (state.h11 + 2.0 * kappa * state.h12 + kappa * kappa * state.h22) * damp
         along = xp.where(curv > 0, -(state.q1 + kappa * state.q2) / xp.where(curv > 0, curv, 1.0), 0.0)
         stuck2 = at_lo2 | at_hi2
         dv1, dv2 = (
@@ -500,7 +532,7 @@ def _lm_step(
     accept = (cand.rss < state.rss) & ~frozen
     gain = xp.where(frozen, 0.0, state.rss - cand.rss)
     moved = xp.maximum(xp.abs(n1 - state.v1), xp.abs(n2 - state.v2))
-    new = state.merge(xp, accept, cand)
+    new = state.merge(xp, accept, cand, _LIVE_FIELDS.get(model, _STATE_FIELDS))
     mu = xp.where(accept, xp.maximum(mu * 0.3, 1e-12), xp.where(frozen, mu, xp.minimum(mu * 10.0, 1e16)))
     tol_abs, tol_rel, tol_step = tols
     # Converged: the projected step vanishes, the RSS change (either sign: float32 rounding makes tiny

@@ -19,6 +19,9 @@ class NumpyXp:
     """The array operations the fitting core needs, for numpy."""
 
     name = "numpy"
+    # Rows per block of the starting-grid scores: (1024, ~120) float64 stays in L2 until its argmax (measured on
+    # 32 k curves: 6.6 ms in blocks against 14.5 ms for the whole table).
+    grid_rows = 1024
 
     def __init__(self, dtype: Any = np.float64) -> None:
         self.dtype = np.dtype(dtype)

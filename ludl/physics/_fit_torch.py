@@ -35,6 +35,7 @@ class TorchXp:
     """The array operations the fitting core needs, for torch."""
 
     name = "torch"
+    grid_rows = 0  # the whole block at once: one kernel per operation suits a GPU
 
     def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from ludl.errors import FitError, InputError
 from ludl.physics._fit_bounds import CoreSettings
@@ -239,9 +240,16 @@ def _parametric_voxels(
             params.setdefault(name, np.full(n_vox, math.nan))[sl] = value
 
     n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
-    if backend == "numpy" and n_workers > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            list(pool.map(work, starts))
+    if backend == "numpy":
+        # The matrix products have 4–6 columns: BLAS threads only add synchronisation, and on top of our worker
+        # threads they oversubscribe the cores (measured: 2 BLAS threads made the grid scores 3× slower).
+        with threadpool_limits(limits=1, user_api="blas"):
+            if n_workers > 1 and len(starts) > 1:
+                with ThreadPoolExecutor(max_workers=n_workers) as pool:
+                    list(pool.map(work, starts))
+            else:
+                for start in starts:
+                    work(start)
     else:
         for start in starts:
             work(start)
