@@ -10,6 +10,7 @@ against the per-voxel loop measured in the same run. Then the mono-exponential f
 
     python benchmarks/physics.py                    # full size (≈ 2.5 M body voxels)
     python benchmarks/physics.py --shape 5 64 64 96 # quick look
+    python benchmarks/physics.py --baseline-rev 903d5ef  # plus the biexp_uptake fit of that revision, CPU-time ratio
 
 Targets: `biexp_uptake` fit + dose ≤ 10 s on 2 cores (issue 13; was ≤ 30 s), ≥ 100× faster per voxel
 than the curve_fit loop for biexp_uptake and for mono, peak memory ≤ 4 GB. The machine's load
@@ -31,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from physics_fit import LAMBDA_PHYS, make_study, run_fit_benchmark
+from physics_fit import LAMBDA_PHYS, make_study, print_revision_comparison, run_fit_benchmark, run_revision_comparison
 from physics_fit import _print as print_fit_rows
 from scipy import optimize
 
@@ -139,6 +140,12 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--loop-sample", type=int, default=300, help="voxels fitted one by one with curve_fit")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--baseline-rev",
+        default=None,
+        help="also time the biexp_uptake fit of this git revision against this checkout (fresh processes, alternating)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side for --baseline-rev")
     args = parser.parse_args()
     shape = tuple(args.shape)
 
@@ -173,6 +180,10 @@ def main() -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"load average during the run (1, 5, 15 min): {load} on {os.cpu_count()} CPUs")
     print(f"peak resident memory of this process: {_peak_rss_gb():.2f} GB (target ≤ 4 GB)")
+    if args.baseline_rev:
+        print_revision_comparison(
+            run_revision_comparison(shape, args.baseline_rev, repeats=args.repeats, seed=args.seed)
+        )
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def _one_amplitude(
     xp: Any, y: Array, sw: Array | None, v1: Array, v2: Array, g: Array, d1: Array, neg_dg2: Array | None
 ) -> _State:
     """`_evaluate` for one basis function g (mono; biexp_uptake with ∂g/∂v2 = −neg_dg2), unweighted g and d."""
-    zero = xp.full(y.shape[1], 0.0)
+    zero = xp.zeros(y.shape[1])
     if sw is not None:
         g = g * sw
         d1 = d1 * sw

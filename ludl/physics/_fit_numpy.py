@@ -90,6 +90,9 @@ class NumpyXp:
     def full(self, n: int, value: float) -> Array:
         return np.full(n, value, dtype=self.dtype)
 
+    def zeros(self, n: int) -> Array:
+        return np.zeros(n, dtype=self.dtype)
+
     def full_int(self, n: int, value: int) -> Array:
         return np.full(n, value, dtype=np.int64)
 

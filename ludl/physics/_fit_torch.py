@@ -96,6 +96,9 @@ class TorchXp:
     def full(self, n: int, value: float) -> torch.Tensor:
         return torch.full((n,), value, dtype=self.dtype, device=self.device)
 
+    def zeros(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=self.dtype, device=self.device)
+
     def full_int(self, n: int, value: int) -> torch.Tensor:
         return torch.full((n,), value, dtype=torch.int64, device=self.device)
 
