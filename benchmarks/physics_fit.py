@@ -37,7 +37,7 @@ from scipy import optimize
 
 from ludl.physics.kinetics import fit_voxels
 
-__all__ = ["make_study", "run_fit_benchmark", "run_revision_comparison"]
+__all__ = ["make_study", "process_cpu_s", "run_fit_benchmark", "run_revision_comparison"]
 
 TIMES_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0])
 LAMBDA_PHYS = math.log(2.0) / 159.528  # 177Lu
@@ -84,6 +84,12 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return result, seconds, peak / 2**20
+
+
+def process_cpu_s() -> float:
+    """CPU seconds this process has used so far, all threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _max_rss_mb() -> float:
@@ -155,8 +161,9 @@ def run_fit_benchmark(
         rows.append(row)
 
     record("make synthetic study", make_s, 0.0, None, shape=tuple(shape))
+    cpu = process_cpu_s()
     fit, sec, peak = _measure(lambda: fit_voxels(times, stack, "biexp_uptake", mask=mask, workers=workers))
-    record("fit_voxels biexp_uptake (numpy)", sec, peak, fit.tia)
+    record("fit_voxels biexp_uptake (numpy)", sec, peak, fit.tia, cpu_s=process_cpu_s() - cpu)
     base_rate = n / sec
     if auto:
         res, sec, peak = _measure(lambda: fit_voxels(times, stack, "auto", mask=mask, workers=workers))
