@@ -17,11 +17,19 @@ and scaled to all voxels. Peak memory per step is the tracemalloc peak (numpy al
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import math
+import os
 import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +37,7 @@ from scipy import optimize
 
 from ludl.physics.kinetics import fit_voxels
 
-__all__ = ["make_study", "run_fit_benchmark"]
+__all__ = ["make_study", "process_cpu_s", "run_fit_benchmark", "run_revision_comparison"]
 
 TIMES_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0])
 LAMBDA_PHYS = math.log(2.0) / 159.528  # 177Lu
@@ -76,6 +84,12 @@ def _measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return result, seconds, peak / 2**20
+
+
+def process_cpu_s() -> float:
+    """CPU seconds this process has used so far, all threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _max_rss_mb() -> float:
@@ -147,8 +161,9 @@ def run_fit_benchmark(
         rows.append(row)
 
     record("make synthetic study", make_s, 0.0, None, shape=tuple(shape))
+    cpu = process_cpu_s()
     fit, sec, peak = _measure(lambda: fit_voxels(times, stack, "biexp_uptake", mask=mask, workers=workers))
-    record("fit_voxels biexp_uptake (numpy)", sec, peak, fit.tia)
+    record("fit_voxels biexp_uptake (numpy)", sec, peak, fit.tia, cpu_s=process_cpu_s() - cpu)
     base_rate = n / sec
     if auto:
         res, sec, peak = _measure(lambda: fit_voxels(times, stack, "auto", mask=mask, workers=workers))
@@ -186,6 +201,82 @@ def run_fit_benchmark(
     return rows
 
 
+# Run in a fresh interpreter whose `ludl` is the one on PYTHONPATH: fit, print the fit's process CPU time (all
+# threads) and wall time as JSON, save the TIA of the body voxels.
+_CHILD = """
+import json, resource, sys, time
+import numpy as np
+import ludl
+from physics_fit import make_study
+from ludl.physics.kinetics import fit_voxels
+assert ludl.__file__.startswith(sys.argv[2]), ludl.__file__
+shape, seed, workers, out = json.loads(sys.argv[1])
+stack, mask, _, times = make_study(tuple(shape), seed)
+usage = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+cpu, wall = usage(), time.perf_counter()
+fit = fit_voxels(times, stack, "biexp_uptake", mask=mask, workers=workers)
+print(json.dumps({"cpu_s": usage() - cpu, "wall_s": time.perf_counter() - wall}))
+np.save(out, fit.tia[mask])
+"""
+
+
+def run_revision_comparison(
+    shape: tuple[int, ...], baseline_rev: str, *, repeats: int = 3, seed: int = 0, workers: int | None = None
+) -> dict[str, Any]:
+    """`biexp_uptake` fit with this checkout's ludl against the ludl of git revision `baseline_rev`, same study.
+
+    The two alternate in fresh processes `repeats` times each, so both see the same machine load; on a shared
+    machine compare the process CPU time (the fit's threads together), which load inflates far less than wall
+    time. Returns the best and median CPU/wall seconds of each, the CPU ratio (baseline / current) and the
+    median and largest |relative difference| of the voxel TIAs.
+    """
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", baseline_rev, "ludl"], capture_output=True, check=True)
+    times: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        base_root = Path(tmp) / "baseline"
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(base_root, filter="data")
+        roots = {"baseline": base_root, "current": repo}
+        for _ in range(repeats):
+            for side, root in roots.items():
+                args = json.dumps([list(shape), seed, workers, str(Path(tmp) / f"{side}.npy")])
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(Path(__file__).resolve().parent)])}
+                # cwd: `python -c` puts the working directory first on sys.path, ahead of PYTHONPATH.
+                run = subprocess.run(
+                    [sys.executable, "-c", _CHILD, args, str(root)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=env,
+                    cwd=tmp,
+                )
+                times[side].append(json.loads(run.stdout.strip().splitlines()[-1]))
+        base, cur = np.load(Path(tmp) / "baseline.npy"), np.load(Path(tmp) / "current.npy")
+    diff = np.abs(cur - base) / np.maximum(np.abs(base), 1e-300)
+    out: dict[str, Any] = {"baseline_rev": baseline_rev, "repeats": repeats, "voxels": int(base.size)}
+    for side, runs in times.items():
+        for key in ("cpu_s", "wall_s"):
+            values = [r[key] for r in runs]
+            out[f"{side}_{key}_best"], out[f"{side}_{key}_median"] = min(values), float(np.median(values))
+    out["cpu_ratio"] = out["baseline_cpu_s_best"] / out["current_cpu_s_best"]
+    out["tia_median_rel_diff"], out["tia_max_rel_diff"] = float(np.median(diff)), float(diff.max())
+    return out
+
+
+def print_revision_comparison(c: dict[str, Any]) -> None:
+    """One paragraph: the CPU and wall times of both sides, their ratio and the TIA agreement."""
+    print(
+        f"\nbiexp_uptake fit, {c['voxels']} voxels, {c['repeats']}× each, alternating in fresh processes:\n"
+        f"  baseline {c['baseline_rev']}: CPU {c['baseline_cpu_s_best']:.2f} s best ({c['baseline_cpu_s_median']:.2f} "
+        f"median), wall {c['baseline_wall_s_best']:.2f} s best\n"
+        f"  current : CPU {c['current_cpu_s_best']:.2f} s best ({c['current_cpu_s_median']:.2f} median), wall "
+        f"{c['current_wall_s_best']:.2f} s best\n"
+        f"  speed-up (process CPU time): {c['cpu_ratio']:.2f}×; voxel TIA |relative difference| median "
+        f"{c['tia_median_rel_diff']:.2g}, max {c['tia_max_rel_diff']:.2g}"
+    )
+
+
 def _print(rows: list[dict[str, Any]]) -> None:
     print(f"{'step':<44} {'voxels':>10} {'seconds':>9} {'voxels/s':>11} {'peak MB':>8} {'RSS MB':>8} {'med|err|':>9}")
     for r in rows:
@@ -212,6 +303,8 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--loop-sample", type=int, default=300)
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--baseline-rev", default=None, help="also time the biexp_uptake fit of this git revision")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side for --baseline-rev")
     args = parser.parse_args()
     rows = run_fit_benchmark(
         tuple(args.shape),
@@ -223,6 +316,10 @@ def main() -> None:
         workers=args.workers,
     )
     _print(rows)
+    if args.baseline_rev:
+        print_revision_comparison(
+            run_revision_comparison(tuple(args.shape), args.baseline_rev, repeats=args.repeats, workers=args.workers)
+        )
 
 
 if __name__ == "__main__":

@@ -62,16 +62,18 @@ class Bounds:
             return self.lo2, xp.where(x >= 1.0, xp.exp(1.0 - x), 1.0 - xp.log(x))
         return v1 + self.log_ratio, self.hi2
 
-    def upper_slope(self, xp: Any, v1: Array) -> Any:
-        """d(upper bound of v2)/dv1: the direction along the λ2 = MIN_RATE_RATIO·λ1 edge."""
-        if not self.fast:
-            return 0.0
-        x = xp.exp(v1 + self.log_ratio) * self.t_ref
-        return xp.where(x >= 1.0, -xp.exp(1.0 - x) * x, -1.0)
+    def edges(self, xp: Any, v1: Array) -> tuple[Any, Any, Any, float]:
+        """`bounds2` at v1 and the bounds' slopes d(bound)/dv1: the directions along the edges.
 
-    def lower_slope(self, xp: Any, v1: Array) -> Any:
-        """d(lower bound of v2)/dv1 (log form: the λ2 = MIN_RATE_RATIO·λ1 edge)."""
-        return 0.0 if self.fast else 1.0
+        Fast form: the upper bound is the λ2 = MIN_RATE_RATIO·λ1 edge, the lower one fixed; log form: the
+        reverse. Computed together because they share their exponentials.
+        """
+        if not self.fast:
+            return v1 + self.log_ratio, self.hi2, 0.0, 1.0
+        x = xp.exp(v1 + self.log_ratio) * self.t_ref
+        big = x >= 1.0
+        e = xp.exp(1.0 - x)
+        return self.lo2, xp.where(big, e, 1.0 - xp.log(x)), xp.where(big, -e * x, -1.0), 0.0
 
     def project(self, xp: Any, v1: Array, v2: Array) -> tuple[Array, Array]:
         v1 = xp.clip(v1, self.lo1, self.hi1)
@@ -91,12 +93,13 @@ class Bounds:
         return np.where(x >= 1.0, np.exp(1.0 - np.maximum(x, 1.0)), 1.0 - np.log(np.minimum(x, 1.0)))
 
     def d_exp2(self, xp: Any, lam2: Array, v2: Array, t: Array, e2: Array) -> Array:
-        """∂e^{−λ2 t}/∂v2 from e2 = e^{−λ2 t} (no extra exponentials over (N, T))."""
+        """∂e^{−λ2 t}/∂v2 from e2 = e^{−λ2 t} (no extra exponentials over (T, N)); λ2, v2 per curve (N,)."""
         if not self.fast:
             return -(lam2 * t) * e2
-        # Fast branch: (t/t_ref)·e^{−λ2 (t − t_ref) − 1}; e^{λ2 t_ref − 1} ≤ e^9 since λ2·t_ref ≤ 10.
-        fast = (t / self.t_ref) * e2 * xp.exp(lam2 * self.t_ref - 1.0)
-        return xp.where(v2[:, None] <= 1.0, fast, (lam2 * t) * e2)
+        # Fast branch (z ≤ 1): (t/t_ref)·e^{−λ2 (t − t_ref) − 1}, e^{λ2 t_ref − 1} ≤ e^9 since λ2·t_ref ≤ 10;
+        # log branch: λ2 t e^{−λ2 t}. Both are t·(a factor per curve)·e2.
+        per_curve = xp.where(v2 <= 1.0, xp.exp(lam2 * self.t_ref - 1.0) / self.t_ref, lam2)
+        return (t * per_curve) * e2
 
 
 def rate_bounds(model: str, s: CoreSettings, t_ref: float, t_first: float) -> Bounds:

@@ -19,6 +19,9 @@ class NumpyXp:
     """The array operations the fitting core needs, for numpy."""
 
     name = "numpy"
+    # Rows per block of the starting-grid scores: (1024, ~120) float64 stays in L2 until its argmax (measured on
+    # 32 k curves: 6.6 ms in blocks against 14.5 ms for the whole table).
+    grid_rows = 1024
 
     def __init__(self, dtype: Any = np.float64) -> None:
         self.dtype = np.dtype(dtype)
@@ -62,6 +65,19 @@ class NumpyXp:
             return out
         return x.sum(axis=-1)
 
+    def colsum(self, x: Array) -> Array:
+        # The core keeps curves in columns (T, N): adding the T contiguous rows is numpy's axis-0 order too.
+        if x.ndim == 2 and x.shape[0] <= 8:
+            out = x[0].copy()
+            for k in range(1, x.shape[0]):
+                out += x[k]
+            return out
+        return x.sum(axis=0)
+
+    def transpose(self, x: Array) -> Array:
+        """(N, T) → (T, N), contiguous."""
+        return np.ascontiguousarray(x.T, dtype=self.dtype)
+
     def rowmax(self, x: Array) -> Array:
         return x.max(axis=-1)
 
@@ -73,6 +89,9 @@ class NumpyXp:
 
     def full(self, n: int, value: float) -> Array:
         return np.full(n, value, dtype=self.dtype)
+
+    def zeros(self, n: int) -> Array:
+        return np.zeros(n, dtype=self.dtype)
 
     def full_int(self, n: int, value: int) -> Array:
         return np.full(n, value, dtype=np.int64)

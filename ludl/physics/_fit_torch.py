@@ -35,6 +35,7 @@ class TorchXp:
     """The array operations the fitting core needs, for torch."""
 
     name = "torch"
+    grid_rows = 0  # the whole block at once: one kernel per operation suits a GPU
 
     def __init__(self, device: str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.device = torch.device(device)
@@ -76,6 +77,13 @@ class TorchXp:
     def rowsum(self, x: torch.Tensor) -> torch.Tensor:
         return x.sum(dim=-1)
 
+    def colsum(self, x: torch.Tensor) -> torch.Tensor:
+        return x.sum(dim=0)
+
+    def transpose(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T) → (T, N), contiguous."""
+        return x.T.contiguous()
+
     def rowmax(self, x: torch.Tensor) -> torch.Tensor:
         return x.amax(dim=-1)
 
@@ -87,6 +95,9 @@ class TorchXp:
 
     def full(self, n: int, value: float) -> torch.Tensor:
         return torch.full((n,), value, dtype=self.dtype, device=self.device)
+
+    def zeros(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=self.dtype, device=self.device)
 
     def full_int(self, n: int, value: int) -> torch.Tensor:
         return torch.full((n,), value, dtype=torch.int64, device=self.device)

@@ -13,6 +13,8 @@ from ludl.dosimetry.marrow import (
     blood_based_marrow,
     blood_tia_mbq_h_per_ml,
     lesion_spill_share,
+    log_trapezoid_tia,
+    marrow_cross_dose_gy,
 )
 from ludl.dosimetry.regions import RegionSet
 from ludl.io.blood import BloodSamples
@@ -30,9 +32,59 @@ def test_blood_tia_of_a_biexponential_curve_is_its_integral() -> None:
     a, k = [0.6, 0.1], [0.5, 0.03]
     samples = _samples([0.1, 0.5, 1, 2, 4, 24, 48, 96], a, k)
     exact = sum(ai / (ki + LAMBDA_LU_PER_H) for ai, ki in zip(a, k, strict=True))
-    tia, model = blood_tia_mbq_h_per_ml(samples)
+    tia, model = blood_tia_mbq_h_per_ml(samples, method="fit")
     assert model == "biexp"
     assert tia == pytest.approx(exact, rel=0.02)
+    # An exponential between samples lies above a sum of exponentials (log-convex): +10 % here, almost all of it
+    # from the 4 → 24 h gap across which the fast component dies out.
+    tia, model = blood_tia_mbq_h_per_ml(samples)
+    assert model == "log_trapezoid"
+    assert exact < tia < 1.15 * exact
+    dense = _samples([0.1, 0.5, 1, 2, 4, 6, 9, 12, 16, 24, 48, 96], a, k)
+    assert exact < blood_tia_mbq_h_per_ml(dense)[0] < 1.02 * exact
+
+
+def test_log_trapezoid_is_exact_for_one_exponential_however_sampled() -> None:
+    lam = 0.05
+    for times in ([0.5, 3.0], [0.25, 1.0, 7.0, 30.0, 99.0]):
+        t = np.asarray(times)
+        assert log_trapezoid_tia(t, 4.0 * np.exp(-lam * t), LAMBDA_LU_PER_H) == pytest.approx(4.0 / lam, rel=1e-12)
+    # A tail slower than physical decay is cut to it; a rising start is held constant back to injection.
+    t = np.asarray([2.0, 10.0, 50.0])
+    flat = np.asarray([1.0, 1.0, 1.0])
+    assert log_trapezoid_tia(t, flat, LAMBDA_LU_PER_H) == pytest.approx(2.0 + 48.0 + 1.0 / LAMBDA_LU_PER_H)
+    t = np.asarray([2.0, 10.0, 20.0, 30.0])
+    rising = np.asarray([1.0, 2.0, 1.0, 0.5])  # the last three halve every 10 h
+    ln2 = math.log(2.0)
+    expected = 1.0 * 2.0 + (8.0 / ln2 + 10.0 / ln2 + 0.5 * 10.0 / ln2) + 0.5 / (ln2 / 10.0)
+    assert log_trapezoid_tia(t, rising, LAMBDA_LU_PER_H) == pytest.approx(expected, rel=1e-12)
+
+
+def test_blood_tia_of_synthetic_patients_against_their_exact_blood_curve() -> None:
+    """Seeded population of synthetic kinetics: sampled at `BLOOD_DRAW_TIMES_H` with the synthetic lab noise, against
+    the closed-form ∫₀^∞ of the blood row. Measured (30 patients): log-trapezoid median −8 %, P90 |error| 18 %;
+    the bi-exponential fit it replaces −19 %, P90 41 % (its late samples barely weigh, so it misses the day-long tail;
+    weighting by 1/y² instead misses the first hours: −31 %)."""
+    from ludl.synth import default_priors, patient_rng, sample_lesions, sample_patient_kinetics
+    from ludl.synth.blood import BLOOD_DRAW_TIMES_H, SAMPLE_CV
+
+    priors = default_priors()
+    errors = {"log_trapezoid": [], "fit": []}
+    sigma = math.sqrt(math.log1p(SAMPLE_CV**2))
+    for i in range(30):
+        rng = patient_rng(7, i)
+        lesions = sample_lesions(rng, priors)
+        kin = sample_patient_kinetics(rng, priors, lesions.n, lesions.volumes_ml, lesions.sites)
+        row = kin.regions.index("blood")
+        noise = np.random.default_rng(1000 + i)
+        times = np.asarray(BLOOD_DRAW_TIMES_H) + noise.uniform(-0.25, 0.25, 6) * (np.asarray(BLOOD_DRAW_TIMES_H) >= 1)
+        conc = kin.activity_mbq(times)[row] * np.exp(sigma * noise.standard_normal(times.size) - 0.5 * sigma**2)
+        samples = BloodSamples(times, conc * 1e6, "synthetic")
+        for method, errs in errors.items():
+            errs.append(blood_tia_mbq_h_per_ml(samples, method)[0] / float(kin.tia_mbq_h()[row]) - 1.0)
+    new, old = np.asarray(errors["log_trapezoid"]), np.asarray(errors["fit"])
+    assert -0.15 < np.median(new) < 0.0 and np.percentile(np.abs(new), 90) < 0.25
+    assert np.median(old) < -0.12 and np.percentile(np.abs(old), 90) > 0.3
 
 
 def test_blood_based_marrow_dose_is_rmblr_times_blood_tia_times_electron_energy() -> None:
@@ -87,6 +139,31 @@ def test_annotate_marrow_flags_dominated_image_value_and_adds_blood_dose() -> No
     rows_cold = [{**rows[0]}, {**rows[1], "tia_mbq_h": 0.5 * 39.8}]
     cold, _ = annotate_marrow(rows_cold, cold_regions, cold_tia, np.ones(cold_tia.shape), (4.8,) * 3, 12.0, None)
     assert cold[0]["flag"] == ""
+
+
+def test_cross_dose_and_self_dose_add_up_to_the_dose_of_the_whole_map() -> None:
+    from ludl.physics.dose import dose_from_tia, voxel_tia_mbq_h
+    from ludl.physics.kernels import voxel_s_kernel
+
+    regions, tia = _spine(lesion_conc=150.0)
+    kernel = voxel_s_kernel((4.8, 4.8, 4.8))
+
+    def dose_of(t: np.ndarray) -> np.ndarray:
+        return np.asarray(dose_from_tia(voxel_tia_mbq_h(t, (4.8,) * 3), kernel))
+
+    mask = regions.labels == 1
+    cross = marrow_cross_dose_gy(tia, regions, dose_of)
+    own = float(dose_of(np.where(mask, tia, 0.0))[mask].mean())
+    assert cross + own == pytest.approx(float(dose_of(tia)[mask].mean()), rel=1e-9)  # the convolution is linear
+    assert 0 < cross < own  # the hot lesion one voxel away adds ≈ 10 % (betas reach ≈ 2 mm)
+    quiet = np.where(regions.labels == 2, 0.0, tia)
+    assert marrow_cross_dose_gy(quiet, regions, dose_of) < cross
+    rows = [{"region": "red_marrow", "kind": "marrow", "mean_dose_gy": 0.9, "tia_mbq_h": 1.0, "volume_ml": 55.3}]
+    samples = _samples([0.5, 2, 24, 48, 96], [0.2], [0.02])
+    out, notes = annotate_marrow(rows, regions, tia, np.full(tia.shape, 1.03), (4.8,) * 3, 12.0, samples, dose_of)
+    self_gy = blood_based_marrow(samples, 1.03).mean_dose_gy
+    assert out[0]["blood_based_dose_gy"] == pytest.approx(self_gy + cross)
+    assert any("cross" in n for n in notes)
 
 
 def test_synthetic_blood_samples_hold_the_blood_pool_concentration() -> None:
