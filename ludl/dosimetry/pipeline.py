@@ -374,9 +374,10 @@ def compute_dosimetry(
         resolution = case_resolution(data, ref_tp, g)  # resol: the FWHM PVC uses (nominal, measured or estimated)
         rows, pvc_notes = _region_rows(data, g, replace(ref_tp, fwhm_mm=resolution.fwhm_mm), integrated, dose, o)
         notes += [*resolution.notes, *pvc_notes]
-        rows, marrow_notes = annotate_marrow(  # resol: blood-based marrow, flag on the image-based one
+        rows, marrow_notes = annotate_marrow(  # blood-based marrow (self + EANM cross-dose), flag on the image one
             annotate_resolution(rows, resolution), g.regions, tia, g.density_g_per_ml, g.grid.spacing_zyx_mm,
             resolution.fwhm_mm, load_blood_samples(data.manifest.file.parent, data.patient_id, data.cycle),
+            lambda t: dose_map_gy(t, g.density_g_per_ml, g.grid.spacing_zyx_mm, o.dose_method, o.kernel_cache_dir),
         )  # fmt: skip
         notes += marrow_notes
     notes += _activity_notes(data, g.aligned)
