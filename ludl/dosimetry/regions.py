@@ -50,6 +50,7 @@ __all__ = [
     "cumulative_kidney_bed",
     "expand_regions",
     "label_volumes_ml",
+    "region_density_g_per_ml",
     "region_extents",
     "region_table",
     "whole_body_tumour_dose_gy",
@@ -252,6 +253,58 @@ def _unlabelled_tia(tia: npt.NDArray[np.float64], labelled: npt.NDArray[np.float
     return np.asarray((1.0 - labelled) * tia + labelled * local)
 
 
+# A region no voxel of which it fills to at least this share has no voxel that shows its own density: the fit of
+# its density from the mixed voxels is an extrapolation, so the fraction-weighted mean is kept.
+_MIN_PEAK_FRACTION = 0.5
+
+
+def region_density_g_per_ml(
+    density_g_per_ml: npt.NDArray[np.float64], extent: RegionExtent, shape: tuple[int, ...]
+) -> float:
+    """Density of a region's own tissue, unmixed from the CT densities of the voxels it shares.
+
+    A CT voxel the region fills to a fraction f holds f·ρ_R + (1 − f)·ρ_S (its surroundings' density ρ_S); least
+    squares over the region's extent and a one-voxel shell around it give ρ_R and ρ_S. The mean over the region's whole
+    voxels alone reads a dense bone lesion of 5–40 mL at 6 mm low by up to 10 %, and one beside cortical bone high
+    (on the CT voxel size the image is resampled to, a whole voxel is rarely far from the edge); the unmixing
+    halves that (issue 13: lesions ≥ 4 mL, density error P90 9.8 → 5.5 % against the synthetic truth). Kept
+    within what its fullest voxel allows; the fraction-weighted mean where the region fills no voxel to half.
+
+    Args:
+        density_g_per_ml: flat (C-order) density of the grid, g/mL; extent: the region's voxels and fractions;
+        shape: the grid's shape.
+    """
+    from scipy import ndimage
+
+    rho = np.asarray(density_g_per_ml, dtype=np.float64).ravel()
+    whole = extent.weights >= 1.0
+    if not extent.voxels.size:
+        return float("nan")
+    mixed_mean = float(np.average(rho[extent.voxels], weights=extent.weights))
+    fallback = float(np.mean(rho[extent.voxels[whole]])) if whole.any() else mixed_mean
+    if float(extent.weights.max()) < _MIN_PEAK_FRACTION:
+        return mixed_mean
+    coords = np.unravel_index(extent.voxels, shape)
+    lo = [max(0, int(c.min()) - 1) for c in coords]
+    hi = [min(n, int(c.max()) + 2) for c, n in zip(coords, shape, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    fraction = np.zeros([b - a for a, b in zip(lo, hi, strict=True)])
+    fraction[tuple(c - a for c, a in zip(coords, lo, strict=True))] = extent.weights
+    near = ndimage.binary_dilation(fraction > 0, structure=np.ones((3, 3, 3), dtype=bool))
+    f = fraction[near]
+    seen = rho.reshape(shape)[box][near]
+    design = np.stack([f, 1.0 - f], axis=1)
+    if np.linalg.matrix_rank(design) < 2:
+        return fallback
+    (rho_region, _), *_ = np.linalg.lstsq(design, seen, rcond=None)
+    if not math.isfinite(float(rho_region)):
+        return fallback
+    # The region's own density lies beyond what its fullest voxel shows by at most that voxel's missing share: exact
+    # data give ρ_S + (ρ_voxel − ρ_S)/f_max. Noise is not extrapolated further.
+    reach = (float(seen.max()) - float(seen.min())) * (1.0 / float(f.max()) - 1.0)
+    return float(np.clip(rho_region, float(seen.min()) - reach, float(seen.max()) + reach))
+
+
 def corrected_doses_on_extent(
     tia: npt.NDArray[np.float64],
     extents: Mapping[str, RegionExtent],
@@ -268,9 +321,10 @@ def corrected_doses_on_extent(
     dose D = E / ρ (E: energy per volume). A shared voxel mixes tissues; the region's own tissue in it receives the
     voxel's energy per volume with the voxel's self-deposition k·m (k: self-dose per TIA at unit density, m: the
     voxel's mean concentration) replaced by its own k·c — the β energy of 177Lu stays within a fraction of a
-    millimetre of where it is emitted, well inside a SPECT voxel — per the region's own density ρ_R (the mean over its
-    whole voxels): D_R = (D·ρ + k·(c − m)) / ρ_R. A whole voxel gets D. The region's mean dose is the fraction-weighted
-    mean of D_R over its extent.
+    millimetre of where it is emitted, well inside a SPECT voxel — per the region's own density ρ_R:
+    D_R = (D·ρ + k·(c − m)) / ρ_R, in a whole voxel (m = c) its energy per volume over ρ_R. ρ_R is unmixed from the CT
+    (`region_density_g_per_ml`): the CT on the SPECT grid mixes a small region's density with its surroundings' even in
+    its whole voxels. The region's mean dose is the fraction-weighted mean of D_R over its extent.
 
     Args:
         tia: observed TIA map (MBq·h/mL).
@@ -297,13 +351,9 @@ def corrected_doses_on_extent(
     out: dict[str, float] = {}
     for name in names:
         e = extents[name]
-        whole = e.weights >= 1.0
-        rho_region = (
-            float(np.mean(rho[e.voxels[whole]])) if whole.any() else float(np.average(rho[e.voxels], weights=e.weights))
-        )
+        rho_region = region_density_g_per_ml(rho, e, np.shape(tia))
         c = float(concentration_mbq_h_per_ml[name])
         own = (energy[e.voxels] + self_dose_gy_per_tia * (c - corrected[e.voxels])) / rho_region
-        own = np.where(whole, dose[e.voxels], own)
         out[name] = float(np.sum(e.weights * own) / np.sum(e.weights))
     return out
 
