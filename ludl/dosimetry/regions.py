@@ -261,14 +261,16 @@ _MIN_PEAK_FRACTION = 0.5
 def region_density_g_per_ml(
     density_g_per_ml: npt.NDArray[np.float64], extent: RegionExtent, shape: tuple[int, ...]
 ) -> float:
-    """Density of a region's own tissue, unmixed from the CT densities of the voxels it shares.
+    """Density of a region's own tissue: the mean CT density of its whole voxels, else unmixed from those it shares.
 
-    A CT voxel the region fills to a fraction f holds f·ρ_R + (1 − f)·ρ_S (its surroundings' density ρ_S); least
-    squares over the region's extent and a one-voxel shell around it give ρ_R and ρ_S. The mean over the region's whole
-    voxels alone reads a dense bone lesion of 5–40 mL at 6 mm low by up to 10 %, and one beside cortical bone high
-    (on the CT voxel size the image is resampled to, a whole voxel is rarely far from the edge); the unmixing
-    halves that (issue 13: lesions ≥ 4 mL, density error P90 9.8 → 5.5 % against the synthetic truth). Kept
-    within what its fullest voxel allows; the fraction-weighted mean where the region fills no voxel to half.
+    A region with no whole voxel (a lesion under ≈ 2 mL at 6 mm) has only voxels that mix it with its surroundings,
+    whose fraction-weighted mean reads a dense bone lesion in soft tissue ≈ 10 % low. A CT voxel it fills to a
+    fraction f holds f·ρ_R + (1 − f)·ρ_S (ρ_S: its surroundings'); least squares over its voxels and a one-voxel shell
+    give ρ_R, extrapolated from its fullest voxel by at most that voxel's missing share. Where it fills no voxel to
+    half, the fraction-weighted mean is kept. Regions with whole voxels keep their mean: unmixing them too halved the
+    density error of 5–40 mL bone lesions on the synthetic cohort (whose CT is interpolated into each scan's pose,
+    which mixes whole voxels), but put a lesion drawn on a finer label grid than its CT 6 % off
+    (`tests/dosimetry/test_anisotropic.py`): the CT's own rasterisation of the boundary is not the label map's.
 
     Args:
         density_g_per_ml: flat (C-order) density of the grid, g/mL; extent: the region's voxels and fractions;
@@ -280,10 +282,11 @@ def region_density_g_per_ml(
     whole = extent.weights >= 1.0
     if not extent.voxels.size:
         return float("nan")
-    mixed_mean = float(np.average(rho[extent.voxels], weights=extent.weights))
-    fallback = float(np.mean(rho[extent.voxels[whole]])) if whole.any() else mixed_mean
+    if whole.any():
+        return float(np.mean(rho[extent.voxels[whole]]))
+    fallback = float(np.average(rho[extent.voxels], weights=extent.weights))
     if float(extent.weights.max()) < _MIN_PEAK_FRACTION:
-        return mixed_mean
+        return fallback
     coords = np.unravel_index(extent.voxels, shape)
     lo = [max(0, int(c.min()) - 1) for c in coords]
     hi = [min(n, int(c.max()) + 2) for c, n in zip(coords, shape, strict=True)]
@@ -322,9 +325,8 @@ def corrected_doses_on_extent(
     voxel's energy per volume with the voxel's self-deposition k·m (k: self-dose per TIA at unit density, m: the
     voxel's mean concentration) replaced by its own k·c — the β energy of 177Lu stays within a fraction of a
     millimetre of where it is emitted, well inside a SPECT voxel — per the region's own density ρ_R:
-    D_R = (D·ρ + k·(c − m)) / ρ_R, in a whole voxel (m = c) its energy per volume over ρ_R. ρ_R is unmixed from the CT
-    (`region_density_g_per_ml`): the CT on the SPECT grid mixes a small region's density with its surroundings' even in
-    its whole voxels. The region's mean dose is the fraction-weighted mean of D_R over its extent.
+    D_R = (D·ρ + k·(c − m)) / ρ_R (ρ_R: `region_density_g_per_ml`). A whole voxel gets D. The region's mean dose is
+    the fraction-weighted mean of D_R over its extent.
 
     Args:
         tia: observed TIA map (MBq·h/mL).
@@ -354,6 +356,7 @@ def corrected_doses_on_extent(
         rho_region = region_density_g_per_ml(rho, e, np.shape(tia))
         c = float(concentration_mbq_h_per_ml[name])
         own = (energy[e.voxels] + self_dose_gy_per_tia * (c - corrected[e.voxels])) / rho_region
+        own = np.where(e.weights >= 1.0, dose[e.voxels], own)
         out[name] = float(np.sum(e.weights * own) / np.sum(e.weights))
     return out
 
