@@ -101,8 +101,11 @@ def measure_recovery(phantom: SpherePhantom) -> npt.NDArray[np.float64]:
     return np.asarray(out)
 
 
-def gtm_sphere_means(phantom: SpherePhantom, fwhm_mm: float) -> npt.NDArray[np.float64]:
-    """GTM-corrected concentration of every sphere at `fwhm_mm` (spheres with fractions, background the rest)."""
+def gtm_sphere_means(
+    phantom: SpherePhantom, fwhm_mm: float, extra_variance_zyx_mm2: Sequence[float] | None = None
+) -> npt.NDArray[np.float64]:
+    """GTM-corrected concentration of every sphere at `fwhm_mm` (spheres with fractions, background the rest),
+    the PSF widened by `extra_variance_zyx_mm2` (mm² per axis, e.g. a resampling's blur) where given."""
     n_spheres = phantom.fractions.shape[0]
     n = n_spheres + 1
     total = phantom.fractions.sum(axis=0)
@@ -124,6 +127,6 @@ def gtm_sphere_means(phantom: SpherePhantom, fwhm_mm: float) -> npt.NDArray[np.f
     fraction.append(rest[rest > 0])
     mixed = (np.concatenate(voxel), np.concatenate(region), np.concatenate(fraction))
     spacing = (phantom.spacing_mm,) * 3
-    w, counts = gtm_matrix_fractional(index, n, mixed, spacing, fwhm_mm)
+    w, counts = gtm_matrix_fractional(index, n, mixed, spacing, fwhm_mm, extra_variance_zyx_mm2)
     observed = fractional_means(phantom.image, index, n, mixed, counts)
     return np.asarray(gtm_solve(w, observed)[:n_spheres])

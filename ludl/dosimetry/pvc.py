@@ -44,10 +44,17 @@ _FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 _TRUNCATE_SIGMA = 4.0
 
 
-def _sigma_voxels(fwhm_mm: float, spacing_zyx_mm: Sequence[float]) -> npt.NDArray[np.float64]:
+def _sigma_voxels(
+    fwhm_mm: float, spacing_zyx_mm: Sequence[float], extra_variance_zyx_mm2: Sequence[float] | None = None
+) -> npt.NDArray[np.float64]:
+    """Gaussian σ per axis in voxels: the PSF's, widened by an extra variance per axis (mm²) where given."""
     if not (np.isfinite(fwhm_mm) and fwhm_mm > 0):
         raise InputError(f"fwhm_mm must be a positive resolution in mm, got {fwhm_mm}")
-    return np.asarray([fwhm_mm / _FWHM_PER_SIGMA / s for s in spacing_zyx_mm], dtype=np.float64)
+    extra = np.zeros(3) if extra_variance_zyx_mm2 is None else np.asarray(extra_variance_zyx_mm2, dtype=np.float64)
+    if extra.shape != (3,) or not np.all(np.isfinite(extra) & (extra >= 0)):
+        raise InputError(f"extra_variance_zyx_mm2 must be three variances ≥ 0 in mm², got {extra_variance_zyx_mm2}")
+    sigma_mm = np.sqrt((fwhm_mm / _FWHM_PER_SIGMA) ** 2 + extra)
+    return np.asarray(sigma_mm / np.asarray(spacing_zyx_mm, dtype=np.float64), dtype=np.float64)
 
 
 def _blurred_box(
@@ -113,6 +120,7 @@ def gtm_matrix_fractional(
     mixed: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike],
     spacing_zyx_mm: Sequence[float],
     fwhm_mm: float,
+    extra_variance_zyx_mm2: Sequence[float] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Geometric transfer matrix of regions given as tissue fractions: the voxel-size partial-volume effect too.
 
@@ -126,6 +134,8 @@ def gtm_matrix_fractional(
         n_regions: number of regions (the last is usually the unlabelled rest, the largest).
         mixed: (flat voxel index, region index, fraction) triples of the mixed voxels; a voxel's fractions sum to 1.
         spacing_zyx_mm, fwhm_mm: voxel size and nominal Gaussian FWHM, mm.
+        extra_variance_zyx_mm2: blur added to the PSF per axis (mm²), e.g. by resampling a scan onto this grid
+            (`ludl.dosimetry.gtm_partition.resampling_variance_zyx_mm2`); None: none.
 
     Returns:
         (W, weights): W[i, j] = Σ_x (PSF ⊛ f_i)(x) f_j(x) / Σ_x f_j(x), so observed fraction-weighted mean_j =
@@ -133,7 +143,7 @@ def gtm_matrix_fractional(
     """
     idx = np.asarray(index, dtype=np.int64)
     n = int(n_regions)
-    sigma = _sigma_voxels(fwhm_mm, spacing_zyx_mm)
+    sigma = _sigma_voxels(fwhm_mm, spacing_zyx_mm, extra_variance_zyx_mm2)
     mv, mr, mf = (np.asarray(a) for a in mixed)
     mv, mr, mf = mv.astype(np.int64), mr.astype(np.int64), mf.astype(np.float64)
     mz, my, mx = np.unravel_index(mv, idx.shape)

@@ -11,9 +11,11 @@ import pytest
 
 from ludl.dosimetry.regions import (
     REGION_COLUMNS,
+    RegionExtent,
     corrected_doses_on_extent,
     cumulative_kidney_bed,
     expand_regions,
+    region_density_g_per_ml,
     region_extents,
     region_table,
     whole_body_tumour_dose_gy,
@@ -115,21 +117,47 @@ def test_extent_is_whole_majority_voxels_plus_the_fractions_of_shared_ones() -> 
     assert whole["organ"].voxel_count == 9 and whole["lesion_001"].voxel_count == 1
 
 
-@pytest.mark.parametrize("mixed_density", [1.0, 0.3])
-def test_corrected_dose_over_the_extent_is_the_local_dose_of_its_concentration(mixed_density: float) -> None:
+@pytest.mark.parametrize("surrounding_density", [1.0, 0.3])
+def test_corrected_dose_over_the_extent_is_the_local_dose_of_its_concentration(surrounding_density: float) -> None:
     # Local deposition (D = k·TIA/ρ): the dose of a region's tissue is k·c/ρ_region wherever it lies, whatever shares
     # the voxels hold — the region's true mean dose, independent of its extent's shape and of its neighbours.
     regions, fractions = _extent_case()
     extents = region_extents(regions, fractions)  # type: ignore[arg-type]
     k = 0.085  # Gy per MBq·h/mL at unit density
-    density = np.full((5, 5, 5), 1.05)
-    density[0, 0, 0] = mixed_density  # the lesion shares its voxel with lung-like tissue
-    density[2, 0, 1:4] = mixed_density
+    tissue = 1.05
+    # The CT of a mixed voxel holds both tissues by their shares (lung-like surroundings at 0.3).
+    density = np.full((5, 5, 5), surrounding_density)
+    density[regions.labels == regions.values["organ"]] = tissue
+    voxel, _, fraction = fractions
+    density.ravel()[voxel] = fraction * tissue + (1.0 - fraction) * surrounding_density
     tia = np.random.default_rng(0).uniform(0.5, 2.0, (5, 5, 5))  # observed, blurred: any values
     conc = {"organ": 10.0, "lesion_001": 300.0}
     doses = corrected_doses_on_extent(tia, extents, conc, lambda m: k * m / density, density, k)
-    assert doses["organ"] == pytest.approx(k * 10.0 / 1.05, rel=1e-12)
-    assert doses["lesion_001"] == pytest.approx(k * 300.0 / mixed_density, rel=1e-12)  # no whole voxel: its own
+    assert doses["organ"] == pytest.approx(k * 10.0 / tissue, rel=1e-9)  # the organ's own density, unmixed
+    # The lesion fills 40 % of its only voxel: no voxel shows its own density, the voxel's mixed one stands for it.
+    assert doses["lesion_001"] == pytest.approx(k * 300.0 / float(density[0, 0, 0]), rel=1e-12)
+
+
+@pytest.mark.parametrize(("radius_mm", "centre_mm"), [(8.0, 24.0), (9.0, 24.0), (15.0, 27.0)])
+def test_region_density_is_unmixed_from_the_voxels_it_shares(radius_mm: float, centre_mm: float) -> None:
+    """A uniform sphere (ρ 1.5: sclerotic bone) in soft tissue (1.0), the CT each 6 mm voxel's mean density (a CT
+    box-averaged onto the SPECT grid): the voxels it shares hold f·1.5 + (1 − f)·1.0, so the unmixing gives 1.5
+    exactly — also for 2.1–3.1 mL spheres with no whole voxel, where the fraction-weighted mean reads ≈ 10 % low."""
+    n, block = 48, 6
+    zyx = np.indices((n, n, n)) + 0.5  # 1 mm grid
+    inside = np.sqrt(((zyx - centre_mm) ** 2).sum(axis=0)) <= radius_mm
+    m = n // block
+
+    def coarse(a: np.ndarray) -> np.ndarray:
+        return a.reshape(m, block, m, block, m, block).mean(axis=(1, 3, 5))
+
+    ct = coarse(np.where(inside, 1.5, 1.0)).ravel()
+    fraction = coarse(inside.astype(np.float64)).ravel()
+    voxels = np.flatnonzero(fraction > 0)
+    extent = RegionExtent(voxels.astype(np.int64), fraction[voxels])
+    assert region_density_g_per_ml(ct, extent, (m, m, m)) == pytest.approx(1.5, rel=1e-9)
+    if not (fraction >= 1.0).any():
+        assert float(np.average(ct[voxels], weights=fraction[voxels])) < 1.4
 
 
 def test_volume_column_comes_from_the_label_grid_when_given() -> None:
