@@ -41,7 +41,13 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from ludl.dosimetry.dose import dose_map_gy
-from ludl.dosimetry.gtm_partition import Fractions, body_mask, gtm_per_timepoint, region_fractions
+from ludl.dosimetry.gtm_partition import (
+    Fractions,
+    body_mask,
+    gtm_per_timepoint,
+    region_fractions,
+    resampling_variance_zyx_mm2,
+)
 from ludl.dosimetry.marrow import annotate_marrow  # resol
 from ludl.dosimetry.options import DosimetryOptions
 from ludl.dosimetry.outputs import write_outputs
@@ -155,6 +161,8 @@ class OnGrid:
     density_g_per_ml: npt.NDArray[np.float64]
     extents: dict[str, RegionExtent] = field(default_factory=dict)  # each region's tissue fractions on the grid
     volume_ml: dict[str, float] = field(default_factory=dict)  # region volumes on the label map's own grid
+    # Per time point: the blur (variance per axis, mm²) its resampling onto the reference grid added (0: reference).
+    resampling_variance_zyx_mm2: tuple[tuple[float, ...], ...] = ()
 
 
 def _register(data: CycleData, ref_index: int) -> tuple[tuple[TimepointRegistration, ...], list[str]]:
@@ -208,7 +216,11 @@ def on_reference_grid(data: CycleData, registrations: tuple[TimepointRegistratio
     density = np.asarray(density_from_hu(hu), dtype=np.float64)
     extents = region_extents(regions, fractions)
     volumes = label_volumes_ml(data.labels, data.label_values, regions, extents, grid.voxel_volume_ml)
-    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density, extents, volumes)
+    variances = tuple(
+        resampling_variance_zyx_mm2(tp.spect, grid, reg.transform)
+        for tp, reg in zip(data.timepoints, registrations, strict=True)
+    )
+    return OnGrid(grid, aligned, regions, fractions, label_transform, hu, density, extents, volumes, variances)
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,7 +261,7 @@ def _region_rows(
     if options.pvc == "gtm":
         factors, corrected_fits, notes = gtm_per_timepoint(
             g.aligned, regions, body_mask(g.hu), spacing, ref_tp.fwhm_mm, curves, fits, options.model, tia,
-            g.fractions, in_fov,
+            g.fractions, in_fov, resampling_variance_zyx_mm2=g.resampling_variance_zyx_mm2 or None,
         )  # fmt: skip
         kinetics = {**fits, **corrected_fits}
     else:
