@@ -128,8 +128,14 @@ def key_findings(content: ReportContent) -> list[str]:
             else (f"{what} {fmt(worst, 2)} Gy")
         )
         caution = " Caution: see the warnings." if region.flags else ""
+        interval = region.dose_interval_90_gy
+        stated = (  # a single-scan mean comes with its interval: the share alone would overstate what is known
+            f" (mean dose 90 % interval {fmt(interval[0], 2)}–{fmt(interval[1], 2)} Gy)"
+            if interval is not None and all(math.isfinite(v) for v in interval)
+            else ""
+        )
         lines.append(
-            f"{region_label(region.name) if len(present) == 1 else limit.group.capitalize()}: {which}, "
+            f"{region_label(region.name) if len(present) == 1 else limit.group.capitalize()}: {which}{stated}, "
             f"{fmt(100 * worst / limit.limit_gy, 0)} % of the {fmt(limit.limit_gy, 0)} Gy limit this cycle.{caution}"
         )
     if content.response is not None:
