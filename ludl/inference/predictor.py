@@ -13,6 +13,7 @@ mapped back onto the SPECT grid, with a note; a scan time outside the training r
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ _LESION_CLASS = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "lesion"
 # Smallest lesion the network's segmentation reports: ≈ 4 voxels of a 4.8 mm SPECT. Below it a lesion-class
 # component is noise, and thousands of such specks (an untrained or ill-fitting model) would each become a GTM region.
 MIN_LESION_ML = 0.5
+# An organ's corrected mean above this multiple of its voxel mean: the correction, not the image, makes the number
+# (organs at SPECT resolution need ≈ 1.1–1.6; a large factor means a region too small or wrongly drawn).
+MAX_ORGAN_CORRECTION = 3.0
 _CLASS_VALUES = {c.name: c.index for c in SEGMENTATION_CLASSES if c.kind != "background"}
 _SPACING_TOLERANCE = 0.05  # relative voxel-size difference accepted without resampling
 
@@ -319,6 +323,7 @@ class Predictor:
                 source="reference",
                 **common,
             )
+        warnings += flag_large_corrections(rows)
         if inputs.fwhm_mm is None:
             warnings.append("no SPECT resolution (fwhm_mm) given: region means are not partial-volume corrected")
         p, p_range = None, None
@@ -370,6 +375,23 @@ def _combine(outs: Sequence[DoseNetOutput]) -> dict[str, torch.Tensor]:
         raise InputError("the model predicts dose directly (dose_mode=direct): it has no TIA map for ludl.inference")
     tia = torch.stack([t[0, 0].float().cpu() for t in tias if t is not None]).mean(dim=0)
     return {"dose": dose, "dose_sd": sd, "tia": tia, "classes": classes, "members": torch.stack(doses)}
+
+
+def flag_large_corrections(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Flag organs whose single-scan corrected mean exceeds `MAX_ORGAN_CORRECTION` × their voxel mean (in place:
+    the row's ``flags``; its value and ``scored`` stay), and return the warnings saying so."""
+    warnings = []
+    for row in rows:
+        factor = float(row.get("correction_factor", math.nan))
+        if row["kind"] == "lesion" or not (math.isfinite(factor) and factor > MAX_ORGAN_CORRECTION):
+            continue
+        text = (
+            f"partial-volume correction ×{factor:.1f}: the segmented region is small for the scan's resolution or "
+            "mis-segmented; its corrected mean dose is uncertain"
+        )
+        row["flags"] = "; ".join(f for f in (row.get("flags", ""), text) if f)
+        warnings.append(f"{row['region']} ({row['source']} regions): {text}")
+    return warnings
 
 
 def drop_small_lesions(

@@ -42,3 +42,20 @@ def test_lesion_specks_below_the_minimum_volume_become_background() -> None:
     assert out[10, 10, 10] == 0 and out[15, 15, 15] == 0
     same, none = drop_small_lesions(classes, (4.8, 4.8, 4.8), 0.0)
     assert none == 0 and same is classes
+
+
+def test_organs_with_a_correction_beyond_three_times_are_flagged_not_changed() -> None:
+    from ludl.inference.predictor import MAX_ORGAN_CORRECTION, flag_large_corrections
+
+    rows = [
+        {"region": "spleen", "kind": "organ", "source": "network", "mean_dose_gy": 41.2, "correction_factor": 7.2,
+         "scored": True, "flags": ""},
+        {"region": "kidney_left", "kind": "organ", "source": "network", "mean_dose_gy": 9.3, "correction_factor": 1.9,
+         "scored": True, "flags": ""},
+        {"region": "lesion_001", "kind": "lesion", "source": "network", "mean_dose_gy": 29.3, "correction_factor": 4.1,
+         "scored": True, "flags": ""},
+    ]  # fmt: skip
+    warnings = flag_large_corrections(rows)
+    assert MAX_ORGAN_CORRECTION == 3.0 and len(warnings) == 1 and warnings[0].startswith("spleen")
+    assert "×7.2" in rows[0]["flags"] and rows[0]["mean_dose_gy"] == 41.2 and rows[0]["scored"] is True
+    assert rows[1]["flags"] == "" and rows[2]["flags"] == ""  # kidneys within range; lesions are not judged this way
