@@ -30,6 +30,12 @@ _CTRL_C = (130, -signal.SIGINT)
 _SECONDS = 240.0  # far above a run of these cohorts on a busy 2-core machine: only a hang reaches it
 
 
+def _default_sigint() -> None:
+    """Ctrl-C as a terminal delivers it: a suite started in the background (`cmd &`) hands its children SIGINT
+    ignored, and Python then keeps it ignored, so the job would finish instead of stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _env() -> dict[str, str]:
     """The subprocess imports this checkout's ludl (not an installed copy)."""
     env = dict(os.environ)
@@ -90,7 +96,13 @@ def test_sigkill_mid_case_then_rerun_equals_an_uninterrupted_run(
     out = tmp_path / "killed"
     cases = out / CASES_FOLDER
     job = subprocess.Popen(
-        prepare_args(out), env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        prepare_args(out),
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     _wait_for(lambda: (cases / "P01_c1" / SIDECAR).is_file(), job, "the first case")
     if moment == "writing":  # the second case's temporary folder exists: its arrays are being written
@@ -114,7 +126,13 @@ def test_ctrl_c_of_prepare_is_one_line_saying_what_is_kept(
 ) -> None:
     out = tmp_path / "prepared"
     job = subprocess.Popen(
-        prepare_args(out), env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        prepare_args(out),
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     _wait_for(lambda: (out / CASES_FOLDER / "P01_c1" / SIDECAR).is_file(), job, "the first case")
     job.send_signal(signal.SIGINT)
@@ -152,7 +170,13 @@ def test_ctrl_c_of_synth_and_dosimetry_says_what_a_rerun_does(tmp_path: Path, ke
     }
     for job_name, (args, started, rerun) in jobs.items():
         job = subprocess.Popen(
-            args, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            args,
+            env=_env(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_default_sigint,
         )
         _wait_for(started, job, f"ludl {job_name} to start")
         time.sleep(0.5)  # inside the job's work, past Hydra's start-up
