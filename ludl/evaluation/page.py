@@ -21,6 +21,7 @@ from ludl.errors import InputError
 from ludl.evaluation.figures import error_figure, slice_figure
 from ludl.evaluation.tables import CLASS_LABELS, METHOD_LABELS, SCAN_TIMES_H, ComparisonTables
 from ludl.io.atomic import atomic_write_text
+from ludl.report.format import fmt as report_fmt
 
 __all__ = ["DoseSlice", "PageData", "build_page", "coronal_slice", "fmt"]
 
@@ -94,21 +95,10 @@ class PageData:
 
 
 def fmt(value: Any, digits: int = 1) -> str:
-    """A number in fixed-point notation ('–' for NaN/missing); never scientific notation."""
-    if value is None or value == "":
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
+    """`ludl.report.format.fmt` for tables and the terminal: integers as they are, plain-space thousands."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return str(int(value))
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return html.escape(str(value))
-    if not math.isfinite(v):
-        return "–"
-    v = 0.0 if round(v, digits) == 0 else v  # no "-0.0"
-    return f"{v:,.{digits}f}".replace(",", " ")
+    return report_fmt(value, digits, thousands=" ")
 
 
 def _ci(row: Mapping[str, Any], key: str, low: str, high: str, digits: int = 1) -> str:

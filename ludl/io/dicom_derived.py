@@ -14,7 +14,7 @@ import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,8 @@ from ludl.io.deid import set_patient_module
 from ludl.io.rtdose import new_uid, reference_attributes
 
 __all__ = [
+    "LUDL_EQUIPMENT",
+    "Equipment",
     "derived_sources",
     "hd_volume",
     "load_sources",
@@ -35,6 +37,24 @@ __all__ = [
 ]
 
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+class Equipment(TypedDict):
+    """highdicom's equipment keywords (typed, so `**LUDL_EQUIPMENT` type-checks against its constructors)."""
+
+    manufacturer: str
+    manufacturer_model_name: str
+    software_versions: str
+    device_serial_number: str
+
+
+# The equipment module of every object ludl derives: the software, not a device.
+LUDL_EQUIPMENT: Equipment = {
+    "manufacturer": "ludl",
+    "manufacturer_model_name": "ludl",
+    "software_versions": "ludl",
+    "device_serial_number": "0",
+}
 
 
 def load_sources(reference: Any) -> list[Any]:

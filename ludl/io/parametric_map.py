@@ -25,7 +25,13 @@ import numpy.typing as npt
 from ludl.errors import DicomError, GeometryError, InputError, UnitsError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
-from ludl.io.dicom_derived import derived_sources, hd_volume, pin_header, shorten_decimal_string
+from ludl.io.dicom_derived import (
+    LUDL_EQUIPMENT,
+    derived_sources,
+    hd_volume,
+    pin_header,
+    shorten_decimal_string,
+)
 from ludl.io.dicom_file import read_dicom_file, reads_dicom
 from ludl.io.rtdose import new_uid
 
@@ -166,10 +172,7 @@ def write_parametric_map(
         series_number=int(series_number),
         sop_instance_uid=new_uid(uid_seed, "pm-sop"),
         instance_number=1,
-        manufacturer="ludl",
-        manufacturer_model_name="ludl",
-        software_versions="ludl",
-        device_serial_number="0",
+        **LUDL_EQUIPMENT,
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[window],

@@ -28,7 +28,13 @@ import numpy as np
 from ludl.errors import DicomError, GeometryError, InputError
 from ludl.imaging.volume import Volume
 from ludl.io.atomic import atomic_write
-from ludl.io.dicom_derived import derived_sources, hd_volume, pin_header, shorten_decimal_string
+from ludl.io.dicom_derived import (
+    LUDL_EQUIPMENT,
+    derived_sources,
+    hd_volume,
+    pin_header,
+    shorten_decimal_string,
+)
 from ludl.io.dicom_file import reads_dicom
 from ludl.io.rtdose import new_uid
 
@@ -148,10 +154,7 @@ def write_seg(
         series_number=int(series_number),
         sop_instance_uid=new_uid(uid_seed, "seg-sop"),
         instance_number=1,
-        manufacturer="ludl",
-        manufacturer_model_name="ludl",
-        software_versions="ludl",
-        device_serial_number="0",
+        **LUDL_EQUIPMENT,
         series_description=series_description[:64],
         # Empty planes are left out (a whole-body CT × 20 regions would otherwise be hundreds of MB); an all-empty
         # map keeps its planes because a SEG needs at least one frame.

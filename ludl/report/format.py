@@ -27,8 +27,9 @@ _ORGAN_LABELS = {
 }
 
 
-def fmt(value: Any, digits: int = 1) -> str:
-    """A number in fixed point with thin-space thousands ('–' for missing/NaN); never scientific notation."""
+def fmt(value: Any, digits: int = 1, *, thousands: str = "\u2009") -> str:
+    """A number in fixed point with `thousands` between digit groups (a thin space; '–' for missing/NaN); never
+    scientific notation."""
     if value is None or value == "":
         return "–"
     if isinstance(value, bool):
@@ -40,7 +41,7 @@ def fmt(value: Any, digits: int = 1) -> str:
     if not math.isfinite(v):
         return "–"
     v = 0.0 if round(v, digits) == 0 else v  # no "-0.0"
-    return f"{v:,.{digits}f}".replace(",", "\u2009")
+    return f"{v:,.{digits}f}".replace(",", thousands)
 
 
 def fmt_ml(volume_ml: float) -> str:

@@ -36,6 +36,19 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
+    """A ludl job in the background, its output captured, Ctrl-C as a terminal delivers it."""
+    return subprocess.Popen(
+        args,
+        env=_env(),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
+
+
 def _env() -> dict[str, str]:
     """The subprocess imports this checkout's ludl (not an installed copy)."""
     env = dict(os.environ)
@@ -95,15 +108,7 @@ def test_sigkill_mid_case_then_rerun_equals_an_uninterrupted_run(
 
     out = tmp_path / "killed"
     cases = out / CASES_FOLDER
-    job = subprocess.Popen(
-        prepare_args(out),
-        env=_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
+    job = _start(prepare_args(out), tmp_path)
     _wait_for(lambda: (cases / "P01_c1" / SIDECAR).is_file(), job, "the first case")
     if moment == "writing":  # the second case's temporary folder exists: its arrays are being written
         _wait_for(lambda: any(cases.glob(".P02_c1.tmp-*")), job, "the second case's writer")
@@ -125,15 +130,7 @@ def test_ctrl_c_of_prepare_is_one_line_saying_what_is_kept(
     tmp_path: Path, prepare_args: Callable[[Path], list[str]]
 ) -> None:
     out = tmp_path / "prepared"
-    job = subprocess.Popen(
-        prepare_args(out),
-        env=_env(),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_default_sigint,
-    )
+    job = _start(prepare_args(out), tmp_path)
     _wait_for(lambda: (out / CASES_FOLDER / "P01_c1" / SIDECAR).is_file(), job, "the first case")
     job.send_signal(signal.SIGINT)
     _, err = job.communicate(timeout=_SECONDS)
@@ -169,15 +166,7 @@ def test_ctrl_c_of_synth_and_dosimetry_says_what_a_rerun_does(tmp_path: Path, ke
         ),
     }
     for job_name, (args, started, rerun) in jobs.items():
-        job = subprocess.Popen(
-            args,
-            env=_env(),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=_default_sigint,
-        )
+        job = _start(args, tmp_path)
         _wait_for(started, job, f"ludl {job_name} to start")
         time.sleep(0.5)  # inside the job's work, past Hydra's start-up
         job.send_signal(signal.SIGINT)

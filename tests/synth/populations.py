@@ -16,6 +16,21 @@ CLINICAL_N = 300
 CLINICAL_SEED = 2026
 
 
+# Non-contrast CT numbers by tissue (HU), textbook Hounsfield tables (e.g. Bushberg et al., The Essential Physics
+# of Medical Imaging): fat −120 to −80, muscle 35–55, liver 50–70 (unenhanced), spleen 40–55, kidney 25–45, blood
+# 35–55, aerated lung −900 to −700, vertebral cancellous bone of elderly men 100–300.
+PUBLISHED_HU_RANGES = {
+    "fat": (-120.0, -80.0),
+    "muscle": (35.0, 55.0),
+    "liver": (50.0, 70.0),
+    "spleen": (40.0, 55.0),
+    "kidney_left": (25.0, 45.0),
+    "blood_pool": (35.0, 55.0),
+    "lung": (-900.0, -700.0),
+    "red_marrow": (100.0, 300.0),
+}
+
+
 def draw_patient(priors: CohortPriors, seed: int, i: int, injected_mbq: float | None = None) -> PatientKinetics:
     """Patient `i` of cohort `seed`: lesions and cycle-1 kinetics, as the cohort generator draws them."""
     rng = patient_rng(seed, i)

@@ -18,6 +18,7 @@ from ludl.physics.dose import density_from_hu
 from ludl.synth.anatomy import LESION_LABEL_BASE, TISSUE_LABELS, Anatomy, AnatomySpec, make_anatomy
 from ludl.synth.fields import gaussian_random_field
 from ludl.synth.kinetics import Lesions
+from tests.synth.populations import PUBLISHED_HU_RANGES
 
 # The demo preset's truth grid (SPECT 64×64×96 at 6 mm → truth 2× finer) and a whole-body grid at 4 mm.
 DEMO = AnatomySpec((192, 128, 128), (3.0, 3.0, 3.0), "torso")
@@ -146,29 +147,14 @@ def test_organs_lie_where_anatomy_puts_them(whole_body: Anatomy) -> None:
     assert centroid("parotid_left")[0] > 0 > centroid("parotid_right")[0]
 
 
-# Non-contrast CT numbers by tissue (HU): typical published values (textbook Hounsfield tables, e.g. Bushberg et
-# al., The Essential Physics of Medical Imaging): fat −120 to −80, muscle 35–55, liver 50–70 (unenhanced), spleen
-# 40–55, kidney 25–45, blood 35–55, aerated lung −900 to −700, vertebral cancellous bone of elderly men 100–300.
-_PUBLISHED_MEDIAN_HU = {
-    "fat": (-120.0, -80.0),
-    "muscle": (35.0, 55.0),
-    "liver": (50.0, 70.0),
-    "spleen": (40.0, 55.0),
-    "kidney_left": (25.0, 45.0),
-    "blood_pool": (35.0, 55.0),
-    "lung": (-900.0, -700.0),
-    "red_marrow": (100.0, 300.0),
-}
-
-
 def test_ct_hu_by_tissue_matches_published_values(demo: Anatomy) -> None:
     hu, lab = demo.hu.array, demo.labels.array
     lv = demo.label_values
     assert np.all(hu[lab == 0] == -1000.0)
     rest = hu[lab == lv["rest_of_body"]]
     by_tissue = {"fat": rest[rest < -30.0], "muscle": rest[(rest >= -30.0) & (rest < 150.0)]}
-    by_tissue.update({name: hu[lab == lv[name]] for name in _PUBLISHED_MEDIAN_HU if name in lv})
-    for name, (lo, hi) in _PUBLISHED_MEDIAN_HU.items():
+    by_tissue.update({name: hu[lab == lv[name]] for name in PUBLISHED_HU_RANGES if name in lv})
+    for name, (lo, hi) in PUBLISHED_HU_RANGES.items():
         assert lo <= float(np.median(by_tissue[name])) <= hi, name
     # Tissue is not uniform (no one-number organs), yet its spread stays below a soft-tissue contrast (≈ 15 HU).
     for name in ("muscle", "liver", "spleen", "kidney_left"):

@@ -19,6 +19,7 @@ from ludl.synth.anatomy import Anatomy, AnatomySpec, make_anatomy
 from ludl.synth.imaging.ct import low_dose_ct_noise_hu, simulate_ct
 from ludl.synth.kinetics import Lesions
 from ludl.synth.pose import Pose
+from tests.synth.populations import PUBLISHED_HU_RANGES
 
 # Pontana 2015 noise at 110 mAs, rescaled to the 40 mAs of SPECT/CT, read at a 5 mm × 0.98² mm voxel.
 _PUBLISHED_NOISE_HU = 17.66 * math.sqrt(110.0 / 40.0)
@@ -59,19 +60,6 @@ def test_explicit_noise_level_overrides_the_published_one() -> None:
     assert np.allclose(image.array[2:-2, 2:-2, 2:-2], 40.0, atol=1e-3)
 
 
-# Non-contrast CT numbers by tissue (HU), textbook Hounsfield tables (e.g. Bushberg et al., The Essential Physics
-# of Medical Imaging): fat −120 to −80, muscle 35–55, liver 50–70, spleen 40–55, kidney 25–45, blood 35–55,
-# aerated lung −900 to −700, vertebral cancellous bone of elderly men 100–300.
-_PUBLISHED_MEAN_HU = {
-    "fat": (-120.0, -80.0),
-    "muscle": (35.0, 55.0),
-    "liver": (50.0, 70.0),
-    "spleen": (40.0, 55.0),
-    "kidney_left": (25.0, 45.0),
-    "blood_pool": (35.0, 55.0),
-    "lung": (-900.0, -700.0),
-    "red_marrow": (100.0, 300.0),
-}
 # Homogeneous soft tissues vary by ≲ 10 HU within an organ on unenhanced CT (assumption read from the same
 # tables' ranges); the image adds the scanner noise on top.
 _SOFT_TISSUE_SPREAD_HU = 10.0
@@ -106,20 +94,20 @@ def test_ct_hu_by_tissue_mean_and_sd_in_the_low_dose_image(
     ct_population: list[tuple[Anatomy, np.ndarray, np.ndarray, np.ndarray]],
 ) -> None:
     noise = low_dose_ct_noise_hu((6.0, 6.0, 6.0))
-    pooled: dict[str, list[np.ndarray]] = {k: [] for k in _PUBLISHED_MEAN_HU}
+    pooled: dict[str, list[np.ndarray]] = {k: [] for k in PUBLISHED_HU_RANGES}
     sds: dict[str, list[float]] = {k: [] for k in ("muscle", "liver", "spleen", "kidney_left")}
     for a, ct, pure, (lo_hu, hi_hu) in ct_population:
         lv = a.label_values
         rest = pure == lv["rest_of_body"]
         # Fat and muscle share one label; the truth CT numbers under a voxel tell them apart (no mixed voxels).
         masks = {"fat": rest & (hi_hu < -30.0), "muscle": rest & (lo_hu >= -30.0) & (hi_hu < 150.0)}
-        masks.update({k: pure == lv[k] for k in _PUBLISHED_MEAN_HU if k in lv})
+        masks.update({k: pure == lv[k] for k in PUBLISHED_HU_RANGES if k in lv})
         for name, m in masks.items():
             assert m.sum() >= 20, name
             pooled[name].append(ct[m])
             if name in sds:
                 sds[name].append(float(ct[m].std()))
-    for name, (lo, hi) in _PUBLISHED_MEAN_HU.items():
+    for name, (lo, hi) in PUBLISHED_HU_RANGES.items():
         assert lo <= float(np.mean(np.concatenate(pooled[name]))) <= hi, name
     # Each organ's SD in the image: at least the published scanner noise at this voxel, at most that noise plus
     # the within-organ spread of unenhanced soft tissue.
