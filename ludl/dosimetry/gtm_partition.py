@@ -27,6 +27,7 @@ from ludl.physics.kinetics import TacFit, fit_tac
 from ludl.physics.units import MBQ_PER_BQ
 
 __all__ = [
+    "MAX_GTM_REGIONS",
     "Fractions",
     "GtmSystem",
     "body_mask",
@@ -36,6 +37,9 @@ __all__ = [
     "resampling_variance_zyx_mm2",
 ]
 
+# Most GTM regions one system may hold: 3 dense n × n float64 matrices (transfer, two merges) are 0.6 GB at 5,000.
+# A whole-body patient needs ≈ 1,000–1,500 (40 mm background blocks, organs and their parts, ≤ 150 lesions).
+MAX_GTM_REGIONS = 5000
 # (flat voxel, label value, fraction) of every voxel shared by several labels (`ludl.imaging.label_grid`).
 Fractions = tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]
 
@@ -141,6 +145,12 @@ def gtm_system(
     present = set(np.unique(extended).tolist())
     names = [name for name, v in all_values.items() if v in present] + [_GTM_REST]
     n = len(names)
+    if n > MAX_GTM_REGIONS:  # the transfer matrix and the merge matrices are dense n × n
+        raise InputError(
+            f"{len(values)} regions ({n} GTM regions with the background blocks) need a {3 * 8 * n * n / 1e9:.1f} GB "
+            f"partial-volume system (at most {MAX_GTM_REGIONS}): the label map holds far more regions than a patient "
+            "has — a noise segmentation or a label map of another kind; check it, or set pvc=none"
+        )
     index, mixed = _gtm_partition(extended, names, all_values, body, fractions, blocks, parts)
     w, counts = gtm_matrix_fractional(index, n, mixed, spacing_zyx_mm, fwhm_mm)
     keep = [i for i, name in enumerate(names) if ":" not in name]

@@ -84,3 +84,15 @@ def test_map_off_the_label_grid_is_refused(two_spheres: tuple[RegionSet, np.ndar
     regions, tia = two_spheres
     with pytest.raises(InputError, match="label grid"):
         single_scan_factors([tia[:-1]], regions, SPACING, FWHM_MM)
+
+
+def test_a_label_map_with_thousands_of_regions_is_refused_before_the_dense_system() -> None:
+    from ludl.dosimetry.gtm_partition import MAX_GTM_REGIONS
+    from ludl.dosimetry.regions import expand_regions
+
+    labels = np.zeros((36, 36, 36), dtype=np.int32)
+    labels[::2, ::2, ::2] = 1  # 18³ = 5,832 isolated voxels: one lesion each (a noise segmentation)
+    regions = expand_regions(labels, {"lesion": 1})
+    assert len(regions.values) == 18**3 > MAX_GTM_REGIONS
+    with pytest.raises(InputError, match=r"5832 regions .* GB partial-volume system .* pvc=none"):
+        single_scan_factors([np.ones(labels.shape)], regions, (4.8, 4.8, 4.8), 12.0)
