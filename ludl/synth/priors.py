@@ -329,6 +329,17 @@ class LesionPrior:
     # does not open the dose-over-24 h-proxy gap: +0.002 / −0.002 / +0.002 at 0.3 / 0.6 / 0.9 on 800
     # patients (docs/synthetic-cohort.md, "Response": why a 24 h scan keeps most of the dose information).
     t_eff_patient_variance_fraction: float | None = None
+    # Lesion uptake phase (off by default: None keeps the default cohort byte for byte). A lesion then takes its
+    # activity up through a delivery pool of its own (blood ⇄ pool ⇄ lesion, the pool counted in rest_of_body), so
+    # lesion activity keeps rising for a lesion-specific time: its time to peak is drawn log-normal with this
+    # 5–95 % range (h, read as every range here, `range_sigma_log`), e.g. (12, 48): some lesions still rising at
+    # 24–48 h. Assumption: the stored literature searched gave no lesion time-activity data to pin it
+    # (docs/synthetic-cohort.md, "Lesion uptake phase"). Realised peaks follow it to ≈ 10–20 % (blood input).
+    uptake_peak_h_range: tuple[float, float] | None = None
+    # Share of the log peak-time variance that is patient-level (tumour perfusion, ligand amount; assumption).
+    uptake_peak_patient_variance_fraction: float = 0.0
+    # Share of the pool's outflow that enters the lesion (the rest returns to blood; assumption).
+    uptake_delivery_fraction: float = 0.5
     # Assumption: PSMA expression per mL, sized (with the T_eff spread) for the dose GSD above: 2.07 on the
     # 300-patient test population (0.5 with the former T_eff σ_log 0.3).
     uptake_sigma_log: float = 0.47

@@ -15,9 +15,11 @@ from ludl.errors import InputError
 from ludl.synth.kinetics.rates import (
     BLADDER,
     BLOOD,
+    DELIVERY_PREFIX,
     EXCRETED_FECES,
     EXCRETED_URINE,
     LN2,
+    REST,
     CompartmentRates,
     FloatArray,
     decay_constant_per_h,
@@ -65,6 +67,9 @@ class PatientKinetics:
     decay_constant_per_h: float
     _modes_per_h: FloatArray = field(repr=False)
     _coef: FloatArray = field(repr=False)
+    # Every compartment's row, hidden delivery pools included (`_coef` counts them in rest_of_body): the faecal
+    # leak is summed over these. The same array as `_coef` when there are no hidden compartments.
+    _coef_full: FloatArray = field(repr=False)
 
     # ---- construction
     @classmethod
@@ -94,15 +99,19 @@ class PatientKinetics:
         if not (math.isfinite(injected_mbq) and injected_mbq > 0):
             raise InputError(f"injected_mbq must be positive, got {injected_mbq}")
         lam = decay_constant_per_h()
-        # Symmetrised rate matrix (blood first): S = D^{-1/2} K D^{1/2}, D = diag(1, a/b).
-        sym = np.zeros((n + 1, n + 1))
-        sym[0, 0] = -(k_u + a.sum())
-        sym[np.arange(1, n + 1), np.arange(1, n + 1)] = -(b + leak)
-        off = np.sqrt(a * b)
-        sym[0, 1:] = off
-        sym[1:, 0] = off
-        modes, q = eigh(sym)
-        d_half = np.concatenate([[1.0], np.sqrt(a / b)])
+        if rates.parent is None:
+            # Symmetrised rate matrix (blood first): S = D^{-1/2} K D^{1/2}, D = diag(1, a/b).
+            sym = np.zeros((n + 1, n + 1))
+            sym[0, 0] = -(k_u + a.sum())
+            sym[np.arange(1, n + 1), np.arange(1, n + 1)] = -(b + leak)
+            off = np.sqrt(a * b)
+            sym[0, 1:] = off
+            sym[1:, 0] = off
+            modes, q = eigh(sym)
+            d_half = np.concatenate([[1.0], np.sqrt(a / b)])
+        else:
+            sym, d_half = _tree_symmetric_matrix(rates, a, b, leak, k_u)
+            modes, q = eigh(sym)
         # x(t) = D^{1/2} Q e^{Λt} Q^T D^{-1/2} e_blood, and D^{-1/2} e_blood = e_blood.
         coef = d_half[:, None] * q * q[0][None, :]
         times = np.asarray(void_times_h, dtype=np.float64)
@@ -118,7 +127,8 @@ class PatientKinetics:
         for i, (m, r) in enumerate(zip(made, residual, strict=True)):
             voided_bio[i] = (1.0 - r) * (m - gone)
             gone += voided_bio[i]
-        names = (BLOOD, *rates.names, BLADDER, EXCRETED_URINE, EXCRETED_FECES)
+        visible, coef_visible = _fold_hidden(rates.names, coef)
+        names = (BLOOD, *visible, BLADDER, EXCRETED_URINE, EXCRETED_FECES)
         if len(kinds) != len(names) or np.shape(volumes_ml) != (len(names),):
             raise InputError(f"kinds and volumes_ml need one entry per region ({len(names)})")
         return cls(
@@ -127,14 +137,15 @@ class PatientKinetics:
             volumes_ml=np.asarray(volumes_ml, dtype=np.float64),
             lesion_sites=tuple(lesion_sites),
             injected_mbq=float(injected_mbq),
-            rates=CompartmentRates(rates.names, a, b, leak, np.asarray(k_u)),
+            rates=CompartmentRates(rates.names, a, b, leak, np.asarray(k_u), rates.parent),
             void_times_h=times,
             voided_mbq=injected_mbq * voided_bio * np.exp(-lam * times),
             latent=dict(latent or {}),
             cycle=cycle,
             decay_constant_per_h=lam,
             _modes_per_h=modes,
-            _coef=coef,
+            _coef=coef_visible,
+            _coef_full=coef,
         )
 
     # ---- lookups
@@ -163,7 +174,7 @@ class PatientKinetics:
     @property
     def n_transient(self) -> int:
         """Blood plus peripheral compartments (the rows before the bladder)."""
-        return len(self.rates.names) + 1
+        return int(self._coef.shape[0])
 
     def _select(self, values: FloatArray, region: str | None) -> Any:
         return values if region is None else float(values[self.index(region)])
@@ -183,7 +194,7 @@ class PatientKinetics:
         transient = inj * coef @ np.exp(np.multiply.outer(mu, t)) * decay
         phi = expm1_over(mu, t)
         urine_made = inj * decay * float(self.rates.renal_per_h) * (coef[0] @ phi)
-        feces = inj * decay * ((self.rates.leak_per_h @ coef[1:]) @ phi)
+        feces = inj * decay * ((self.rates.leak_per_h @ self._coef_full[1:]) @ phi)
         # Voided so far, decayed to t: cumulative sum of voids in decay-corrected units.
         idx = np.searchsorted(self.void_times_h, t, side="right")
         cum = np.concatenate([[0.0], np.cumsum(self.voided_mbq * np.exp(lam * self.void_times_h))])
@@ -215,10 +226,11 @@ class PatientKinetics:
     @cached_property
     def _tia_all(self) -> FloatArray:
         lam, inj, mu, coef = self.decay_constant_per_h, self.injected_mbq, self._modes_per_h, self._coef
-        transient = inj * coef @ (1.0 / (lam - mu))
+        transient_full = inj * self._coef_full @ (1.0 / (lam - mu))
+        transient = transient_full if self._coef_full is coef else inj * coef @ (1.0 / (lam - mu))
         urine_made = float(self.rates.renal_per_h) * transient[0] / lam
         voided = float(np.sum(self.voided_mbq)) / lam
-        feces = float(self.rates.leak_per_h @ transient[1:]) / lam
+        feces = float(self.rates.leak_per_h @ transient_full[1:]) / lam
         out: FloatArray = np.concatenate([transient, [urine_made - voided, voided, feces]])
         return out
 
@@ -281,3 +293,42 @@ class PatientKinetics:
     def dose_gy_per_gbq(self, region: str | None = None) -> Any:
         """Mean absorbed self-dose per injected GBq (Gy/GBq)."""
         return self._select(self._tia_all * self._s_gy_per_mbq_h * 1000.0 / self.injected_mbq, region)
+
+
+def _tree_symmetric_matrix(
+    rates: CompartmentRates, a: FloatArray, b: FloatArray, leak: FloatArray, k_u: float
+) -> tuple[FloatArray, FloatArray]:
+    """S = D^{-1/2} K D^{1/2} of a tree of reversible exchanges rooted at blood, and D^{1/2}.
+
+    Detailed balance holds on any tree: d_child = d_parent · a/b makes S symmetric with off-diagonal √(ab)
+    between each compartment and its parent (blood is row 0, compartment j row j + 1).
+    """
+    n = len(rates.names)
+    parent = np.asarray(rates.parent, dtype=np.intp) + 1  # rows; blood → 0
+    order = rates.depth_order()
+    sym = np.zeros((n + 1, n + 1))
+    sym[0, 0] = -k_u
+    rows = np.arange(1, n + 1)
+    sym[rows, rows] = -(b + leak)
+    np.add.at(sym, (parent, parent), -a)
+    off = np.sqrt(a * b)
+    sym[parent, rows] = off
+    sym[rows, parent] = off
+    d = np.ones(n + 1)
+    for j in reversed(order):  # parents before their children
+        d[j + 1] = d[parent[j]] * a[j] / b[j]
+    return sym, np.sqrt(d)
+
+
+def _fold_hidden(names: tuple[str, ...], coef: FloatArray) -> tuple[tuple[str, ...], FloatArray]:
+    """Drop the hidden delivery pools' rows (`DELIVERY_PREFIX`) and count them in rest_of_body (blood row 0)."""
+    hidden = [j for j, name in enumerate(names) if name.startswith(DELIVERY_PREFIX)]
+    if not hidden:
+        return names, coef
+    if REST not in names:
+        raise InputError(f"hidden delivery compartments need a {REST!r} compartment to be counted in")
+    keep = [0, *(j + 1 for j, name in enumerate(names) if not name.startswith(DELIVERY_PREFIX))]
+    folded = coef[keep].copy()
+    rest_row = keep.index(names.index(REST) + 1)
+    folded[rest_row] += coef[[j + 1 for j in hidden]].sum(axis=0)
+    return tuple(names[k - 1] for k in keep[1:]), folded

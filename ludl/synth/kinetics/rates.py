@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ludl.errors import InputError
 from ludl.physics.dose import MGY_PER_MBQ_S_TO_GY_PER_MBQ_H
 from ludl.physics.kernels import sphere_s_value_mgy_per_mbq_s
 from ludl.physics.nuclides import get_nuclide
@@ -18,6 +19,7 @@ __all__ = [
     "BLADDER",
     "BLOOD",
     "BOWEL",
+    "DELIVERY_PREFIX",
     "EXCRETED_FECES",
     "EXCRETED_URINE",
     "INTERSTITIAL",
@@ -48,6 +50,9 @@ REST = "rest_of_body"
 BLADDER = "bladder"
 EXCRETED_URINE = "excreted_urine"
 EXCRETED_FECES = "excreted_feces"
+# Hidden compartments (a lesion's delivery pool, `LesionPrior.uptake_peak_h_range`): solved like any other, but
+# counted in ``rest_of_body`` in every curve and integral (no image shows them apart from the diffuse background).
+DELIVERY_PREFIX = "_delivery_"
 
 
 def eigh(matrix: FloatArray) -> tuple[FloatArray, FloatArray]:
@@ -87,6 +92,9 @@ class CompartmentRates:
         release_per_h: compartment → blood, shape (..., n), > 0.
         leak_per_h: compartment → faeces, shape (..., n) (bowel only).
         renal_per_h: blood → bladder, shape (...).
+        parent: per compartment, the compartment it exchanges with: −1 = blood, else its index in `names` (a
+            tree; uptake is parent → compartment, release compartment → parent). None = every compartment
+            exchanges with blood (the mammillary system of the default cohort).
     """
 
     names: tuple[str, ...]
@@ -94,6 +102,23 @@ class CompartmentRates:
     release_per_h: FloatArray
     leak_per_h: FloatArray
     renal_per_h: FloatArray
+    parent: tuple[int, ...] | None = None
+
+    def depth_order(self) -> list[int]:
+        """Compartment indices, deepest in the tree first (children before their parents)."""
+        parent = self.parent if self.parent is not None else (-1,) * len(self.names)
+        if len(parent) != len(self.names):
+            raise InputError(f"parent needs one entry per compartment ({len(self.names)}), got {len(parent)}")
+        n = len(parent)
+        depth = []
+        for j in range(n):
+            d, p = 0, j
+            while parent[p] != -1:
+                if not 0 <= parent[p] < n or d >= n:
+                    raise InputError("parent must form a tree rooted at blood (−1), with indices into names")
+                p, d = parent[p], d + 1
+            depth.append(d)
+        return sorted(range(len(parent)), key=lambda j: -depth[j])
 
     def washout_t_eff_h(self, decay_constant_per_h: float) -> FloatArray:
         """Effective half-life of each compartment's own washout, ln2 / (λ + release + leak), in h."""
@@ -110,11 +135,38 @@ def closed_form_tia_h(rates: CompartmentRates, decay_constant_per_h: float) -> t
     Returns:
         (blood TIA shape (...), peripheral TIAs shape (..., n)).
     """
+    if rates.parent is not None:
+        return _closed_form_tia_tree_h(rates, decay_constant_per_h)
     lam = decay_constant_per_h
     a, b, leak = rates.uptake_per_h, rates.release_per_h, rates.leak_per_h
     denom = lam + b + leak
     x_b: FloatArray = 1.0 / (lam + rates.renal_per_h + np.sum(a * (lam + leak) / denom, axis=-1))
     x_p: FloatArray = a * x_b[..., None] / denom
+    return x_b, x_p
+
+
+def _closed_form_tia_tree_h(rates: CompartmentRates, lam: float) -> tuple[FloatArray, FloatArray]:
+    """`closed_form_tia_h` for a tree: children first, each compartment's TIA is h_j × its parent's.
+
+    den_j = λ + b_j + l_j + Σ_children (a_c − b_c h_c), h_j = a_j / den_j (a leaf: a_j / (λ + b_j + l_j), as the
+    mammillary formula); blood: x_b = 1 / (λ + k_u + Σ_its children (a_c − b_c h_c)).
+    """
+    a, b, leak = rates.uptake_per_h, rates.release_per_h, rates.leak_per_h
+    parent = rates.parent or ()
+    den = lam + b + leak
+    h = np.zeros_like(den)
+    blood_den = lam + np.asarray(rates.renal_per_h, dtype=np.float64)
+    for j in rates.depth_order():
+        h[..., j] = a[..., j] / den[..., j]
+        back = a[..., j] - b[..., j] * h[..., j]
+        if parent[j] == -1:
+            blood_den = blood_den + back
+        else:
+            den[..., parent[j]] = den[..., parent[j]] + back
+    x_b: FloatArray = 1.0 / blood_den
+    x_p = np.zeros_like(h)
+    for j in reversed(rates.depth_order()):
+        x_p[..., j] = h[..., j] * (x_b if parent[j] == -1 else x_p[..., parent[j]])
     return x_b, x_p
 
 
@@ -154,6 +206,7 @@ def perturb_rates(
         release_per_h=new_out * share,
         leak_per_h=new_out * (1.0 - share),
         renal_per_h=rates.renal_per_h * np.exp(structure.cycle_renal_sigma_log * z_r),
+        parent=rates.parent,
     )
 
 
