@@ -25,6 +25,11 @@ the half-life of the mono-exponential that starts at the peak with the same post
 washout half-life for a mono-exponential washout and, unlike a two-point terminal slope, does not depend on
 the scan times; recirculation of released activity lengthens it slightly. Capped at the physical half-life.
 
+Lesion uptake phase (`LesionPrior.uptake_peak_h_range`, off by default): each lesion is then fed through a
+delivery pool of its own (blood ⇄ pool ⇄ lesion). Exchanges on any tree keep detailed balance, so the same
+symmetrised eigen-decomposition and a closed-form TIA hold (`CompartmentRates.parent`); the pools have no row of
+their own and are counted in ``rest_of_body``.
+
 Modules: `rates` (rate constants, closed-form TIA, next-cycle perturbation), `reference` (the calibrated
 reference patient), `curves` (`PatientKinetics`, the exact curves) and `sampling` (patients, lesions, voids).
 """
@@ -43,6 +48,7 @@ from ludl.synth.kinetics.sampling import (
     sample_pet_lesion_factor,
     sample_voids,
     tumour_sink_log_factor,
+    uptake_rate_for_peak_per_h,
 )
 
 __all__ = [
@@ -63,4 +69,5 @@ __all__ = [
     "sample_pet_lesion_factor",
     "sample_voids",
     "tumour_sink_log_factor",
+    "uptake_rate_for_peak_per_h",
 ]
