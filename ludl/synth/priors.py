@@ -405,8 +405,10 @@ class ResponsePrior:
     # to docs/synthetic-cohort.md's targets; with the lesion T_eff σ_log 0.42 they still give PET-only features
     # AUC 0.703 (≈ 0.70), perfect cycle-one dosimetry + PET + baseline PSA 0.806 by logistic regression and 0.814
     # as the dosimetry oracle (≈ 0.80), the dose adding +0.10 over PET-only. Against a 24 h concentration it adds
-    # only +0.012: lesion uptake rises for up to ≈ 24 h, so the 24 h concentration also reads retention and
+    # only +0.012: lesion uptake is done by ≈ 10 h, so the 24 h concentration also reads retention and
     # keeps ≈ 80 % of the dose's variance even at wider T_eff spreads (docs/synthetic-cohort.md, "Response").
+    # A lesion uptake phase (`LesionPrior.uptake_peak_h_range`, off by default) moves it to +0.014 (peaks
+    # 12–48 h) and +0.041 (12–96 h, 70 % patient-level; +0.059 at strength 2), 2,000 patients.
     # γ = 0 does not fix it (+0.006 on 800 patients, PET-only then 0.64), nor does patient-level lesion retention
     # (`LesionPrior.t_eff_patient_variance_fraction` 0.9: +0.010 [0.000, 0.018] on 2,000).
     pet_radiosensitivity_exponent: float = 1.0
@@ -489,7 +491,8 @@ def replace_priors(priors: _T, overrides: Mapping[str, Any]) -> _T:
             changes[key] = tuple(replace_priors(o, value[o.name]) if o.name in value else o for o in current)
         elif dataclasses.is_dataclass(current) and isinstance(value, Mapping):
             changes[key] = replace_priors(current, value)
-        elif isinstance(current, tuple) and isinstance(value, list):
+        elif isinstance(value, list) and (isinstance(current, tuple) or current is None):
+            # YAML gives lists; ranges are tuples (also where the default is None, e.g. uptake_peak_h_range).
             changes[key] = tuple(value)
         else:
             changes[key] = value

@@ -190,6 +190,13 @@ def test_invalid_settings_are_rejected(override: dict[str, float]) -> None:
         draw_patient(_priors(**override), 0, 0)
 
 
+def test_a_yaml_list_range_reads_as_the_tuple() -> None:
+    from_yaml = replace_priors(default_priors(), {"lesions": {"uptake_peak_h_range": [12.0, 48.0]}})
+    assert from_yaml.lesions.uptake_peak_h_range == RANGE_H
+    a, b = draw_patient(from_yaml, 2, 3), draw_patient(_priors(), 2, 3)
+    np.testing.assert_array_equal(a.tia_mbq_h(), b.tia_mbq_h())
+
+
 def test_a_parent_cycle_is_rejected() -> None:
     rates = CompartmentRates(("a", "b"), np.ones(2), np.ones(2), np.zeros(2), np.asarray(1.0), parent=(1, 0))
     with pytest.raises(InputError):
