@@ -324,7 +324,8 @@ def _draw_delivery_pools(
     out = np.maximum(big_k - lam, 1e-6)
     k, b_d = phi * out, (1.0 - phi) * out
     # The lesion releases into its pool, which hands a share k/K back: release faster by 1/(1 − k/K) so the
-    # lesion's net washout (its T_eff) stays the drawn one.
+    # lesion's net washout stays near the drawn one (the pool's late feed still lengthens the post-peak T_eff:
+    # median 71 → 86 h with peaks 12–48 h, docs/synthetic-cohort.md "Lesions").
     b_l = b_les / (1.0 - k / big_k)
     den_d = lam + b_d + k * lam / (lam + b_l)
     a_d = a_les * den_d * (lam + b_l) / (k * (lam + b_les))
