@@ -22,7 +22,9 @@ from ludl import cli
 from ludl.cli import CONFIG_DIR, CONFIG_MODULE, JOBS, main
 from ludl.configs.schema import register_schemas
 from ludl.dosimetry.options import DosimetryOptions
+from ludl.synth.config import make_config
 from ludl.synth.presets import PRESETS, get_preset
+from ludl.synth.priors import default_priors
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,6 +98,26 @@ def test_preset_group_is_the_presets_of_the_code(name: str, composed: Any) -> No
         got = getattr(preset, key)
         assert (list(got) if isinstance(got, tuple) else got) == value, key
     assert set(group) == {f.name for f in dataclasses.fields(preset)}
+
+
+def test_scenario_group_sets_the_priors_it_documents(composed: Any) -> None:
+    published = composed("synth")
+    assert OmegaConf.to_container(published.overrides.priors) == {}
+    cfg = composed("synth", ["scenario=dosimetry_sensitive", "overrides.max_lesions=4"])
+    overrides = OmegaConf.to_container(cfg.overrides, resolve=True)
+    assert isinstance(overrides, dict)
+    priors = make_config("tiny", 2, 0, images=False, overrides=overrides).priors
+    # docs/synthetic-cohort.md: peaks 12–96 h, 70 % patient-level, dose–response 2 × the default.
+    assert priors.lesions.uptake_peak_h_range == (12.0, 96.0)
+    assert priors.lesions.uptake_peak_patient_variance_fraction == 0.7
+    assert priors.response.dose_response_strength == 2.0 * default_priors().response.dose_response_strength
+    assert priors.lesions.max_lesions == 4  # the other overrides still apply
+    assert (
+        make_config("tiny", 2, 0, images=False).priors
+        == make_config(
+            "tiny", 2, 0, images=False, overrides=OmegaConf.to_container(published.overrides, resolve=True)
+        ).priors
+    )
 
 
 def test_presets_read_from_the_packaged_yaml() -> None:

@@ -53,9 +53,11 @@ def override_key(override: str) -> str | None:
 def unknown_override_message(job: str, overrides: Iterable[str]) -> str | None:
     """One line naming the first override whose key the job lacks, a "did you mean" and the known keys; or None."""
     keys, free = schema_keys(JOB_SCHEMAS[job])
+    # A group of the job's defaults list that packages its values elsewhere (``scenario=…``) is a key too.
+    groups = yaml_comments(_read_config(f"{job}.yaml") or "")[1]
     for override in overrides:
         key = override_key(override)
-        if key is None or key in keys or any(key.startswith(p + ".") for p in free):
+        if key is None or key in keys or key in groups or any(key.startswith(p + ".") for p in free):
             continue
         guesses = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
         # `tia_mode=…` for `dosimetry.tia_mode=…`: the same last part under a group
