@@ -64,21 +64,21 @@ def aicc_penalty(k: int, n: int) -> float:
     return 2.0 * k + 2.0 * k * (k + 1) / (n - k - 1)
 
 
-# The criterion ``auto`` selects by: plain AIC among the models AICc admits (n − k − 1 > 0, k the model's
-# parameters). With 5 time points that drops the 4-parameter models, which plain AIC picked for ~50 % of noisy
-# mono-exponentials (a synthetic kidney on `triexp` read +19 %). The full AICc penalty is not used: at n = 5 it
-# charges 30 for a 3-parameter uptake model against 10 for mono, and sent a noise-free gamma-variate uptake
-# curve to mono (TIA +36 %; +2 to +12 % median, P90 28–49 % on noisy uptake curves) where plain AIC reads +4.6 %
-# (docs/physics.md §2 "Model selection"; tests/physics/test_tac_selection.py).
-SELECTION_CRITERION = "aic_admissible"
+# ``auto`` selects by plain AIC (same 2-unit rule). AICc (Glatting 2007; NUKFIT) was measured and not adopted:
+# with 5 time points it admits no 4-parameter model (n − k − 1 = 0), and a two-phase washout sampled at 4–168 h
+# then reads 12–26 % low even without noise (tests/physics/test_tac_selection.py); on 3 synthetic demo cohorts
+# (24 patients) liver went −1.1 → −5.0 % and spleen −2.4 → −9.9 % pooled bias, while only one patient's kidneys
+# (+14/+15 % from a `triexp` over-fit) improved (docs/physics.md §2 "Model selection"). Both criteria stay
+# selectable here: ``aicc`` (the full correction) and ``aic_admissible`` (AIC among the models AICc admits).
+SELECTION_CRITERION = "aic"
 
 
 def select_by_aic(
     xp: Any, fits: Mapping[str, Mapping[str, Any]], models: Sequence[str], criterion: str = SELECTION_CRITERION
 ) -> Any:
-    """Index into `models` per row: the fewest parameters among models within 2 units of the best criterion.
+    """Index into `models` per row: the fewest parameters among models within 2 units of the best (AIC by default).
 
-    `criterion` names the key of `fits` compared: ``aic_admissible`` (default), ``aicc`` or ``aic``. A model
+    `criterion` names the key of `fits` compared: ``aic`` (default), ``aicc`` or ``aic_admissible``. A model
     whose value is +∞ (too few points for it) is never chosen unless every model's is, then the simplest is;
     NaN rows give −1.
     """

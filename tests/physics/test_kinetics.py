@@ -16,7 +16,7 @@ from scipy import integrate, optimize
 
 from ludl.errors import FitError, InputError
 from ludl.physics._fit_numpy import NumpyXp
-from ludl.physics._tac_selection import SELECTION_CRITERION, select_by_aic
+from ludl.physics._tac_selection import select_by_aic
 from ludl.physics.kinetics import fit_tac, fit_voxels, min_points, model_curve, tia_of, trapezoid_tia
 
 LAMBDA_PHYS = math.log(2.0) / 159.528  # 177Lu, docs/physics.md §1 (ICRP 107: 6.647 d)
@@ -201,18 +201,17 @@ def test_selection_rule_within_two_aic_units() -> None:
         "biexp": np.array([0.0, 0.0, 1.0]),
         "triexp": np.array([3.0, 3.0, 0.5]),
     }
-    choice = select_by_aic(xp, {m: {"aic": aic[m]} for m in models}, models, criterion="aic")
+    choice = select_by_aic(xp, {m: {"aic": aic[m]} for m in models}, models)
     assert [models[i] for i in choice] == ["mono", "biexp", "triexp"]
-    # The same rule on the default criterion; +inf (too few points for the model) never wins, unless all are
-    # +inf; NaN → −1.
+    # The same rule on AICc; +inf (too few points for the model) never wins, unless all are +inf; NaN → −1.
     inf, nan = math.inf, math.nan
-    admissible = {
+    aicc = {
         "mono": np.array([1.9, 2.1, inf, nan]),
         "biexp_uptake": np.array([0.0, 0.0, inf, nan]),
         "biexp": np.array([inf, inf, inf, nan]),
         "triexp": np.array([inf, inf, inf, nan]),
     }
-    choice = select_by_aic(xp, {m: {SELECTION_CRITERION: admissible[m]} for m in models}, models)
+    choice = select_by_aic(xp, {m: {"aicc": aicc[m]} for m in models}, models, criterion="aicc")
     assert list(choice) == [0, 1, 0, -1]
 
 

@@ -14,7 +14,7 @@ import pytest
 from ludl.physics._fit_numpy import NumpyXp
 from ludl.physics._tac_checks import core_settings
 from ludl.physics._tac_models import DEFAULT_UPTAKE_RATE_PER_H
-from ludl.physics._tac_selection import aicc_penalty, fit_models, select_by_aic
+from ludl.physics._tac_selection import aicc_penalty, combine_chosen, fit_models, select_by_aic
 from ludl.physics.kinetics import fit_tac, fit_voxels
 
 TIMES_H = np.array([4.0, 24.0, 48.0, 96.0, 168.0])  # common clinical protocol (docs/synthetic-cohort.md)
@@ -51,15 +51,16 @@ def test_penalty_is_the_published_correction() -> None:
     assert aicc_penalty(4, 6) == pytest.approx(8.0 + 40.0)
 
 
-def test_five_noisy_mono_samples_never_select_a_four_parameter_model() -> None:
+def test_aicc_admits_no_four_parameter_model_on_five_points() -> None:
     y = _noisy(_mono, seed=11)
-    res = fit_voxels(TIMES_H, y, model="auto")
-    chosen = np.array(res.model_names)[res.model_map.reshape(-1)]
-    assert np.isin(chosen, ["biexp", "triexp"]).mean() == 0.0  # n − k − 1 = 0: not admissible
-    # Plain AIC (same 2-unit rule) on the same draws picks them in ~50 % (measured 0.49 at 5 % noise).
+    for criterion in ("aicc", "aic_admissible"):
+        assert np.isin(_choices(y, criterion), ["biexp", "triexp"]).mean() == 0.0  # n − k − 1 = 0
+    # Plain AIC (the default; same 2-unit rule) picks them for ~50 % of these noisy mono-exponentials (measured
+    # 0.49 at 5 % noise), which costs little TIA accuracy: the 4-parameter fits nest the mono-exponential.
     assert np.isin(_choices(y, "aic"), ["biexp", "triexp"]).mean() > 0.3
+    res = fit_voxels(TIMES_H, y, model="auto")
     errors = res.tia.reshape(-1) / 100.0 - 1.0
-    assert abs(np.median(errors)) < 0.03 and np.percentile(np.abs(errors), 90) < 0.07  # measured −1.9 %, 5.6 %
+    assert abs(np.median(errors)) < 0.02 and np.percentile(np.abs(errors), 90) < 0.07  # measured −0.8 %, 5.4 %
 
 
 def test_fit_tac_and_fit_voxels_choose_alike() -> None:
@@ -80,8 +81,29 @@ def test_a_clear_uptake_phase_still_selects_a_model_with_uptake(cv: float) -> No
 
 
 def test_full_aicc_penalty_sends_noisy_uptake_curves_to_mono() -> None:
-    # Why `auto` does not select by the full AICc: at n = 5 it charges 30 for biexp_uptake against 10 for mono,
-    # so a clear uptake phase at 5 % noise goes to mono in ~14 % of draws (each reading ~+32 %).
+    # At n = 5 AICc charges 30 for biexp_uptake against 10 for mono: a clear uptake phase at 5 % noise goes to
+    # mono in ~14 % of draws (each reading ~+32 %).
     y = _noisy(_slow_uptake, seed=5, cv=0.05)
     assert np.mean(_choices(y, "aicc") == "mono") > 0.05
-    assert np.mean(_choices(y, "aic_admissible") == "mono") == 0.0
+    assert np.mean(_choices(y, "aic") == "mono") == 0.0
+
+
+def _two_phase_washout(t: np.ndarray) -> np.ndarray:
+    # Uptake (T½ 1 h, the `triexp` rate) then a fast (T½ 6.9 h) and a slow (T½ 35 h) washout: spleen-like.
+    up = math.log(2.0)
+    return 1.0 * (np.exp(-0.02 * t) - np.exp(-up * t)) + 3.0 * (np.exp(-0.1 * t) - np.exp(-up * t))
+
+
+@pytest.mark.parametrize("cv", [0.0, 0.02, 0.05])
+def test_two_phase_washout_on_five_points_needs_a_four_parameter_model(cv: float) -> None:
+    # Why `auto` keeps plain AIC: AICc admits only mono / biexp_uptake at 5 points and reads such a curve
+    # ~12 % low (measured −12.3 %), plain AIC within 2 % (measured +0.0 / +1.7 / +2.1 % median).
+    up = math.log(2.0)
+    truth = 1.0 * (1 / 0.02 - 1 / up) + 3.0 * (1 / 0.1 - 1 / up)
+    y = _noisy(_two_phase_washout, seed=9, cv=cv)
+    res = fit_voxels(TIMES_H, y, model="auto")
+    assert np.median(res.tia.reshape(-1)) == pytest.approx(truth, rel=0.03)
+    xp = NumpyXp()
+    fits = fit_models(xp, MODELS, TIMES_H, y.T, None, core_settings("Lu-177", DEFAULT_UPTAKE_RATE_PER_H, 50))
+    chosen = combine_chosen(xp, fits, MODELS, select_by_aic(xp, fits, MODELS, criterion="aicc"))
+    assert np.median(chosen["tia"]) < 0.92 * truth
