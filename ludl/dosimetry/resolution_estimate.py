@@ -56,8 +56,9 @@ _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # each organ's depth in the GTM's convention, median (P90 |error|): kidney fits −3.6 % (9.9 %) left, −7.0 % (13.1 %)
 # right (−7.3 and −10.9 % with a one-voxel rim instead of `_SHELL_MM`), bladder +4.3 % (12.3 %, 10 fits), liver
 # −1.3 % (17.1 %). The bladder's fits were preferred before (uniform content), but where they decided the estimate
-# read 7–14 % high and lesions were over-corrected by 10–20 %; the median of all fits, liver included, reads the
-# true FWHM 60 mm deep at −6.4 % median, P90 10.9 % (bladder preferred, no liver: −6.3 %, 13.1 %).
+# it read −13 … +14 % of the quoted true FWHM (4 of 10 patients at +7 … +14 %, their lesions over-corrected by
+# 10–20 %); the median of all fits, liver included, reads the true FWHM 60 mm deep in the GTM's convention at −6.4 %
+# median, P90 10.9 % (bladder preferred, no liver: −6.3 %, 13.1 %).
 ESTIMATE_ORGANS: tuple[str, ...] = ("kidney_left", "kidney_right", "bladder", "liver")
 # Trial FWHMs relative to the nominal one (coarse scan; the minimum is refined by a parabola).
 _TRIAL_FACTORS = np.arange(0.6, 2.01, 0.1)
