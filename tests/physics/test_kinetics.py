@@ -203,6 +203,16 @@ def test_selection_rule_within_two_aic_units() -> None:
     }
     choice = select_by_aic(xp, {m: {"aic": aic[m]} for m in models}, models)
     assert [models[i] for i in choice] == ["mono", "biexp", "triexp"]
+    # The same rule on AICc; +inf (too few points for the model) never wins, unless all are +inf; NaN → −1.
+    inf, nan = math.inf, math.nan
+    aicc = {
+        "mono": np.array([1.9, 2.1, inf, nan]),
+        "biexp_uptake": np.array([0.0, 0.0, inf, nan]),
+        "biexp": np.array([inf, inf, inf, nan]),
+        "triexp": np.array([inf, inf, inf, nan]),
+    }
+    choice = select_by_aic(xp, {m: {"aicc": aicc[m]} for m in models}, models, criterion="aicc")
+    assert list(choice) == [0, 1, 0, -1]
 
 
 def test_number_of_points_restricts_models() -> None:
