@@ -18,12 +18,23 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CALIBRATED_COLUMN", "RAW_COLUMN", "apply_calibration", "fit_calibration", "nearest_factor"]
+__all__ = [
+    "CALIBRATED_COLUMN",
+    "FIT_MIN_VOLUME_ML",
+    "RAW_COLUMN",
+    "apply_calibration",
+    "fit_calibration",
+    "nearest_factor",
+]
 
 CALIBRATED_COLUMN = "net_mean_dose_corrected_gy"  # the column the factors scale (and that evaluation scores)
 RAW_COLUMN = "net_mean_dose_gy"  # its stand-in where no single-scan correction ran (NaN corrected column)
 _MIN_REGIONS = 3  # fewer validation regions of a class at a scan time: no factor (1.0), a median of 1–2 is noise
 _FACTOR_RANGE = (0.25, 4.0)  # a factor outside it means a broken prediction, not a bias to calibrate away
+# The lesion factor is fitted on the lesions the comparison scores (≥ 4 mL, the evaluation's LESION_MIN_VOLUME_ML =
+# uncertainty.SMALL_LESION_ML, which imports this module): smaller ones are dominated by partial volume and read
+# lower, so with them in, the factor over-corrected the scored lesions (docs/training.md).
+FIT_MIN_VOLUME_ML: Mapping[str, float] = {"lesions": 4.0}
 
 
 def _class_of(row: Mapping[str, Any]) -> str:
@@ -55,7 +66,7 @@ def _ratios(
 def fit_calibration(
     rows: Iterable[Mapping[str, Any]],
     *,
-    min_volume_ml: Mapping[str, float] | None = None,
+    min_volume_ml: Mapping[str, float] | None = FIT_MIN_VOLUME_ML,
     by_patient: bool = False,
     shrink: bool = False,
 ) -> dict[str, dict[str, float]]:
@@ -63,7 +74,8 @@ def fit_calibration(
 
     Rows are `predict_split` region rows of the validation fold; rows without a finite positive ground truth or
     estimate are left out, and a (class, time) with fewer than 3 regions gets no factor. `min_volume_ml`
-    ({class: mL}) leaves smaller regions of a class out of the fit (rows without ``volume_ml`` stay in);
+    ({class: mL}; default lesions ≥ 4 mL, `FIT_MIN_VOLUME_ML`; None or {} keeps every region) leaves smaller
+    regions of a class out of the fit (rows without ``volume_ml`` stay in);
     `by_patient` takes the median over patients of each patient's median, so that a patient with many lesions
     does not set the factor alone (lesions of one patient share its kinetics). `shrink` pulls the log factor m
     toward 0 by max(0, 1 − se²/m²), se² the between-patient variance of the log per-patient medians over their

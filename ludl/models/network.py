@@ -29,7 +29,15 @@ from ludl.models.physics_layer import (
     haenscheid_tau_h,
 )
 
-__all__ = ["BATCH_KEYS", "DOSE_MODES", "TIME_CONDITIONINGS", "DoseNet", "DoseNetOutput", "InputNormalisation"]
+__all__ = [
+    "BATCH_KEYS",
+    "DOSE_MODES",
+    "TAU_SCALES",
+    "TIME_CONDITIONINGS",
+    "DoseNet",
+    "DoseNetOutput",
+    "InputNormalisation",
+]
 
 BATCH_KEYS: tuple[str, ...] = (
     "activity_mbq_per_ml",
@@ -47,6 +55,13 @@ DOSE_MODES: tuple[str, ...] = ("tau", "direct")
 # 4 h and a 168 h scan and only 24 h, the scan the prior fits best, was right); kept for backbones without it.
 TIME_CONDITIONINGS: tuple[str, ...] = ("channel", "film")
 _FILM_HIDDEN = 32  # hidden width of the time MLP
+TAU_SCALES: tuple[str, ...] = ("softplus", "log", "linear")
+# "softplus": log τ = log(e·t) + softplus_β(raw), clamped at τ_max. The head moves log τ one for one (slope ≈ 0.95 at
+# Hänscheid's τ), and only voxels pushed below e·t saturate. On the "log" scale (`bounded_tau`) Hänscheid's τ sits
+# 6 % above e·t, where log τ moves by 0.06 per unit of head output and by 0.008 once pushed to 0.95 × 2t/ln 2: the
+# demo's τ head ended there for every region and scan time (the voxel targets at ≥ 48 h lie below e·t in 20–60 % of
+# the lesion and kidney activity), and the residual, which the single-scan GTM does not see, carried the kinetics.
+_SOFTPLUS_BETA = 50.0  # sharpness of the lower bound: the slope falls to ½ at 0.014 in log τ above e·t
 _N_IMAGE_CHANNELS = 3  # SPECT/GBq, PET SUV, CT density
 
 
@@ -109,7 +124,8 @@ class DoseNet(nn.Module):
         dose_mode: "tau" (kinetics head + physics layer + residual) or "direct" (direct-dose head).
         time_conditioning: "film" or "channel" (see `TIME_CONDITIONINGS`).
         tau_max_h: upper bound of τ.
-        tau_scale: "log" or "linear" interpolation of τ between its bounds (`bounded_tau`).
+        tau_scale: "softplus" (log τ above e·t, see `TAU_SCALES`), "log" or "linear" interpolation of τ between its
+            bounds (`bounded_tau`).
         tau_prior: "haenscheid" starts τ at 2t/ln 2 (the head learns a correction), "none" at the bounds' middle.
         residual: add the residual dose head in tau mode.
         residual_max_gy_per_gbq: bound of the residual.
@@ -126,7 +142,7 @@ class DoseNet(nn.Module):
         dose_mode: Literal["tau", "direct"] = "tau",
         time_conditioning: Literal["channel", "film"] = "film",
         tau_max_h: float = DEFAULT_TAU_MAX_H,
-        tau_scale: Literal["log", "linear"] = "log",
+        tau_scale: Literal["softplus", "log", "linear"] = "log",
         tau_prior: Literal["haenscheid", "none"] = "haenscheid",
         residual: bool = True,
         residual_max_gy_per_gbq: float = 0.5,
@@ -137,7 +153,7 @@ class DoseNet(nn.Module):
         for value, allowed, name in (
             (dose_mode, DOSE_MODES, "dose_mode"),
             (time_conditioning, TIME_CONDITIONINGS, "time_conditioning"),
-            (tau_scale, ("log", "linear"), "tau_scale"),
+            (tau_scale, TAU_SCALES, "tau_scale"),
             (tau_prior, ("haenscheid", "none"), "tau_prior"),
         ):
             if value not in allowed:
@@ -199,12 +215,25 @@ class DoseNet(nn.Module):
             return torch.zeros_like(time_h)
         lower = self.tau_bounds.lower_h(time_h)
         prior = haenscheid_tau_h(time_h)
+        if self.tau_scale == "softplus":  # softplus_β(raw) = log(prior / e·t)
+            b = _SOFTPLUS_BETA
+            return torch.log(torch.expm1(b * (torch.log(prior) - torch.log(lower)))) / b
         tau_max = self.tau_bounds.tau_max_h
         if self.tau_scale == "log":
             frac = (torch.log(prior) - torch.log(lower)) / (math.log(tau_max) - torch.log(lower))
         else:
             frac = (prior - lower) / (tau_max - lower)
         return torch.logit(frac.clamp(1e-6, 1 - 1e-6))
+
+    def _tau_h(self, raw: torch.Tensor, time_h: torch.Tensor) -> torch.Tensor:
+        """τ (h) in [e·t, τ_max] of the raw kinetics value (prior logit + head + scan-time offset), per sample t."""
+        tau_max = self.tau_bounds.tau_max_h
+        if self.tau_scale != "softplus":
+            return bounded_tau(raw, time_h, tau_max, self.tau_scale)
+        self.tau_bounds.check(time_h)
+        log_lower = torch.log(self.tau_bounds.lower_h(time_h)).reshape(-1, *([1] * (raw.ndim - 1)))
+        log_tau = log_lower + torch.nn.functional.softplus(raw, beta=_SOFTPLUS_BETA)
+        return torch.exp(torch.clamp(log_tau, max=math.log(tau_max)))
 
     def forward(self, batch: Mapping[str, Any]) -> DoseNetOutput:
         """Segmentation logits, τ, TIA and dose of a batch (see the module docstring for its keys)."""
@@ -255,7 +284,7 @@ class DoseNet(nn.Module):
         film = self._film(time_h, raw.device)
         if film is not None:  # the scan-time offset of the τ logit: how far a typical voxel's τ is from the prior
             raw = raw + film[:, -1].reshape(-1, 1, 1, 1, 1)
-        tau = bounded_tau(raw, time_h.reshape(-1).float(), self.tau_bounds.tau_max_h, self.tau_scale)
+        tau = self._tau_h(raw, time_h.reshape(-1).float())
         phys = self.physics(activity, tau, batch["density_g_per_ml"], batch["spacing_zyx_mm"])
         residual = None
         dose = phys.dose_gy

@@ -150,3 +150,35 @@ def test_film_moves_tau_with_the_scan_time(batch: dict) -> None:
     assert float((offset[0] - offset[1]).abs()) > 0.1
     torch.testing.assert_close(out.tau_h.double().amin(dim=(1, 2, 3, 4)), expected, rtol=1e-4, atol=0)
     torch.testing.assert_close(out.tau_h.double().amax(dim=(1, 2, 3, 4)), expected, rtol=1e-4, atol=0)
+
+
+def test_softplus_tau_starts_at_haenscheid_moves_log_tau_one_for_one_and_keeps_its_bounds(batch: dict) -> None:
+    """τ = e·t·exp(softplus₅₀(raw)) ∈ [e·t, τ_max]: starts at 2t/ln 2, and near it log τ follows the head ≈ 1:1
+    (the "log" scale moves it by ≈ 0.06 per unit there: span log(τ_max/(e·t)) × sigmoid slope at the prior)."""
+    net = _net(tau_scale="softplus", residual=False)
+    t = batch["time_h"]
+    with torch.no_grad():
+        tau0 = net(batch).tau_h
+        assert tau0 is not None
+        torch.testing.assert_close(tau0.amax(dim=(1, 2, 3, 4)), 2.0 * t / np.log(2.0), rtol=1e-4, atol=0)
+        bias = net.heads.conv.bias
+        assert bias is not None
+        bias[N_CLASSES] = 0.1  # + 0.1 on the head output: τ × ≈ e^(0.1·0.95) (β = 50: slope sigmoid(2.93) = 0.95)
+        ratio = net(batch).tau_h / tau0  # type: ignore[operator]
+        assert float(ratio.amin()) == pytest.approx(float(np.exp(0.1 * 0.95)), rel=0.01)
+        log_net = _net(tau_scale="log", residual=False)
+        log_net.heads.conv.bias[N_CLASSES] = 0.1  # type: ignore[index]
+        log_ratio = float((log_net(batch).tau_h / tau0).amin())  # type: ignore[operator]
+        assert 1.0 < log_ratio < np.exp(0.1 * 0.1)  # ≤ 0.1 × the softplus slope
+        for value, lo, hi in ((-50.0, np.e, np.e * 1.001), (50.0, 20000.0, 20000.0)):
+            bias[N_CLASSES] = value  # far below: τ rests on e·t; far above: on τ_max
+            tau = net(batch).tau_h
+            assert tau is not None
+            per_t = t.reshape(-1, 1, 1, 1, 1)
+            bound_lo, bound_hi = (lo * per_t, hi * per_t) if value < 0 else (lo, hi)
+            assert torch.all(tau >= bound_lo * (1 - 1e-5)) and torch.all(tau <= bound_hi * (1 + 1e-5))
+
+
+def test_softplus_tau_unknown_scale_is_refused() -> None:
+    with pytest.raises(InputError, match="tau_scale"):
+        _net(tau_scale="sqrt")

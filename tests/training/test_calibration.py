@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from ludl.models.calibration import apply_calibration, fit_calibration, nearest_factor
+from ludl.evaluation.tables import LESION_MIN_VOLUME_ML
+from ludl.models.calibration import FIT_MIN_VOLUME_ML, apply_calibration, fit_calibration, nearest_factor
+from ludl.models.uncertainty import SMALL_LESION_ML
 
 
 def _row(cls: str, time_h: float, gt: float, net: float, corrected: float = math.nan) -> dict[str, object]:
@@ -59,8 +61,11 @@ def test_small_regions_left_out_of_the_fit_by_volume() -> None:
     # lesions ≥ 4 mL read 20 % low, smaller ones 50 % low: the lesions ≥ 4 mL factor is 1.25, not the pooled median
     rows = [_lesion("P1", 24.0, 10.0, 8.0, v) for v in (5.0, 8.0, 20.0)]
     rows += [_lesion("P1", 24.0, 10.0, 5.0, v) for v in (0.5, 1.0, 2.0, 3.0)]
-    assert fit_calibration(rows)["lesions"]["24"] == pytest.approx(2.0)  # median of 4 × 2.0 and 3 × 1.25
+    assert fit_calibration(rows, min_volume_ml=None)["lesions"]["24"] == pytest.approx(2.0)  # 4 × 2.0, 3 × 1.25
     assert fit_calibration(rows, min_volume_ml={"lesions": 4.0})["lesions"]["24"] == pytest.approx(1.25)
+    # the default fits the lesions the comparison scores, those of the evaluation's size threshold and above
+    assert FIT_MIN_VOLUME_ML == {"lesions": LESION_MIN_VOLUME_ML} == {"lesions": SMALL_LESION_ML}
+    assert fit_calibration(rows)["lesions"]["24"] == pytest.approx(1.25)
     # rows without a volume stay in; other classes are not filtered
     kidneys = [_row("kidneys", 24.0, g, 0.0, 0.5 * g) for g in (3.0, 4.0, 5.0)]
     assert fit_calibration(kidneys, min_volume_ml={"lesions": 4.0}) == {"kidneys": {"24": pytest.approx(2.0)}}
