@@ -180,6 +180,9 @@ class TrainCalibrationConf:
     """``train.yaml`` ``calibration``: region-mean factors from the validation fold (`ludl.models.calibration`)."""
 
     enabled: bool = MISSING
+    by_patient: bool = MISSING
+    shrink: bool = MISSING
+    min_volume_ml: dict[str, float] | None = MISSING
 
 
 @dataclass

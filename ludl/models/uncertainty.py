@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ludl.models.calibration import CALIBRATED_COLUMN, RAW_COLUMN
+from ludl.models.calibration import CALIBRATED_COLUMN, RAW_COLUMN, SMALL_LESION_ML
 
 __all__ = [
     "COVERAGE",
@@ -45,9 +45,6 @@ COVERAGE = 0.90  # the interval the region table states
 Z_90 = 1.6449  # two-sided 90 % interval of a normal: ± 1.645 SD (half-width = Z_90 × SD)
 MIN_REGIONS = 9  # the smallest n whose conformal 90 % rank ⌈(n + 1)·0.9⌉ is ≤ n
 POOLED = "all"  # the scan-time key of a group's pooled half-width
-# Lesions smaller than this are dominated by partial volume at SPECT resolution (≈ 10 mm FWHM): their errors are
-# several times those of larger lesions (demo held-out fold: P90 0.58–0.76 below 4 mL, 0.34–0.36 above).
-SMALL_LESION_ML = 4.0
 
 
 def kind_group(kind: str) -> str:

@@ -30,7 +30,7 @@ from ludl.errors import LudlError
 from ludl.io.outcomes import load_outcomes
 from ludl.io.provenance import dataset_provenance
 from ludl.io.regions import SEGMENTATION_CLASSES
-from ludl.models.calibration import apply_calibration, fit_calibration
+from ludl.models.calibration import FIT_MIN_VOLUME_ML, apply_calibration, fit_calibration
 from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.models.uncertainty import fit_uncertainty, held_out_coverage
 from ludl.training.artifact import save_artifact
@@ -236,7 +236,16 @@ def _calibration(
     rows, _ = predict_split(net, module.predictor, dm.val_dataloader(), dm.records["val"], fold, scoring, None, device)
     # One vote per validation patient: a patient's lesions share its kinetics, and the pooled median followed the
     # patient with the most lesions (docs/training.md "Region calibration").
-    factors = fit_calibration(rows, by_patient=True) if settings.get("enabled", False) else {}
+    factors = (
+        fit_calibration(
+            rows,
+            by_patient=bool(settings.get("by_patient", True)),
+            shrink=bool(settings.get("shrink", False)),
+            min_volume_ml=settings.get("min_volume_ml", FIT_MIN_VOLUME_ML),
+        )
+        if settings.get("enabled", False)
+        else {}
+    )
     return factors, fit_uncertainty(apply_calibration(rows, factors) if factors else rows), rows
 
 

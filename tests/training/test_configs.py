@@ -31,3 +31,17 @@ def test_unknown_top_level_key_is_refused() -> None:
     with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
         with pytest.raises(ConfigCompositionException):
             compose(config_name="train", overrides=["epochs=3"])
+
+
+def test_calibration_settings_default_to_the_fit_the_docs_describe() -> None:
+    from ludl.models.calibration import FIT_MIN_VOLUME_ML, SMALL_LESION_ML
+
+    register_schemas()
+    with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["calibration.min_volume_ml=null", "calibration.shrink=true"])
+        default = compose(config_name="train")
+    settings = OmegaConf.to_container(default.calibration)
+    # docs/training.md "Region calibration": by patient, no shrinkage, lesions fitted on the ≥ 4 mL scored
+    assert settings == {"enabled": True, "by_patient": True, "shrink": False, "min_volume_ml": dict(FIT_MIN_VOLUME_ML)}
+    assert FIT_MIN_VOLUME_ML == {"lesions": SMALL_LESION_ML}
+    assert cfg.calibration.min_volume_ml is None and cfg.calibration.shrink is True
