@@ -27,11 +27,14 @@ from ludl.models.physics_layer import (
     TauBounds,
     bounded_tau,
     haenscheid_tau_h,
+    population_tau_h,
 )
 
 __all__ = [
     "BATCH_KEYS",
     "DOSE_MODES",
+    "POPULATION_T_EFF_H",
+    "TAU_PRIORS",
     "TAU_SCALES",
     "TIME_CONDITIONINGS",
     "DoseNet",
@@ -61,6 +64,14 @@ TAU_SCALES: tuple[str, ...] = ("softplus", "log", "linear")
 # 6 % above e·t, where log τ moves by 0.06 per unit of head output and by 0.008 once pushed to 0.95 × 2t/ln 2: the
 # demo's τ head ended there for every region and scan time (the voxel targets at ≥ 48 h lie below e·t in 20–60 % of
 # the lesion and kidney activity), and the residual, which the single-scan GTM does not see, carried the kinetics.
+# Where τ starts. "haenscheid" (2t/ln 2) is 4–13 × too short for a 4 h scan, so the time MLP's τ offset learned +1.4
+# at 4 h and, near-linear in log t, tilted later scans down onto the e·t bound, where no gradient brings them back
+# (docs/training.md "Lesions at 48 h"). "population" starts each scan time at a mono-exponential's τ with one
+# population T_eff, which is about right at every scan time, so the offset need not tilt.
+TAU_PRIORS: tuple[str, ...] = ("haenscheid", "population", "none")
+# Population T_eff of the "population" prior: between the synthetic kidneys' ≈ 35 h and lesions' ≈ 70 h medians
+# (docs/synthetic-cohort.md); an assumption, `model.tau_prior_t_eff_h` sets it.
+POPULATION_T_EFF_H = 50.0
 _SOFTPLUS_BETA = 50.0  # sharpness of the lower bound: the slope falls to ½ at 0.014 in log τ above e·t
 _N_IMAGE_CHANNELS = 3  # SPECT/GBq, PET SUV, CT density
 
@@ -126,7 +137,10 @@ class DoseNet(nn.Module):
         tau_max_h: upper bound of τ.
         tau_scale: "softplus" (log τ above e·t, see `TAU_SCALES`), "log" or "linear" interpolation of τ between its
             bounds (`bounded_tau`).
-        tau_prior: "haenscheid" starts τ at 2t/ln 2 (the head learns a correction), "none" at the bounds' middle.
+        tau_prior: "haenscheid" starts τ at 2t/ln 2 (the head learns a correction), "population" at the τ of a
+            mono-exponential with `tau_prior_t_eff_h` (`population_tau_h`: right at early scans too), "none" at the
+            bounds' middle.
+        tau_prior_t_eff_h: the population T_eff of the "population" prior (h).
         residual: add the residual dose head in tau mode.
         residual_max_gy_per_gbq: bound of the residual.
         physics: the physics layer (default: soft-tissue 177Lu kernels).
@@ -143,7 +157,8 @@ class DoseNet(nn.Module):
         time_conditioning: Literal["channel", "film"] = "film",
         tau_max_h: float = DEFAULT_TAU_MAX_H,
         tau_scale: Literal["softplus", "log", "linear"] = "log",
-        tau_prior: Literal["haenscheid", "none"] = "haenscheid",
+        tau_prior: Literal["haenscheid", "population", "none"] = "haenscheid",
+        tau_prior_t_eff_h: float = POPULATION_T_EFF_H,
         residual: bool = True,
         residual_max_gy_per_gbq: float = 0.5,
         physics: DosePhysicsLayer | None = None,
@@ -154,7 +169,7 @@ class DoseNet(nn.Module):
             (dose_mode, DOSE_MODES, "dose_mode"),
             (time_conditioning, TIME_CONDITIONINGS, "time_conditioning"),
             (tau_scale, TAU_SCALES, "tau_scale"),
-            (tau_prior, ("haenscheid", "none"), "tau_prior"),
+            (tau_prior, TAU_PRIORS, "tau_prior"),
         ):
             if value not in allowed:
                 raise InputError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
@@ -165,6 +180,9 @@ class DoseNet(nn.Module):
         self.tau_bounds = TauBounds(float(tau_max_h))
         self.tau_scale = tau_scale
         self.tau_prior = tau_prior
+        if not (math.isfinite(tau_prior_t_eff_h) and tau_prior_t_eff_h > 0):
+            raise InputError(f"tau_prior_t_eff_h must be a positive number of hours, got {tau_prior_t_eff_h}")
+        self.tau_prior_t_eff_h = float(tau_prior_t_eff_h)
         self.normalisation = normalisation or InputNormalisation()
         # The heads read the backbone's (linear) output directly, as a MONAI net's own output layer would: a
         # nonlinearity between them would cost three full-resolution F-channel passes per step for little.
@@ -214,7 +232,10 @@ class DoseNet(nn.Module):
         if self.tau_prior == "none":
             return torch.zeros_like(time_h)
         lower = self.tau_bounds.lower_h(time_h)
-        prior = haenscheid_tau_h(time_h)
+        if self.tau_prior == "population":
+            prior = torch.clamp(population_tau_h(time_h, self.tau_prior_t_eff_h), max=0.5 * self.tau_bounds.tau_max_h)
+        else:
+            prior = haenscheid_tau_h(time_h)
         if self.tau_scale == "softplus":  # softplus_β(raw) = log(prior / e·t)
             b = _SOFTPLUS_BETA
             return torch.log(torch.expm1(b * (torch.log(prior) - torch.log(lower)))) / b

@@ -32,6 +32,7 @@ __all__ = [
     "TauBounds",
     "bounded_tau",
     "haenscheid_tau_h",
+    "population_tau_h",
     "spacing_per_sample",
 ]
 
@@ -114,6 +115,16 @@ def bounded_tau(raw: torch.Tensor, time_h: Any, tau_max_h: float, scale: _TauSca
 def haenscheid_tau_h(time_h: Any) -> Any:
     """Hänscheid's effective integration time τ = 2t/ln 2 (T_eff = t), a prior the kinetics head starts from."""
     return 2.0 * time_h / math.log(2.0)
+
+
+def population_tau_h(time_h: Any, t_eff_h: float) -> Any:
+    """τ = TIA / A(t) of a mono-exponential with one population T_eff: (T_eff/ln 2)·e^(ln 2·t/T_eff), a prior the
+    kinetics head starts from that is right at early scans too (4 h: ≈ 6.6 × Hänscheid's at T_eff 50 h; equal to it
+    at t = T_eff ln 2 … ≈ 1.4 T_eff). Always ≥ e·t, the bound of `TauBounds`."""
+    rate = math.log(2.0) / float(t_eff_h)
+    if isinstance(time_h, torch.Tensor):
+        return torch.exp(time_h * rate) / rate
+    return np.exp(np.asarray(time_h, dtype=np.float64) * rate) / rate
 
 
 class PhysicsOutput(NamedTuple):

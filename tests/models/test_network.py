@@ -182,3 +182,25 @@ def test_softplus_tau_starts_at_haenscheid_moves_log_tau_one_for_one_and_keeps_i
 def test_softplus_tau_unknown_scale_is_refused() -> None:
     with pytest.raises(InputError, match="tau_scale"):
         _net(tau_scale="sqrt")
+
+
+@pytest.mark.parametrize("scale", ["log", "softplus"])
+def test_population_prior_starts_at_a_mono_exponentials_tau(batch: dict, scale: str) -> None:
+    """τ starts at (T/ln 2)·e^(ln 2·t/T), the TIA / A(t) of a mono-exponential with the population T_eff: written
+    out here, not taken from the code under test."""
+    t_eff_h = 40.0
+    net = _net(tau_scale=scale, residual=False, tau_prior="population", tau_prior_t_eff_h=t_eff_h)
+    t = batch["time_h"].double()
+    expected = t_eff_h / np.log(2.0) * torch.exp(np.log(2.0) * t / t_eff_h)
+    with torch.no_grad():
+        tau0 = net(batch).tau_h
+    assert tau0 is not None
+    torch.testing.assert_close(tau0.amax(dim=(1, 2, 3, 4)).double(), expected, rtol=1e-3, atol=0)
+    assert torch.all(expected >= np.e * t)  # a mono-exponential's τ is never below the bound e·t
+
+
+def test_population_prior_needs_a_positive_t_eff() -> None:
+    with pytest.raises(InputError, match="tau_prior_t_eff_h"):
+        _net(tau_prior="population", tau_prior_t_eff_h=0.0)
+    with pytest.raises(InputError, match="tau_prior"):
+        _net(tau_prior="exponential")
