@@ -48,8 +48,8 @@ from ludl.synth.kinetics.sampling import (
     sample_pet_lesion_factor,
     sample_voids,
     tumour_sink_log_factor,
-    uptake_rate_for_peak_per_h,
 )
+from ludl.synth.kinetics.uptake_phase import uptake_rate_for_peak_per_h
 
 __all__ = [
     "TUMOUR_CLASS",

@@ -70,6 +70,7 @@ _GENERATOR_SOURCES = (
     "kinetics/rates.py",
     "kinetics/reference.py",
     "kinetics/sampling.py",
+    "kinetics/uptake_phase.py",
     "reference/features.py",
     "reference/population.py",
 )
