@@ -122,3 +122,13 @@ def test_cohort_writes_the_reference_table(tmp_path: Path, cache: Path) -> None:
         assert float(r["tia_true_mbq_h"]) == pytest.approx(float(t["tia_mbq_h"]), rel=1e-5)
         assert float(r["dose_true_gy"]) == pytest.approx(float(t["mean_dose_gy"]), rel=1e-5)
         assert float(r["tia_ref_noise_free_mbq_h"]) > 0 and float(r["tia_ref_noisy_mbq_h"]) > 0
+
+
+def test_every_kinetics_module_is_a_generator_source_of_the_reference_cache() -> None:
+    """The cached reference models are keyed by the generator's source: a kinetics module left out of the list
+    would let an edited generator serve models trained on the old one."""
+    from ludl.synth.reference import model
+
+    kinetics = Path(model.__file__).resolve().parents[1] / "kinetics"
+    listed = set(model._GENERATOR_SOURCES)
+    assert {f"kinetics/{p.name}" for p in kinetics.glob("*.py")} <= listed
