@@ -24,6 +24,7 @@ from torch import nn
 from ludl.errors import InputError
 from ludl.physics.dose import DENSITY_FLOOR_G_PER_ML, KernelSpectrum, dose_from_tia, kernel_spectrum, voxel_tia_mbq_h
 from ludl.physics.kernels import MEDIA, voxel_s_kernel
+from ludl.physics.stp import madsen_tia
 
 __all__ = [
     "DEFAULT_TAU_MAX_H",
@@ -121,10 +122,7 @@ def population_tau_h(time_h: Any, t_eff_h: float) -> Any:
     """τ = TIA / A(t) of a mono-exponential with one population T_eff: (T_eff/ln 2)·e^(ln 2·t/T_eff), a prior the
     kinetics head starts from that is right at early scans too (4 h: ≈ 6.6 × Hänscheid's at T_eff 50 h; equal to it
     at t = T_eff ln 2 … ≈ 1.4 T_eff). Always ≥ e·t, the bound of `TauBounds`."""
-    rate = math.log(2.0) / float(t_eff_h)
-    if isinstance(time_h, torch.Tensor):
-        return torch.exp(time_h * rate) / rate
-    return np.exp(np.asarray(time_h, dtype=np.float64) * rate) / rate
+    return madsen_tia(1.0, time_h, float(t_eff_h))  # Madsen's TIA per unit activity at t is this τ
 
 
 class PhysicsOutput(NamedTuple):

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from ludl.data import PreparedDataModule
+from tests.training.standins import quiet_cpu_trainer
 
 
 class _Recorder(pl.LightningModule):
@@ -35,16 +36,8 @@ class _Recorder(pl.LightningModule):
 def test_trainer_draws_the_documented_samples_each_epoch(prepared: Path) -> None:
     dm = PreparedDataModule(prepared, batch_size=2, patch_size_zyx=(12, 16, 16), samples_per_epoch=4, seed=9)
     model = _Recorder()
-    trainer = pl.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
+    trainer = quiet_cpu_trainer(
+        max_epochs=2, devices=1, enable_checkpointing=False, limit_val_batches=2, num_sanity_val_steps=0
     )
     trainer.fit(model, datamodule=dm)
     assert [e for e, _ in model.train_seen] == [0, 0, 1, 1]

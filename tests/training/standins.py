@@ -118,3 +118,14 @@ class StandInDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:
         return DataLoader(self.val_set, batch_size=1, collate_fn=collate)
+
+
+def quiet_cpu_trainer(**kwargs: Any) -> pl.Trainer:
+    """A CPU Lightning trainer without logger, progress bar or model summary (tests); `kwargs` add or override."""
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return pl.Trainer(**{**settings, **kwargs})

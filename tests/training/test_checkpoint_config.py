@@ -11,6 +11,8 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from tests.training.standins import quiet_cpu_trainer
+
 
 class _Worsening(pl.LightningModule):
     """One weight; its validation loss rises every epoch, so the first epoch stays the best."""
@@ -42,15 +44,7 @@ def test_last_checkpoint_follows_the_run_and_best_the_validation_loss(tmp_path: 
     with initialize_config_module(config_module="ludl.configs", version_base="1.3"):
         cfg = compose(config_name="train", overrides=["prepared=/x", f"out={tmp_path}", "callbacks=default"])
     callbacks = [instantiate(cfg.callbacks[k]) for k in ("model_checkpoint", "last_checkpoint", "early_stopping")]
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_epochs=4,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_cpu_trainer(max_epochs=4, callbacks=callbacks, num_sanity_val_steps=0)
     trainer.fit(_Worsening())
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)

@@ -14,7 +14,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from ludl.errors import LudlError
 from ludl.training.module import DoseLightningModule
 from ludl.training.train import _check_resumable
-from tests.training.standins import TINY_MODEL, StandInDataModule
+from tests.training.standins import TINY_MODEL, StandInDataModule, quiet_cpu_trainer
 
 
 class _Capture(pl.Callback):
@@ -34,15 +34,8 @@ def _fit(root: Path, max_steps: int, ckpt_path: str | None) -> tuple[pl.Trainer,
     module = DoseLightningModule(model=TINY_MODEL, optimizer={"_target_": "torch.optim.AdamW", "_partial_": True})
     capture = _Capture()
     checkpoint = ModelCheckpoint(dirpath=root, save_last=True, save_top_k=0, every_n_train_steps=1)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[checkpoint, capture],
-        default_root_dir=root,
+    trainer = quiet_cpu_trainer(
+        max_steps=max_steps, limit_val_batches=0, callbacks=[checkpoint, capture], default_root_dir=root
     )
     trainer.fit(module, datamodule=StandInDataModule(n=8, batch_size=2), ckpt_path=ckpt_path)
     return trainer, capture
