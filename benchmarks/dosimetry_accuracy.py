@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from _accuracy import add_cohort_arguments, cohort_path, dosimetry_options, summarise, truth_rows, write_csv
 
+from ludl.physics.units import FWHM_PER_SIGMA
+
 _BAR_ORGANS = ("kidneys", "liver", "spleen")
 RESOLUTION_MODES = ("nominal", "recovery", "estimated", "true")
 _CLASS_ORDER = (
@@ -98,7 +100,7 @@ def gtm_convention_fwhm_mm(fwhm_mm: float, spacing_mm: float) -> float:
     `ludl.dosimetry.nema`) put the voxel average into the tissue fractions, so the Gaussian they need is the image's
     less s²/12 per axis: √(F² − 8 ln 2 · s²/12), ≈ 3.5 % below F at 12.6 mm and 4.8 mm voxels.
     """
-    return math.sqrt(fwhm_mm**2 - 8.0 * math.log(2.0) * spacing_mm**2 / 12.0)
+    return math.sqrt(fwhm_mm**2 - FWHM_PER_SIGMA**2 * spacing_mm**2 / 12.0)
 
 
 def synthetic_camera_recovery() -> Any:

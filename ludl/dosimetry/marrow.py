@@ -32,7 +32,7 @@ from scipy import ndimage
 from ludl.dosimetry.regions import RegionSet
 from ludl.errors import FitError, InputError
 from ludl.io.blood import BloodSamples
-from ludl.physics.units import MBQ_PER_BQ
+from ludl.physics.units import FWHM_PER_SIGMA, MBQ_PER_BQ
 
 __all__ = [
     "BLOOD_TIA_METHODS",
@@ -52,7 +52,6 @@ MARROW_REGION = "red_marrow"
 RMBLR_DEFAULT = 1.0
 # The image-based marrow value is flagged when lesions spill in more than this share of what it reads.
 SPILL_DOMINATES = 0.5
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # A blood curve needs this many samples for the bi-exponential (fast distribution, slow elimination).
 _MIN_SAMPLES_BIEXP = 4
 # How the blood samples are integrated (`blood_tia_mbq_h_per_ml`).
@@ -213,7 +212,7 @@ def lesion_spill_share(
     observed = float(np.asarray(tia, dtype=np.float64)[mask].mean())
     if not lesions.any() or observed <= 0:
         return 0.0
-    sigma = [fwhm_mm / _FWHM_PER_SIGMA / s for s in spacing_zyx_mm]
+    sigma = [fwhm_mm / FWHM_PER_SIGMA / s for s in spacing_zyx_mm]
     spill = float(np.asarray(ndimage.gaussian_filter(lesions, sigma, mode="constant", truncate=4.0))[mask].mean())
     return min(spill / observed, 1.0)
 

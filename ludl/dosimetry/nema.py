@@ -22,10 +22,10 @@ from scipy import ndimage
 
 from ludl.dosimetry.pvc import fractional_means, gtm_matrix_fractional, gtm_solve
 from ludl.dosimetry.resolution import NEMA_SPHERE_DIAMETERS_MM, sphere_volume_ml
+from ludl.physics.units import FWHM_PER_SIGMA
 
 __all__ = ["SpherePhantom", "gtm_sphere_means", "measure_recovery", "simulate_sphere_phantom"]
 
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 # Fine-grid subdivisions of one SPECT voxel per axis (4.8 mm → 1.2 mm).
 _SUPERSAMPLE = 4
 # NEMA IEC: sphere centres on a 57.2 mm radius ring (here in one transaxial plane).
@@ -81,7 +81,7 @@ def simulate_sphere_phantom(
         spheres.append((z**2 + (y - cy) ** 2 + (x - cx) ** 2) <= (d / 2) ** 2)
     inside = np.any(spheres, axis=0)
     activity = np.where(inside, sphere_conc, background).astype(np.float64)
-    blurred = ndimage.gaussian_filter(activity, true_fwhm_mm / _FWHM_PER_SIGMA / fine, mode="nearest")
+    blurred = ndimage.gaussian_filter(activity, true_fwhm_mm / FWHM_PER_SIGMA / fine, mode="nearest")
 
     def coarse(a: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         s = _SUPERSAMPLE

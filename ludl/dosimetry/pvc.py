@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from ludl.dosimetry.options import PVC_METHODS
 from ludl.errors import InputError
+from ludl.physics.units import FWHM_PER_SIGMA
 
 __all__ = [
     "background_blocks",
@@ -39,8 +40,6 @@ __all__ = [
     "recovery_coefficients",
 ]
 
-# FWHM = 2 √(2 ln 2) σ for a Gaussian.
-_FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 _TRUNCATE_SIGMA = 4.0
 
 
@@ -53,7 +52,7 @@ def _sigma_voxels(
     extra = np.zeros(3) if extra_variance_zyx_mm2 is None else np.asarray(extra_variance_zyx_mm2, dtype=np.float64)
     if extra.shape != (3,) or not np.all(np.isfinite(extra) & (extra >= 0)):
         raise InputError(f"extra_variance_zyx_mm2 must be three variances ≥ 0 in mm², got {extra_variance_zyx_mm2}")
-    sigma_mm = np.sqrt((fwhm_mm / _FWHM_PER_SIGMA) ** 2 + extra)
+    sigma_mm = np.sqrt((fwhm_mm / FWHM_PER_SIGMA) ** 2 + extra)
     return np.asarray(sigma_mm / np.asarray(spacing_zyx_mm, dtype=np.float64), dtype=np.float64)
 
 

@@ -27,6 +27,7 @@ from scipy import optimize, special
 
 from ludl.errors import InputError
 from ludl.io.cohort import MeasuredResolution, ResolutionConfig
+from ludl.physics.units import FWHM_PER_SIGMA
 
 __all__ = [
     "NEMA_SPHERE_DIAMETERS_MM",
@@ -46,7 +47,6 @@ __all__ = [
 NEMA_SPHERE_DIAMETERS_MM: tuple[float, ...] = (10.0, 13.0, 17.0, 22.0, 28.0, 37.0)
 # Where the FWHM used by partial-volume correction came from (the ``resolution`` column of regions.csv).
 RESOLUTION_SOURCES: tuple[str, ...] = ("nominal", "measured_fwhm", "recovery_curve", "estimated")
-_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _ML_PER_MM3 = 1e-3
 # Gauss–Legendre nodes over the sphere radius: the integrand is smooth, 64 nodes give < 1e-10.
 _NODES, _WEIGHTS = np.polynomial.legendre.leggauss(64)
@@ -87,7 +87,7 @@ def sphere_recovery(volume_ml: float | npt.ArrayLike, fwhm_mm: float) -> npt.NDA
     volumes = np.atleast_1d(np.asarray(volume_ml, dtype=np.float64))
     if np.any(~np.isfinite(volumes)) or np.any(volumes <= 0):
         raise InputError(f"sphere volumes must be positive (mL), got {volumes.tolist()}")
-    sigma = fwhm_mm / _FWHM_PER_SIGMA
+    sigma = fwhm_mm / FWHM_PER_SIGMA
     out = np.empty(volumes.size)
     for k, v in enumerate(volumes):  # a few spheres; each integral is vectorised
         radius = _sphere_radius_mm(float(v))
@@ -178,7 +178,7 @@ def psf_fwhm_from_voxelised(fwhm_mm: float, voxel_mm: float | None) -> float:
     """
     if voxel_mm is None or not voxel_mm > 0:
         return fwhm_mm
-    box_fwhm2 = _FWHM_PER_SIGMA**2 * 2.0 * voxel_mm**2 / 12.0
+    box_fwhm2 = FWHM_PER_SIGMA**2 * 2.0 * voxel_mm**2 / 12.0
     return math.sqrt(max(fwhm_mm**2 - box_fwhm2, 0.25 * fwhm_mm**2))
 
 

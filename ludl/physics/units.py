@@ -6,6 +6,8 @@ inside ludl").
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -13,6 +15,7 @@ from ludl.errors import InputError
 
 __all__ = [
     "BQ_PER_MBQ",
+    "FWHM_PER_SIGMA",
     "G_PER_KG",
     "MBQ_PER_BQ",
     "MBQ_PER_GBQ",
@@ -28,6 +31,8 @@ MBQ_PER_GBQ = 1.0e3
 G_PER_KG = 1.0e3
 ML_PER_MM3 = 1.0e-3
 S_PER_H = 3600.0
+# A Gaussian's FWHM per standard deviation, 2√(2 ln 2) ≈ 2.3548 (resolution of a camera given as FWHM).
+FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 
 
 def suv_bw(concentration_bq_per_ml: npt.ArrayLike, weight_kg: float, injected_mbq: float) -> npt.NDArray[np.float64]:

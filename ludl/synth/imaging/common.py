@@ -13,6 +13,7 @@ from scipy import ndimage
 from ludl.errors import GeometryError
 from ludl.imaging.resample import grid_with_spacing, resample_to
 from ludl.imaging.volume import Volume
+from ludl.physics.units import FWHM_PER_SIGMA  # re-exported: the synthetic camera's resolution uses it
 
 __all__ = [
     "FWHM_PER_SIGMA",
@@ -29,7 +30,6 @@ __all__ = [
 
 
 FloatArray = npt.NDArray[np.float64]
-FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # ≈ 2.3548
 # Gaussian kernels are cut at 3.5 σ: the tail beyond holds < 0.05 % of the weight.
 TRUNCATE = 3.5
 # Linear interpolation and box aggregation of a grid of spacing Δ add, on average over sub-voxel offsets, a variance
