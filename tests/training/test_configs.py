@@ -41,7 +41,24 @@ def test_calibration_settings_default_to_the_fit_the_docs_describe() -> None:
         cfg = compose(config_name="train", overrides=["calibration.min_volume_ml=null", "calibration.shrink=true"])
         default = compose(config_name="train")
     settings = OmegaConf.to_container(default.calibration)
-    # docs/training.md "Region calibration": by patient, no shrinkage, lesions fitted on the ≥ 4 mL scored
-    assert settings == {"enabled": True, "by_patient": True, "shrink": False, "min_volume_ml": {"lesions": 4.0}}
+    # docs/training.md "Region calibration": by patient, no shrinkage, lesions fitted on the ≥ 4 mL scored, on the
+    # validation and training patients
+    assert settings == {
+        "enabled": True,
+        "by_patient": True,
+        "shrink": False,
+        "min_volume_ml": {"lesions": 4.0},
+        "fit_on": ["val", "train"],
+    }
     assert dict(FIT_MIN_VOLUME_ML) == {"lesions": 4.0} and SMALL_LESION_ML == 4.0  # the function's default agrees
     assert cfg.calibration.min_volume_ml is None and cfg.calibration.shrink is True
+
+
+def test_calibration_splits_are_checked_before_training() -> None:
+    from ludl.errors import LudlError
+    from ludl.training.train import _calibration_splits
+
+    assert _calibration_splits(OmegaConf.create({"calibration": {"fit_on": ["val"]}})) == ("val",)
+    assert _calibration_splits(OmegaConf.create({})) == ("val",)
+    with pytest.raises(LudlError, match=r"calibration\.fit_on names \['test'\]; give a list of \['val', 'train'\]"):
+        _calibration_splits(OmegaConf.create({"calibration": {"fit_on": ["val", "test"]}}))

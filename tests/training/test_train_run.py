@@ -73,12 +73,18 @@ def test_run_writes_predictions_and_artifact(tmp_path: Path, tiny_prepared: tupl
     assert "lesion" in kinds and "organ" in kinds
     assert (out / "predictions" / "segmentation.csv").is_file() and (out / "predictions" / "patients.csv").is_file()
     artifact = load_artifact(out / "model")
-    # the validation fold's uncalibrated rows are written, and the artifact's factors are refitted from them alone
-    with (out / "predictions" / "validation_regions.csv").open() as handle:
-        validation = list(csv.DictReader(handle))
-    assert validation and not {r["patient_id"] for r in validation} & {r["patient_id"] for r in rows}
+    # the uncalibrated rows of the validation and training patients are written (calibration.fit_on: [val, train]),
+    # never a held-out patient's, and the artifact's factors are refitted from them alone
+    fitted: dict[str, list[dict[str, str]]] = {}
+    for split in ("validation", "training"):
+        with (out / "predictions" / f"{split}_regions.csv").open() as handle:
+            fitted[split] = list(csv.DictReader(handle))
+    patients = {split: {r["patient_id"] for r in split_rows} for split, split_rows in fitted.items()}
+    assert fitted["validation"] and fitted["training"] and not patients["validation"] & patients["training"]
+    assert not (patients["validation"] | patients["training"]) & {r["patient_id"] for r in rows}
     refit = fit_calibration(
-        [{**r, **{k: float(r[k] or "nan") for k in float_columns}} for r in validation], by_patient=True
+        [{**r, **{k: float(r[k] or "nan") for k in float_columns}} for r in fitted["validation"] + fitted["training"]],
+        by_patient=True,
     )
     stored = artifact.model["region_calibration"]
     assert set(stored) == set(refit)
