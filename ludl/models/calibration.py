@@ -76,7 +76,7 @@ def fit_calibration(
     rows: Iterable[Mapping[str, Any]],
     *,
     min_volume_ml: Mapping[str, float] | None = FIT_MIN_VOLUME_ML,
-    by_patient: bool = False,
+    by_patient: bool = True,
     shrink: bool = False,
 ) -> dict[str, dict[str, float]]:
     """{region class: {scan time h (as text): factor}} = median(gt_mean_dose_gy / network) per class and time.
@@ -85,8 +85,9 @@ def fit_calibration(
     estimate are left out, and a (class, time) with fewer than 3 regions gets no factor. `min_volume_ml`
     ({class: mL}; default lesions ≥ 4 mL, `FIT_MIN_VOLUME_ML`; None or {} keeps every region) leaves smaller
     regions of a class out of the fit (rows without ``volume_ml`` stay in);
-    `by_patient` takes the median over patients of each patient's median, so that a patient with many lesions
-    does not set the factor alone (lesions of one patient share its kinetics). `shrink` pulls the log factor m
+    `by_patient` (default, as the train config's) takes the median over patients of each patient's median, so that a
+    patient with many lesions does not set the factor alone (lesions of one patient share its kinetics); False: the
+    median of all regions pooled. `shrink` pulls the log factor m
     toward 0 by max(0, 1 − se²/m²), se² the between-patient variance of the log per-patient medians over their
     number (positive-part James–Stein): a bias no larger than its own standard error is not applied, one many
     standard errors away is kept; it needs at least 2 patients (else no factor).

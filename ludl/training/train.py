@@ -31,7 +31,7 @@ from ludl.errors import LudlError
 from ludl.io.outcomes import load_outcomes
 from ludl.io.provenance import dataset_provenance
 from ludl.io.regions import SEGMENTATION_CLASSES
-from ludl.models.calibration import FIT_MIN_VOLUME_ML, apply_calibration, fit_calibration
+from ludl.models.calibration import apply_calibration, fit_calibration
 from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.models.uncertainty import fit_uncertainty, held_out_coverage
 from ludl.training.artifact import save_artifact
@@ -236,7 +236,14 @@ def _calibration_splits(cfg: Any) -> tuple[str, ...]:
 
 
 def _calibration(
-    net: DoseNet, module: DoseLightningModule, dm: Any, cfg: Any, fold: int, scoring: Any, device: Any
+    net: DoseNet,
+    module: DoseLightningModule,
+    dm: Any,
+    cfg: Any,
+    fit_on: tuple[str, ...],
+    fold: int,
+    scoring: Any,
+    device: Any,
 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
     """Region-mean factors per class and scan time (`ludl.models.calibration`; {} when disabled) from the whole
     volumes of the splits ``calibration.fit_on`` names, the 90 % interval half-widths of the calibrated means
@@ -245,7 +252,6 @@ def _calibration(
     if not dm.records.get("val"):
         return {}, {}, {}
     settings = dict(plain(cfg.get("calibration")) or {})
-    fit_on = _calibration_splits(cfg)
     enabled = bool(settings.get("enabled", False))
     rows: dict[str, list[dict[str, Any]]] = {}
     for split in ("val", *(s for s in fit_on if s != "val" and enabled)):
@@ -258,9 +264,9 @@ def _calibration(
     factors = (
         fit_calibration(
             [row for split in fit_on for row in rows.get(split, [])],
-            by_patient=bool(settings.get("by_patient", True)),
-            shrink=bool(settings.get("shrink", False)),
-            min_volume_ml=settings.get("min_volume_ml", FIT_MIN_VOLUME_ML),
+            by_patient=bool(settings["by_patient"]),
+            shrink=bool(settings["shrink"]),
+            min_volume_ml=settings["min_volume_ml"],
         )
         if enabled
         else {}
@@ -271,7 +277,7 @@ def _calibration(
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     """Fit (or resume) the run of `cfg`, then — on rank 0 — predict the held-out fold and write the artifact."""
-    _calibration_splits(cfg)
+    fit_on = _calibration_splits(cfg)
     run_dir = Path(str(cfg.out))
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -318,7 +324,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     region_rows, seg_rows = predict_split(
         net, module.predictor, dm.test_dataloader(), dm.records["test"], fold, scoring, on_volume, device
     )
-    calibration, uncertainty, uncalibrated = _calibration(net, module, dm, cfg, fold, scoring, device)
+    calibration, uncertainty, uncalibrated = _calibration(net, module, dm, cfg, fit_on, fold, scoring, device)
     if calibration:
         region_rows = apply_calibration(region_rows, calibration)
     probs, labels, response_state, info = _response_stage(

@@ -75,8 +75,9 @@ def test_by_patient_one_vote_per_patient() -> None:
     # P1 has 5 lesions reading 50 % low, P2 and P3 one lesion each reading exactly: pooled median 2.0, by patient 1.0
     rows = [_lesion("P1", 48.0, 10.0, 5.0, 10.0) for _ in range(5)]
     rows += [_lesion("P2", 48.0, 10.0, 10.0, 10.0), _lesion("P3", 48.0, 12.0, 12.0, 10.0)]
-    assert fit_calibration(rows)["lesions"]["48"] == pytest.approx(2.0)
+    assert fit_calibration(rows, by_patient=False)["lesions"]["48"] == pytest.approx(2.0)
     assert fit_calibration(rows, by_patient=True)["lesions"]["48"] == pytest.approx(1.0)
+    assert fit_calibration(rows)["lesions"]["48"] == pytest.approx(1.0)  # the default votes by patient, as the job
 
 
 def test_shrink_keeps_a_clear_bias_and_drops_one_within_its_error() -> None:
