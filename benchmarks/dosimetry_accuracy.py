@@ -54,8 +54,6 @@ _CLASS_ORDER = (
     "lesion<4mL",
 )
 _MIN_LESION_ML = 4.0
-# Voxel size of the synthetic SPECT (ludl.synth.imaging.spect_protocol.SpectSpec.spacing_mm, the `demo` preset's).
-_SPECT_SPACING_MM = 4.8
 
 
 def region_class(region: str, kind: str, true_volume_ml: float) -> str:
@@ -103,23 +101,42 @@ def gtm_convention_fwhm_mm(fwhm_mm: float, spacing_mm: float) -> float:
     return math.sqrt(fwhm_mm**2 - FWHM_PER_SIGMA**2 * spacing_mm**2 / 12.0)
 
 
-def synthetic_camera_recovery() -> Any:
-    """The NEMA IEC recovery curve a clinic would measure on the synthetic camera (its mean true FWHM, 90 mm deep).
+def spect_spacing_mm(data: Any) -> float:
+    """The voxel size of a loaded case's SPECT (isotropic in synthetic cohorts: 6 mm for `demo`, 4.8 mm `clinical`)."""
+    return float(np.mean(data.timepoints[0].spect.spacing_zyx_mm))
+
+
+def synthetic_camera_recovery(spacing_mm: float, fwhm_nominal_mm: float) -> Any:
+    """The NEMA IEC recovery curve a clinic would measure on the synthetic camera of a cohort (its SPECT voxel size
+    and nominal FWHM; its mean true FWHM, 90 mm deep).
 
     The phantom is blurred by the camera's FWHM in the GTM's convention (`gtm_convention_fwhm_mm`), as the camera
     would image it; `simulate_sphere_phantom` averages the blurred spheres into voxels itself.
     """
+    from dataclasses import replace
+
     from ludl.dosimetry.nema import measure_recovery, simulate_sphere_phantom
     from ludl.io.cohort import MeasuredResolution
     from ludl.synth.imaging.spect import fwhm_at_depth_mm
     from ludl.synth.imaging.spect_protocol import SpectSpec
 
-    spec = SpectSpec()
+    spec = replace(SpectSpec(), spacing_mm=spacing_mm, fwhm_nominal_mm=fwhm_nominal_mm)
     mean_true = spec.fwhm_nominal_mm * 0.5 * sum(spec.fwhm_factor_range)
     fwhm = gtm_convention_fwhm_mm(float(fwhm_at_depth_mm(mean_true, 90.0, spec)), spec.spacing_mm)
     phantom = simulate_sphere_phantom(fwhm, spacing_mm=spec.spacing_mm, sphere_conc=10.0, background=0.0)
     curve = measure_recovery(phantom)
     return MeasuredResolution(volume_ml=tuple(phantom.volumes_ml), recovery=tuple(round(float(r), 4) for r in curve))
+
+
+def cohort_camera_recovery(cohort: Path) -> Any:
+    """`synthetic_camera_recovery` for a cohort's camera (its first patient's SPECT voxel size and nominal FWHM)."""
+    from ludl.dosimetry.timepoints import load_cycle
+
+    probe = load_cycle(cohort, _patients(cohort)[0], 1)
+    recovery = synthetic_camera_recovery(spect_spacing_mm(probe), float(probe.timepoints[0].fwhm_mm))
+    curve = ", ".join(f"{v:.2f} mL: {r:.3f}" for v, r in zip(recovery.volume_ml, recovery.recovery, strict=True))
+    print(f"synthetic camera NEMA recovery ({cohort}): {curve}", flush=True)
+    return recovery
 
 
 def with_resolution(data: Any, mode: str, true_mm: float, recovery: Any) -> Any:
@@ -154,7 +171,7 @@ def evaluate_patient(
     true_mm = true_fwhm_mm(cohort, patient)
     if mode is not None:
         # The oracle gets the true FWHM in the GTM's convention (as a NEMA measurement of this camera would give it).
-        oracle_mm = gtm_convention_fwhm_mm(true_mm, _SPECT_SPACING_MM) if math.isfinite(true_mm) else true_mm
+        oracle_mm = gtm_convention_fwhm_mm(true_mm, spect_spacing_mm(data)) if math.isfinite(true_mm) else true_mm
         data = with_resolution(data, mode, oracle_mm, recovery)
     result = compute_dosimetry(data, options)
     seconds = time.perf_counter() - start
@@ -190,6 +207,7 @@ def evaluate_patient(
                 "fwhm_used_mm": result.settings.get("fwhm_used_mm", math.nan),
                 "fwhm_estimated_mm": result.settings.get("fwhm_estimated_mm", math.nan),
                 "fwhm_true_mm": true_mm,
+                "spect_spacing_mm": spect_spacing_mm(data),
                 "blood_gy": float(row.get("blood_based_dose_gy", math.nan) or math.nan),
                 "err_blood": float(row.get("blood_based_dose_gy", math.nan) or math.nan) / true_gy - 1.0,
                 "flag": row.get("flag", ""),
@@ -251,17 +269,23 @@ def verdict(rows: Sequence[dict[str, Any]], key: str = "err") -> str:
 def resolution_score(rows: Sequence[dict[str, Any]]) -> str:
     """The image-based FWHM estimate against each patient's true FWHM (one value per patient), as the camera quotes
     it and in the GTM's convention (`gtm_convention_fwhm_mm`)."""
-    per_patient = {(r["seed"], r["patient_id"]): (r["fwhm_estimated_mm"], r["fwhm_true_mm"]) for r in rows}
-    pairs = [(e, t) for e, t in per_patient.values() if math.isfinite(e) and math.isfinite(t) and t > 0]
-    s = summarise([e / t - 1.0 for e, t in pairs])
+    per_patient = {
+        (r["seed"], r["patient_id"]): (r["fwhm_estimated_mm"], r["fwhm_true_mm"], r.get("spect_spacing_mm", math.nan))
+        for r in rows
+    }
+    found = [(e, t, v) for e, t, v in per_patient.values() if math.isfinite(e) and math.isfinite(t) and t > 0]
+    s = summarise([e / t - 1.0 for e, t, _ in found])
     if not s.get("n"):
         return "resolution estimate: none"
-    g = summarise([e / gtm_convention_fwhm_mm(t, _SPECT_SPACING_MM) - 1.0 for e, t in pairs])
-    return (
+    # rows pooled from a CSV written before the spacing column have none: no GTM-convention figure for them
+    g = summarise([e / gtm_convention_fwhm_mm(t, float(v)) - 1.0 for e, t, v in found if math.isfinite(float(v))])
+    line = (
         f"image-based FWHM estimate vs true FWHM (60 mm deep), {s['n']} patients: median {100 * s['median']:+.1f} %, "
-        f"P90 |error| {100 * s['p90_abs']:.1f} %, max {100 * s['max_abs']:.1f} %; in the GTM's convention: median "
-        f"{100 * g['median']:+.1f} %, P90 |error| {100 * g['p90_abs']:.1f} %"
+        f"P90 |error| {100 * s['p90_abs']:.1f} %, max {100 * s['max_abs']:.1f} %"
     )
+    if g.get("n"):
+        line += f"; in the GTM's convention: median {100 * g['median']:+.1f} %, P90 |error| {100 * g['p90_abs']:.1f} %"
+    return line
 
 
 def marrow_score(rows: Sequence[dict[str, Any]]) -> str:
@@ -339,16 +363,13 @@ def main() -> None:
             report([r for r in pooled if r["seed"] == seed], args.resolution, f"seed {seed}")
         report(pooled, args.resolution, f"pooled over seeds {', '.join(seeds)}")
         return
-    recovery = synthetic_camera_recovery() if "recovery" in args.resolution else None
-    if recovery is not None:
-        curve = ", ".join(f"{v:.2f} mL: {r:.3f}" for v, r in zip(recovery.volume_ml, recovery.recovery, strict=True))
-        print(f"synthetic camera NEMA recovery: {curve}", flush=True)
     options = dosimetry_options(args)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         cohorts = _cohorts(args, tmp)
         for seed, cohort in cohorts:
             truth = truth_rows(cohort)
+            recovery = cohort_camera_recovery(cohort) if "recovery" in args.resolution else None
             seed_rows: list[dict[str, Any]] = []
             for patient in _patients(cohort)[: args.patients]:
                 for mode in args.resolution:  # every mode per patient: a partial run still compares them
