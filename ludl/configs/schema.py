@@ -176,6 +176,14 @@ class TrainInferenceConf:
 
 
 @dataclass
+class TrainRegionModelConf:
+    """``train.yaml`` ``calibration.region_model``: the region kinetics model (`ludl.models.region_model`)."""
+
+    enabled: bool = MISSING
+    alpha: float = MISSING
+
+
+@dataclass
 class TrainCalibrationConf:
     """``train.yaml`` ``calibration``: region-mean factors from the validation fold (`ludl.models.calibration`)."""
 
@@ -184,6 +192,7 @@ class TrainCalibrationConf:
     shrink: bool = MISSING
     min_volume_ml: dict[str, float] | None = MISSING
     fit_on: list[str] = MISSING
+    region_model: TrainRegionModelConf = field(default_factory=TrainRegionModelConf)
 
 
 @dataclass

@@ -9,7 +9,7 @@ table, the nuclide and the input normalisation; otherwise their outputs do not m
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.build import network_from_artifact
 from ludl.models.heads import ResponseHead
 from ludl.models.network import DoseNet
+from ludl.models.region_model import region_factor
 from ludl.models.uncertainty import Z_90, kind_group, nearest_half_width
 
 __all__ = ["LoadedModel", "ModelSet", "load_models"]
@@ -58,16 +59,21 @@ class ModelSet:
         times = {float(t) for m in self.models for t in m.artifact.model.get("training_timepoints_h", ())}
         return tuple(sorted(times))
 
-    @property
-    def region_calibration(self) -> dict[str, dict[str, float]]:
-        """Region-mean factors {class: {scan time: factor}} of the training's validation fold (`model.json`
-        ``region_calibration``), averaged over an ensemble's members; empty when the training calibrated none."""
-        pooled: dict[str, dict[str, list[float]]] = {}
-        for member in self.models:
-            for cls, by_time in (member.artifact.model.get("region_calibration") or {}).items():
-                for time_h, factor in by_time.items():
-                    pooled.setdefault(str(cls), {}).setdefault(str(time_h), []).append(float(factor))
-        return {c: {t: sum(v) / len(v) for t, v in by_time.items()} for c, by_time in pooled.items()}
+    def region_factor(self, region_class: str, time_h: float, features: Mapping[str, float]) -> float:
+        """The factor on a region's corrected mean dose (`ludl.models.region_model.region_factor` of each member's
+        ``region_calibration`` and ``region_model``), averaged over an ensemble's members; 1.0 where the training
+        calibrated nothing."""
+        values = [
+            region_factor(
+                m.artifact.model.get("region_model"),
+                m.artifact.model.get("region_calibration") or {},
+                region_class,
+                time_h,
+                features,
+            )
+            for m in self.models
+        ]
+        return sum(values) / len(values)
 
     @property
     def spacings_zyx_mm(self) -> tuple[tuple[float, float, float], ...]:

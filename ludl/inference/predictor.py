@@ -40,6 +40,7 @@ from ludl.models.whole_volume import (
     FLIP_AXES,
     VolumePredictor,
     flipped_batch,
+    scored_region_features,
     unflip_output,
     volume_response_features,
 )
@@ -232,6 +233,8 @@ class Predictor:
             inputs.injected_mbq,
             spect.spacing_zyx_mm,
         )
+        # the region features are read on the grid the regions are scored on: the scan's own
+        scan_batch = batch if grid is None else _scan_batch(inputs)
         timings["inputs"] = time.perf_counter() - started
         started = time.perf_counter()
         outs, probs = self._members(batch)
@@ -241,7 +244,7 @@ class Predictor:
         started = time.perf_counter()
         maps = _combine(outs)
         result = self._on_spect_grid(maps, spect, inputs.spect, grid is not None)
-        prediction = self._score(inputs, result, probs, warnings, batch)
+        prediction = self._score(inputs, result, probs, warnings, scan_batch)
         timings["regions"] = time.perf_counter() - started
         prediction.timings_s.update(timings)
         return prediction
@@ -276,7 +279,8 @@ class Predictor:
         batch: Mapping[str, Any],
     ) -> Prediction:
         spect = inputs.spect
-        classes = maps["classes"].cpu().numpy().astype(np.int32)
+        network_classes = maps["classes"]
+        classes = network_classes.cpu().numpy().astype(np.int32)
         classes, specks = drop_small_lesions(classes, spect.spacing_zyx_mm, self.min_lesion_ml)
         if specks:
             warnings.append(
@@ -295,8 +299,13 @@ class Predictor:
             "time_h": inputs.time_h,
             "fwhm_mm": inputs.fwhm_mm,
             "relative_sd": relative,
-            "calibration": self.models.region_calibration,
+            "calibration": self.models.region_factor,
         }
+
+        def features(scored: RegionSet) -> dict[str, dict[str, float]]:
+            labels = torch.as_tensor(np.asarray(scored.labels, dtype=np.int32))
+            return scored_region_features(batch, network_classes, labels, scored.values)
+
         rows = region_table(
             maps["dose"],
             members,
@@ -307,6 +316,7 @@ class Predictor:
             spect.spacing_zyx_mm,
             source="network",
             edge_flags=edge,
+            features=features(regions),
             **common,
         )
         ref = inputs.reference_labels
@@ -321,6 +331,7 @@ class Predictor:
                 reference,
                 spect.spacing_zyx_mm,
                 source="reference",
+                features=features(reference),
                 **common,
             )
         warnings += flag_large_corrections(rows)
@@ -357,6 +368,18 @@ class Predictor:
         prediction = self.predict(inputs)
         prediction.timings_s["read_and_register"] = read_s
         return prediction
+
+
+def _scan_batch(inputs: ScanInputs) -> dict[str, Any]:
+    """The whole-volume batch of the scan on its own grid (the model's grid differs)."""
+    return network_batch(
+        inputs.spect.array,
+        None if inputs.suv is None else inputs.suv.array,
+        inputs.density.array,
+        inputs.time_h,
+        inputs.injected_mbq,
+        inputs.spect.spacing_zyx_mm,
+    )
 
 
 def _combine(outs: Sequence[DoseNetOutput]) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ import torch
 from ludl.dosimetry.regions import RegionSet
 from ludl.dosimetry.single_scan import correct_region_doses
 from ludl.dosimetry.stp_population import region_class
-from ludl.models.calibration import nearest_factor
+from ludl.models.region_model import RegionFactor
 from ludl.models.uncertainty import Z_90, interval_class
 from ludl.models.whole_volume import CorrectionInput, region_means
 from ludl.physics.radiobiology import (
@@ -131,7 +131,8 @@ def region_table(
     relative_sd: Mapping[str, float],
     source: str,
     edge_flags: Mapping[str, str] | None = None,
-    calibration: Mapping[str, Mapping[str, float]] | None = None,
+    calibration: RegionFactor | None = None,
+    features: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per region (`REGION_TABLE_COLUMNS`) of a prediction, all maps (z, y, x) on the regions' grid.
 
@@ -144,9 +145,10 @@ def region_table(
             the fallback) → one model's relative SD of a region mean at this scan time (`ModelSet.region_relative_sds`).
         source: ``network`` or ``reference`` (whose regions these are).
         edge_flags: region → why it is not scored (e.g. it touches the edge of the field of view).
-        calibration: the artifact's region calibration ({region class: {scan time: factor}},
-            `ludl.models.calibration`): the reported mean is the corrected (else voxel) mean × its class-and-time
-            factor, exactly as the training evaluation scored it.
+        calibration: the model's region factor (`ModelSet.region_factor`: class factors and the region kinetics
+            model, `ludl.models.region_model`): the reported mean is the corrected (else voxel) mean × the factor of
+            its class, scan time and `features`, exactly as the training evaluation scored it.
+        features: region → the region kinetics model's features (`ludl.models.whole_volume.scored_region_features`).
     """
     names = [n for n in regions.values if regions.kinds.get(n, "organ") != "body"]
     values = [regions.values[n] for n in names]
@@ -185,8 +187,8 @@ def region_table(
         t_eff = effective_half_life_h(tia_total / activity_total, time_h) if activity_total > 0 else math.nan
         mean = float(corrected.get(name, math.nan))
         mean = mean if math.isfinite(mean) else float(means[i])
-        if calibration:
-            mean *= nearest_factor(calibration, region_class(name, kind) or "", time_h)
+        if calibration is not None:
+            mean *= calibration(region_class(name, kind) or "", time_h, (features or {}).get(name, {}))
         group = "lesion" if kind == "lesion" else "organ"
         cls = interval_class(region_class(name, kind), kind, stats.volume_ml)
         rel = float(relative_sd.get(cls or group, relative_sd.get(group, math.nan)))

@@ -24,10 +24,14 @@ import numpy as np
 
 __all__ = [
     "CALIBRATED_COLUMN",
+    "FACTOR_RANGE",
     "FIT_MIN_VOLUME_ML",
     "RAW_COLUMN",
     "SMALL_LESION_ML",
     "apply_calibration",
+    "cell_float",
+    "class_of",
+    "estimate",
     "fit_calibration",
     "nearest_factor",
 ]
@@ -35,7 +39,7 @@ __all__ = [
 CALIBRATED_COLUMN = "net_mean_dose_corrected_gy"  # the column the factors scale (and that evaluation scores)
 RAW_COLUMN = "net_mean_dose_gy"  # its stand-in where no single-scan correction ran (NaN corrected column)
 _MIN_REGIONS = 3  # fewer validation regions of a class at a scan time: no factor (1.0), a median of 1–2 is noise
-_FACTOR_RANGE = (0.25, 4.0)  # a factor outside it means a broken prediction, not a bias to calibrate away
+FACTOR_RANGE = (0.25, 4.0)  # a factor outside it means a broken prediction, not a bias to calibrate away
 # Lesions smaller than this are dominated by partial volume at SPECT resolution (≈ 10 mm FWHM): their errors are
 # several times those of larger lesions (demo held-out fold: P90 0.58–0.76 below 4 mL, 0.34–0.36 above). One home
 # for the size the comparison scores (evaluation's LESION_MIN_VOLUME_ML), the interval classes split at
@@ -46,14 +50,20 @@ SMALL_LESION_ML = 4.0
 FIT_MIN_VOLUME_ML: Mapping[str, float] = {"lesions": SMALL_LESION_ML}
 
 
-def _class_of(row: Mapping[str, Any]) -> str:
+def class_of(row: Mapping[str, Any]) -> str:
+    """The region class of a region row (its kind where it has none)."""
     return str(row.get("region_class") or row.get("kind") or "")
 
 
-def _estimate(row: Mapping[str, Any]) -> float:
-    """The network's corrected region mean, the uncorrected one where no correction ran."""
-    value = float(row.get(CALIBRATED_COLUMN, math.nan))
-    return value if math.isfinite(value) else float(row.get(RAW_COLUMN, math.nan))
+def estimate(row: Mapping[str, Any]) -> float:
+    """The network's corrected region mean, the uncorrected one where no correction ran (NaN for an empty cell)."""
+    value = cell_float(row.get(CALIBRATED_COLUMN))
+    return value if math.isfinite(value) else cell_float(row.get(RAW_COLUMN))
+
+
+def cell_float(value: Any) -> float:
+    """A row's cell as a float: NaN for a missing or empty one (rows read back from CSV hold '' for NaN)."""
+    return math.nan if value is None or value == "" else float(value)
 
 
 def _ratios(
@@ -62,8 +72,8 @@ def _ratios(
     """(class, scan time) → [(patient, ground truth / network)] of the usable rows."""
     ratios: dict[tuple[str, float], list[tuple[str, float]]] = defaultdict(list)
     for row in rows:
-        gt, est = float(row.get("gt_mean_dose_gy", math.nan)), _estimate(row)
-        cls = _class_of(row)
+        gt, est = float(row.get("gt_mean_dose_gy", math.nan)), estimate(row)
+        cls = class_of(row)
         volume = float(row.get("volume_ml", math.nan))
         if cls in min_volume_ml and math.isfinite(volume) and volume < min_volume_ml[cls]:
             continue
@@ -107,7 +117,7 @@ def fit_calibration(
             log_factor = math.log(factor)
             se2 = float(np.var(np.log(patient_medians), ddof=1)) / len(patient_medians)
             factor = math.exp(log_factor * max(0.0, 1.0 - se2 / log_factor**2)) if log_factor != 0.0 else 1.0
-        factors[cls][f"{time_h:g}"] = float(np.clip(factor, *_FACTOR_RANGE))
+        factors[cls][f"{time_h:g}"] = float(np.clip(factor, *FACTOR_RANGE))
     return dict(factors)
 
 
@@ -127,8 +137,8 @@ def apply_calibration(
     out = []
     for row in rows:
         new = dict(row)
-        value = _estimate(row)
+        value = estimate(row)
         if math.isfinite(value):
-            new[CALIBRATED_COLUMN] = value * nearest_factor(factors, _class_of(row), float(row["timepoint_h"]))
+            new[CALIBRATED_COLUMN] = value * nearest_factor(factors, class_of(row), float(row["timepoint_h"]))
         out.append(new)
     return out

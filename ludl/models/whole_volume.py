@@ -21,6 +21,8 @@ import torch
 
 from ludl.models.heads import VoxelHeadOutput
 from ludl.models.network import DoseNet, DoseNetOutput
+from ludl.models.region_model import region_features, scan_features
+from ludl.physics.units import MBQ_PER_GBQ
 
 __all__ = [
     "FLIP_AXES",
@@ -28,6 +30,7 @@ __all__ = [
     "VolumePredictor",
     "flipped_batch",
     "region_means",
+    "scored_region_features",
     "unflip_output",
     "volume_response_features",
 ]
@@ -176,6 +179,21 @@ def region_means(dose_gy: torch.Tensor, regions: torch.Tensor, values: torch.Ten
     idx = values.long().clamp_min(0)
     means = sums[idx] / counts[idx]
     return torch.where((values > 0) & (counts[idx] > 0), means, torch.full_like(means, math.nan))
+
+
+def scored_region_features(
+    batch: Mapping[str, Any], classes: torch.Tensor, labels: torch.Tensor, values: Mapping[str, int]
+) -> dict[str, dict[str, float]]:
+    """The region kinetics model's features (`ludl.models.region_model`) of the regions `values` names in `labels`,
+    from a whole-volume batch of one (its activity, PET, injected activity) and the network's class map (z y x, same
+    grid): the function both the training evaluation and ``infer.py`` compute them with."""
+    activity = batch["activity_mbq_per_ml"][0, 0].cpu().numpy()
+    suv = batch["suv"][0, 0].cpu().numpy() if "suv" in batch else None
+    spacing = [float(s) for s in batch["spacing_zyx_mm"].reshape(-1, 3)[0].tolist()]
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    injected_mbq = float(batch["injected_gbq"].reshape(-1)[0]) * MBQ_PER_GBQ
+    scan = scan_features(activity, suv, classes.cpu().numpy(), voxel_ml, injected_mbq)
+    return region_features(activity, suv, labels.cpu().numpy(), values, voxel_ml, injected_mbq, scan)
 
 
 def flipped_batch(batch: Mapping[str, Any], dims: Sequence[int]) -> dict[str, Any]:

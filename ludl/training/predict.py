@@ -24,7 +24,8 @@ import torch
 from ludl.io.prepared import read_case
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNet, DoseNetOutput
-from ludl.models.whole_volume import CorrectionInput, VolumePredictor, region_means
+from ludl.models.region_model import FEATURE_COLUMNS
+from ludl.models.whole_volume import CorrectionInput, VolumePredictor, region_means, scored_region_features
 from ludl.training.metrics import dice_per_class, lesion_detection
 
 __all__ = [
@@ -53,6 +54,7 @@ REGION_COLUMNS: tuple[str, ...] = (
     "gt_mean_dose_gy",
     "gt_mean_dose_uncorrected_gy",
     "true_mean_dose_gy",
+    *FEATURE_COLUMNS,  # what the region kinetics model reads (`ludl.models.region_model`)
 )
 SEGMENTATION_COLUMNS: tuple[str, ...] = (
     "patient_id",
@@ -150,6 +152,8 @@ def _region_rows(
                 meta.fwhm_mm.get(timepoint_h, _NAN),
             )
         )
+    scored = {meta.names[v]: v for v in values.tolist() if v in meta.names}
+    features = scored_region_features(batch, out.seg_logits[0].argmax(dim=0), regions, scored)
     rows = []
     for r, value in enumerate(values.tolist()):
         if value <= 0 or value not in meta.names:
@@ -172,6 +176,7 @@ def _region_rows(
                 "gt_mean_dose_gy": float(record.region_dose_gy.get(name, _NAN)),
                 "gt_mean_dose_uncorrected_gy": float(record.region_dose_uncorrected_gy.get(name, _NAN)),
                 "true_mean_dose_gy": float(meta.truth.get(name, (_NAN, _NAN))[1]),
+                **features.get(name, {}),
             }
         )
     return rows

@@ -31,8 +31,9 @@ from ludl.errors import LudlError
 from ludl.io.outcomes import load_outcomes
 from ludl.io.provenance import dataset_provenance
 from ludl.io.regions import SEGMENTATION_CLASSES
-from ludl.models.calibration import apply_calibration, fit_calibration
+from ludl.models.calibration import fit_calibration
 from ludl.models.network import DoseNet, DoseNetOutput
+from ludl.models.region_model import calibrate_rows, fit_region_model
 from ludl.models.uncertainty import fit_uncertainty, held_out_coverage
 from ludl.training.artifact import save_artifact
 from ludl.training.callbacks import EMA_KEY
@@ -60,6 +61,18 @@ LAST_CHECKPOINT = "last.ckpt"
 VALIDATION_REGIONS = "validation_regions.csv"  # the validation fold's uncalibrated region rows (calibration input)
 TRAINING_REGIONS = "training_regions.csv"  # the training patients' uncalibrated rows (fit_on: [val, train])
 CALIBRATION_SPLITS: tuple[str, ...] = ("val", "train")  # whose whole volumes calibration.fit_on may name
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The single-scan path's region calibration: class factors and the region kinetics model over them."""
+
+    factors: dict[str, dict[str, float]]
+    region_model: dict[str, Any] | None
+
+    def apply(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows calibrated (as they are when nothing was fitted)."""
+        return calibrate_rows(rows, self.factors, self.region_model) if self.factors or self.region_model else rows
 
 
 class CheckpointError(LudlError):
@@ -192,7 +205,12 @@ def _response_stage(
 
 
 def _model_document(
-    cfg: Any, dm: Any, module: DoseLightningModule, info: Mapping[str, Any], calibration: Mapping[str, Any]
+    cfg: Any,
+    dm: Any,
+    module: DoseLightningModule,
+    info: Mapping[str, Any],
+    calibration: Mapping[str, Any],
+    region_model: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     descriptor = dm.descriptor
     network = plain(cfg.model)
@@ -211,6 +229,7 @@ def _model_document(
         "response": dict(info),
         "response_timepoint_h": RESPONSE_TIMEPOINT_H,
         "region_calibration": calibration,
+        "region_model": dict(region_model) if region_model else None,
         "inference": plain(cfg.get("inference")),  # the whole-volume window the evaluation used: Predictor's default
         "provenance": dataset_provenance(
             dm.prepared_dir,
@@ -244,13 +263,14 @@ def _calibration(
     fold: int,
     scoring: Any,
     device: Any,
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
-    """Region-mean factors per class and scan time (`ludl.models.calibration`; {} when disabled) from the whole
-    volumes of the splits ``calibration.fit_on`` names, the 90 % interval half-widths of the calibrated means
-    (`ludl.models.uncertainty`, validation patients only: training errors are optimistic) and the uncalibrated rows
-    per split; all empty without validation patients."""
+) -> tuple[Calibration, dict[str, dict[str, float]], dict[str, list[dict[str, Any]]]]:
+    """Region-mean factors per class and scan time (`ludl.models.calibration`; {} when disabled) and the region
+    kinetics model (`ludl.models.region_model`; None when disabled) from the whole volumes of the splits
+    ``calibration.fit_on`` names, the 90 % interval half-widths of the calibrated means (`ludl.models.uncertainty`,
+    validation patients only: training errors are optimistic) and the uncalibrated rows per split; all empty
+    without validation patients."""
     if not dm.records.get("val"):
-        return {}, {}, {}
+        return Calibration({}, None), {}, {}
     settings = dict(plain(cfg.get("calibration")) or {})
     enabled = bool(settings.get("enabled", False))
     rows: dict[str, list[dict[str, Any]]] = {}
@@ -271,8 +291,18 @@ def _calibration(
         if enabled
         else {}
     )
-    validation = rows["val"]
-    return factors, fit_uncertainty(apply_calibration(validation, factors) if factors else validation), rows
+    model_settings = dict(settings.get("region_model") or {})
+    region_model = (
+        fit_region_model(
+            [row for split in fit_on for row in rows.get(split, [])],
+            alpha=float(model_settings["alpha"]),
+            min_volume_ml=settings["min_volume_ml"],
+        )
+        if enabled and model_settings.get("enabled")
+        else None
+    )
+    calibration = Calibration(factors, region_model)
+    return calibration, fit_uncertainty(calibration.apply(rows["val"])), rows
 
 
 def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
@@ -325,8 +355,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
         net, module.predictor, dm.test_dataloader(), dm.records["test"], fold, scoring, on_volume, device
     )
     calibration, uncertainty, uncalibrated = _calibration(net, module, dm, cfg, fit_on, fold, scoring, device)
-    if calibration:
-        region_rows = apply_calibration(region_rows, calibration)
+    region_rows = calibration.apply(region_rows)
     probs, labels, response_state, info = _response_stage(
         net, module, dm, cfg, {p: f for p, (_, f) in test_features.items()}, device
     )
@@ -358,7 +387,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     metrics["global_step"] = int(trainer.global_step)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     state.update(response_state)
-    document = _model_document(cfg, dm, module, info, calibration)
+    document = _model_document(cfg, dm, module, info, calibration.factors, calibration.region_model)
     document["region_uncertainty"] = uncertainty
     result.artifact_dir = save_artifact(run_dir / "model", state, document, metrics)
     result.predictions_dir = predictions

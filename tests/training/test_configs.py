@@ -42,13 +42,14 @@ def test_calibration_settings_default_to_the_fit_the_docs_describe() -> None:
         default = compose(config_name="train")
     settings = OmegaConf.to_container(default.calibration)
     # docs/training.md "Region calibration": by patient, no shrinkage, lesions fitted on the ≥ 4 mL scored, on the
-    # validation and training patients
+    # validation and training patients; the region kinetics model over the factors ("Region kinetics model")
     assert settings == {
         "enabled": True,
         "by_patient": True,
         "shrink": False,
         "min_volume_ml": {"lesions": 4.0},
         "fit_on": ["val", "train"],
+        "region_model": {"enabled": True, "alpha": 0.3},
     }
     assert dict(FIT_MIN_VOLUME_ML) == {"lesions": 4.0} and SMALL_LESION_ML == 4.0  # the function's default agrees
     assert cfg.calibration.min_volume_ml is None and cfg.calibration.shrink is True

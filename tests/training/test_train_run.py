@@ -59,6 +59,7 @@ def _train(tmp: Path, data: tuple[Path, Path], *extra: str, timeout: int = 600) 
 
 def test_run_writes_predictions_and_artifact(tmp_path: Path, tiny_prepared: tuple[Path, Path]) -> None:
     from ludl.models.calibration import fit_calibration
+    from ludl.models.region_model import fit_region_model
     from ludl.training.artifact import load_artifact
 
     float_columns = ("timepoint_h", "volume_ml", "gt_mean_dose_gy", "net_mean_dose_gy", "net_mean_dose_corrected_gy")
@@ -90,6 +91,9 @@ def test_run_writes_predictions_and_artifact(tmp_path: Path, tiny_prepared: tupl
     assert set(stored) == set(refit)
     for cls, by_time in refit.items():
         assert stored[cls] == pytest.approx(by_time)
+    # so is the region kinetics model, from the feature columns written beside them
+    model = fit_region_model(fitted["validation"] + fitted["training"], alpha=0.3, min_volume_ml={"lesions": 4.0})
+    assert artifact.model["region_model"] == model
     assert artifact.model["fold"] == 0 and artifact.model["training_cohort"]["n_patients"] == 3
     # rerunning the finished run resumes from last.ckpt and trains no further
     again = _train(tmp_path, tiny_prepared, f"out={out}", "evaluate=false")
