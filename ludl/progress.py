@@ -35,7 +35,10 @@ def _plain_step(total: int | None, label: str, unit: str, stream: TextIO) -> tup
         of_total = f"/{total}" if total is not None else ""
         elapsed_s = time.perf_counter() - start
         tail = f" {note}" if note else ""
-        print(f"{label}: {done}{of_total} {unit}{share} {elapsed_s:.1f} s{tail}", file=stream, flush=True)
+        # one write with its newline: print() writes text and end apart, and a Ctrl-C between them glued the job's
+        # "interrupted" line onto this one
+        stream.write(f"{label}: {done}{of_total} {unit}{share} {elapsed_s:.1f} s{tail}\n")
+        stream.flush()
 
     return step, lambda: None
 

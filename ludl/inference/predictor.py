@@ -36,6 +36,7 @@ from ludl.inference.model import ModelSet, load_models
 from ludl.inference.regions import region_table
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNetOutput
+from ludl.models.region_model import FeatureClasses
 from ludl.models.whole_volume import (
     FLIP_AXES,
     VolumePredictor,
@@ -49,6 +50,7 @@ from ludl.physics.units import MBQ_PER_GBQ, ML_PER_MM3
 __all__ = ["Prediction", "Predictor", "network_batch"]
 
 _LESION_CLASS = next(c.index for c in SEGMENTATION_CLASSES if c.kind == "lesion")
+_FEATURE_CLASSES = FeatureClasses.of(SEGMENTATION_CLASSES)
 # Smallest lesion the network's segmentation reports: ≈ 4 voxels of a 4.8 mm SPECT. Below it a lesion-class
 # component is noise, and thousands of such specks (an untrained or ill-fitting model) would each become a GTM region.
 MIN_LESION_ML = 0.5
@@ -304,7 +306,7 @@ class Predictor:
 
         def features(scored: RegionSet) -> dict[str, dict[str, float]]:
             labels = torch.as_tensor(np.asarray(scored.labels, dtype=np.int32))
-            return scored_region_features(batch, network_classes, labels, scored.values)
+            return scored_region_features(batch, network_classes, labels, scored.values, _FEATURE_CLASSES)
 
         rows = region_table(
             maps["dose"],

@@ -20,17 +20,18 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.calibration import CALIBRATED_COLUMN, FACTOR_RANGE, cell_float, class_of, estimate, nearest_factor
 
 __all__ = [
     "FEATURE_COLUMNS",
     "FEATURE_NAMES",
+    "FeatureClasses",
     "RegionFactor",
     "calibrate_rows",
     "fit_region_model",
@@ -50,13 +51,25 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f"feature_{n}" for n in FEATURE_NAMES)
 _SCAN_FEATURES = ("log_retained_fraction", "log_lesion_uptake_vs_pet", "log_kidney_fraction", "log_tumour_fraction")
-_CLASS = {c.name: c.index for c in SEGMENTATION_CLASSES}
-_KIDNEYS = (_CLASS["kidney_left"], _CLASS["kidney_right"])
-_LESION = _CLASS["lesion"]
 _MIN_PATIENTS = 3  # leave-one-patient-out needs at least 2 left to fit on
 
 # A region factor: (region class, scan time h, the region's feature columns) → factor on its corrected mean.
 RegionFactor = Callable[[str, float, Mapping[str, float]], float]
+
+
+@dataclass(frozen=True)
+class FeatureClasses:
+    """The segmentation class indices the scan features read: the kidneys and the lesion class."""
+
+    kidneys: tuple[int, ...]
+    lesion: int
+
+    @classmethod
+    def of(cls, table: Iterable[Any]) -> FeatureClasses:
+        """From a class table of items with ``index``, ``name``, ``kind`` (`ludl.io.regions.SEGMENTATION_CLASSES`)."""
+        items = list(table)
+        kidneys = tuple(int(c.index) for c in items if str(c.name).startswith("kidney_"))
+        return cls(kidneys, next(int(c.index) for c in items if c.kind == "lesion"))
 
 
 def _log(value: float) -> float:
@@ -69,11 +82,12 @@ def scan_features(
     classes: npt.NDArray[Any],
     voxel_ml: float,
     injected_mbq: float,
+    indices: FeatureClasses,
 ) -> dict[str, float]:
     """The patient-level features of one scan (z y x arrays on one grid; `classes` = the network's segmentation)."""
     activity = np.asarray(activity_mbq_per_ml, dtype=np.float64)
-    lesion = np.asarray(classes) == _LESION
-    kidneys = np.isin(classes, _KIDNEYS)
+    lesion = np.asarray(classes) == indices.lesion
+    kidneys = np.isin(classes, indices.kidneys)
     tumour_mbq = float(activity[lesion].sum()) * voxel_ml
     uptake_vs_pet = math.nan
     if suv is not None and lesion.any():

@@ -21,7 +21,7 @@ import torch
 
 from ludl.models.heads import VoxelHeadOutput
 from ludl.models.network import DoseNet, DoseNetOutput
-from ludl.models.region_model import region_features, scan_features
+from ludl.models.region_model import FeatureClasses, region_features, scan_features
 from ludl.physics.units import MBQ_PER_GBQ
 
 __all__ = [
@@ -182,7 +182,11 @@ def region_means(dose_gy: torch.Tensor, regions: torch.Tensor, values: torch.Ten
 
 
 def scored_region_features(
-    batch: Mapping[str, Any], classes: torch.Tensor, labels: torch.Tensor, values: Mapping[str, int]
+    batch: Mapping[str, Any],
+    classes: torch.Tensor,
+    labels: torch.Tensor,
+    values: Mapping[str, int],
+    indices: FeatureClasses,
 ) -> dict[str, dict[str, float]]:
     """The region kinetics model's features (`ludl.models.region_model`) of the regions `values` names in `labels`,
     from a whole-volume batch of one (its activity, PET, injected activity) and the network's class map (z y x, same
@@ -192,7 +196,7 @@ def scored_region_features(
     spacing = [float(s) for s in batch["spacing_zyx_mm"].reshape(-1, 3)[0].tolist()]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     injected_mbq = float(batch["injected_gbq"].reshape(-1)[0]) * MBQ_PER_GBQ
-    scan = scan_features(activity, suv, classes.cpu().numpy(), voxel_ml, injected_mbq)
+    scan = scan_features(activity, suv, classes.cpu().numpy(), voxel_ml, injected_mbq, indices)
     return region_features(activity, suv, labels.cpu().numpy(), values, voxel_ml, injected_mbq, scan)
 
 

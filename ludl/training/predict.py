@@ -24,7 +24,7 @@ import torch
 from ludl.io.prepared import read_case
 from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.network import DoseNet, DoseNetOutput
-from ludl.models.region_model import FEATURE_COLUMNS
+from ludl.models.region_model import FEATURE_COLUMNS, FeatureClasses
 from ludl.models.whole_volume import CorrectionInput, VolumePredictor, region_means, scored_region_features
 from ludl.training.metrics import dice_per_class, lesion_detection
 
@@ -68,6 +68,7 @@ SEGMENTATION_COLUMNS: tuple[str, ...] = (
 )
 PATIENT_COLUMNS: tuple[str, ...] = ("patient_id", "cycle", "fold", "p_non_response", "non_response")
 _NAN = math.nan
+_FEATURE_CLASSES = FeatureClasses.of(SEGMENTATION_CLASSES)
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def _region_rows(
             )
         )
     scored = {meta.names[v]: v for v in values.tolist() if v in meta.names}
-    features = scored_region_features(batch, out.seg_logits[0].argmax(dim=0), regions, scored)
+    features = scored_region_features(batch, out.seg_logits[0].argmax(dim=0), regions, scored, _FEATURE_CLASSES)
     rows = []
     for r, value in enumerate(values.tolist()):
         if value <= 0 or value not in meta.names:

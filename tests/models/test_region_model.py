@@ -12,6 +12,7 @@ from ludl.io.regions import SEGMENTATION_CLASSES
 from ludl.models.calibration import fit_calibration
 from ludl.models.region_model import (
     FEATURE_COLUMNS,
+    FeatureClasses,
     calibrate_rows,
     fit_region_model,
     region_factor,
@@ -20,6 +21,7 @@ from ludl.models.region_model import (
 )
 
 _INDEX = {c.name: c.index for c in SEGMENTATION_CLASSES}
+_CLASSES = FeatureClasses.of(SEGMENTATION_CLASSES)
 
 
 def test_features_of_a_hand_built_scan() -> None:
@@ -33,7 +35,8 @@ def test_features_of_a_hand_built_scan() -> None:
     suv[:2, :2, :2] = 10.0
     voxel_ml, injected_mbq = 0.008, 100.0
     total_mbq = (1000 - 8 - 125 + 8 * 5 + 125 * 3) * voxel_ml
-    scan = scan_features(activity, suv, classes, voxel_ml, injected_mbq)
+    assert _CLASSES == FeatureClasses((_INDEX["kidney_left"], _INDEX["kidney_right"]), _INDEX["lesion"])
+    scan = scan_features(activity, suv, classes, voxel_ml, injected_mbq, _CLASSES)
     assert scan["log_retained_fraction"] == pytest.approx(math.log(total_mbq / injected_mbq))
     assert scan["log_kidney_fraction"] == pytest.approx(math.log(125 * 3 * voxel_ml / injected_mbq))
     assert scan["log_tumour_fraction"] == pytest.approx(math.log(8 * 5 * voxel_ml / injected_mbq))
@@ -49,7 +52,7 @@ def test_features_of_a_hand_built_scan() -> None:
     assert lesion["feature_log_pet_suv"] == pytest.approx(math.log(10.0))
     assert features["kidney_left"]["feature_log_retained_fraction"] == scan["log_retained_fraction"]
     # no PET, no lesion found: those features are unknown, not zero
-    blind = scan_features(activity, None, np.zeros_like(classes), voxel_ml, injected_mbq)
+    blind = scan_features(activity, None, np.zeros_like(classes), voxel_ml, injected_mbq, _CLASSES)
     assert math.isnan(blind["log_lesion_uptake_vs_pet"]) and math.isnan(blind["log_tumour_fraction"])
 
 
