@@ -27,6 +27,18 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 _INTERRUPTED = "interrupted; finished cases are kept, rerun the same command to resume"
 
 
+def _caused_by_ctrl_c(error: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the exception's chain (its cause or the exception it arose in)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _interrupted_line(job: str, cfg: Any) -> str:
     """The one line Ctrl-C ends a job with: what was kept, and what a rerun does."""
     out = Path(str(cfg.out)) if "out" in cfg else None
@@ -305,6 +317,13 @@ def _run_job(job: str, overrides: list[str]) -> int:
         except KeyboardInterrupt:
             interrupted["line"] = _interrupted_line(job, cfg)
             raise
+        except Exception as error:
+            if not _caused_by_ctrl_c(error):
+                raise
+            # Ctrl-C while a compiled module was being imported: pybind11 re-raises it as ImportError
+            # ("initialization failed") from the KeyboardInterrupt — still the user's interrupt, not a failure
+            interrupted["line"] = _interrupted_line(job, cfg)
+            raise KeyboardInterrupt from error
         status["code"] = max(status["code"], code)
         # In a multirun the job may run in another process (joblib, SLURM): only an exception reaches the
         # sweeper, which re-raises it in this process once every job has ended.

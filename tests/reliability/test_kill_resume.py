@@ -175,3 +175,22 @@ def test_ctrl_c_of_synth_and_dosimetry_says_what_a_rerun_does(tmp_path: Path, ke
         assert "Traceback" not in err, err
         last = err.strip().splitlines()[-1]
         assert last.startswith(f"ludl {job_name}: interrupted;") and rerun in last, last
+
+
+def test_ctrl_c_during_a_compiled_import_counts_as_an_interrupt() -> None:
+    # pybind11 turns a Ctrl-C inside a compiled module's initialisation into ImportError("initialization failed")
+    # raised from the KeyboardInterrupt (a CI run caught `ludl dosimetry` there): the job must say "interrupted"
+    from ludl.cli import _caused_by_ctrl_c
+
+    def wrapped(cause: BaseException) -> ImportError:
+        try:
+            try:
+                raise cause
+            except BaseException as inner:
+                raise ImportError("initialization failed") from inner
+        except ImportError as outer:
+            return outer
+
+    assert _caused_by_ctrl_c(wrapped(KeyboardInterrupt()))
+    assert not _caused_by_ctrl_c(wrapped(OSError("libfoo.so: cannot open shared object file")))
+    assert not _caused_by_ctrl_c(ImportError("no module named foo"))
