@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ __all__ = [
     "estimate",
     "fit_calibration",
     "nearest_factor",
+    "scale_rows",
 ]
 
 CALIBRATED_COLUMN = "net_mean_dose_corrected_gy"  # the column the factors scale (and that evaluation scores)
@@ -134,11 +135,19 @@ def apply_calibration(
     rows: Sequence[Mapping[str, Any]], factors: Mapping[str, Mapping[str, float]]
 ) -> list[dict[str, Any]]:
     """New rows whose corrected column is the network's estimate × its class-and-time factor (input left alone)."""
+    return scale_rows(rows, lambda row: nearest_factor(factors, class_of(row), float(row["timepoint_h"])))
+
+
+def scale_rows(
+    rows: Sequence[Mapping[str, Any]], factor_of: Callable[[Mapping[str, Any]], float]
+) -> list[dict[str, Any]]:
+    """New rows whose corrected column is the network's estimate × ``factor_of(row)`` (input left alone; rows
+    without an estimate are copied as they are)."""
     out = []
     for row in rows:
         new = dict(row)
         value = estimate(row)
         if math.isfinite(value):
-            new[CALIBRATED_COLUMN] = value * nearest_factor(factors, class_of(row), float(row["timepoint_h"]))
+            new[CALIBRATED_COLUMN] = value * factor_of(row)
         out.append(new)
     return out

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ludl.models.calibration import CALIBRATED_COLUMN, FACTOR_RANGE, cell_float, class_of, estimate, nearest_factor
+from ludl.models.calibration import FACTOR_RANGE, cell_float, class_of, estimate, nearest_factor, scale_rows
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -248,13 +248,9 @@ def calibrate_rows(
     rows: Sequence[Mapping[str, Any]], factors: Mapping[str, Mapping[str, float]], model: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
     """New rows whose corrected column is the network's estimate × `region_factor` (input left alone)."""
-    out = []
-    for row in rows:
-        new = dict(row)
-        value = estimate(row)
-        if math.isfinite(value):
-            features = {c: cell_float(row.get(c)) for c in FEATURE_COLUMNS}
-            factor = region_factor(model, factors, class_of(row), float(row["timepoint_h"]), features)
-            new[CALIBRATED_COLUMN] = value * factor
-        out.append(new)
-    return out
+
+    def factor_of(row: Mapping[str, Any]) -> float:
+        features = {c: cell_float(row.get(c)) for c in FEATURE_COLUMNS}
+        return region_factor(model, factors, class_of(row), float(row["timepoint_h"]), features)
+
+    return scale_rows(rows, factor_of)
