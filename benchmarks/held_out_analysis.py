@@ -3,7 +3,8 @@
 1. **Who votes in the calibration** (needs ``predictions/training_regions.csv``: a run with ``calibration.fit_on``
    naming ``train``): for each class (kidneys, liver, spleen, lesions) and scan time, the factor fitted on the
    validation patients alone and on validation + training patients, against the factor the held-out patients would
-   fit on themselves (their rows with the artifact's calibration taken out); then the held-out median |error| % of
+   fit on themselves (their rows with the artifact's calibration — class factors and region kinetics model — taken
+   out); then the held-out median |error| % of
    the scored cells under each.
 2. **Network vs the STP formulas, region by region** (needs the prepared folder's ``stp_regions.csv``): per class and
    scan time, the correlation of the network's log error with Hänscheid's, Madsen's and the prior-informed formula's,
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ludl.evaluation.tables import LESION_MIN_VOLUME_ML
-from ludl.models.calibration import CALIBRATED_COLUMN, apply_calibration, fit_calibration, nearest_factor
+from ludl.models.calibration import CALIBRATED_COLUMN, apply_calibration, cell_float, fit_calibration
+from ludl.models.region_model import region_factor
 from ludl.training.artifact import load_artifact
 
 _FLOATS = ("timepoint_h", "volume_ml", "gt_mean_dose_gy", "net_mean_dose_gy", CALIBRATED_COLUMN)
@@ -37,7 +39,7 @@ _FACTOR_CLASSES = ("kidneys", "liver", "spleen", "lesions")  # the organ and les
 
 def _rows(path: Path) -> list[dict[str, Any]]:
     with path.open() as handle:
-        return [{**r, **{k: float(r[k] or "nan") for k in _FLOATS}} for r in csv.DictReader(handle)]
+        return [{**r, **{k: cell_float(r[k]) for k in _FLOATS}} for r in csv.DictReader(handle)]
 
 
 def _scored(row: Mapping[str, Any], cls: str, time_h: float) -> bool:
@@ -54,9 +56,15 @@ def who_votes(run: Path) -> None:
     """Part 1 of the module docstring."""
     predictions = run / "predictions"
     validation, training = _rows(predictions / "validation_regions.csv"), _rows(predictions / "training_regions.csv")
-    stored = load_artifact(run / "model").model["region_calibration"]
+    model = load_artifact(run / "model").model
+    stored, region_model = model["region_calibration"], model.get("region_model")
+    # the held-out rows as the network gave them: the factor each was scaled by (class factor or region model) out
     held_out = [
-        {**r, CALIBRATED_COLUMN: r[CALIBRATED_COLUMN] / nearest_factor(stored, r["region_class"], r["timepoint_h"])}
+        {
+            **r,
+            CALIBRATED_COLUMN: r[CALIBRATED_COLUMN]
+            / region_factor(region_model, stored, r["region_class"], r["timepoint_h"], r),
+        }
         for r in _rows(predictions / "regions.csv")
     ]
     fits = {"val": fit_calibration(validation), "val+train": fit_calibration(validation + training)}

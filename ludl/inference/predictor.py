@@ -227,16 +227,14 @@ class Predictor:
             spect = resample_to(spect, grid, kind="activity")
             density = resample_to(density, grid, kind="linear", default=float(np.min(density.array)))
             suv = None if suv is None else resample_to(suv, grid, kind="activity")
-        batch = network_batch(
-            spect.array,
-            None if suv is None else suv.array,
-            density.array,
-            inputs.time_h,
-            inputs.injected_mbq,
-            spect.spacing_zyx_mm,
-        )
+
+        def batch_of(activity: Volume, pet: Volume | None, ct_density: Volume) -> dict[str, Any]:
+            arrays = (activity.array, None if pet is None else pet.array, ct_density.array)
+            return network_batch(*arrays, inputs.time_h, inputs.injected_mbq, activity.spacing_zyx_mm)
+
+        batch = batch_of(spect, suv, density)
         # the region features are read on the grid the regions are scored on: the scan's own
-        scan_batch = batch if grid is None else _scan_batch(inputs)
+        scan_batch = batch if grid is None else batch_of(inputs.spect, inputs.suv, inputs.density)
         timings["inputs"] = time.perf_counter() - started
         started = time.perf_counter()
         outs, probs = self._members(batch)
@@ -370,18 +368,6 @@ class Predictor:
         prediction = self.predict(inputs)
         prediction.timings_s["read_and_register"] = read_s
         return prediction
-
-
-def _scan_batch(inputs: ScanInputs) -> dict[str, Any]:
-    """The whole-volume batch of the scan on its own grid (the model's grid differs)."""
-    return network_batch(
-        inputs.spect.array,
-        None if inputs.suv is None else inputs.suv.array,
-        inputs.density.array,
-        inputs.time_h,
-        inputs.injected_mbq,
-        inputs.spect.spacing_zyx_mm,
-    )
 
 
 def _combine(outs: Sequence[DoseNetOutput]) -> dict[str, torch.Tensor]:

@@ -34,7 +34,9 @@ __all__ = [
     "estimate",
     "fit_calibration",
     "nearest_factor",
+    "nearest_time",
     "scale_rows",
+    "usable_cells",
 ]
 
 CALIBRATED_COLUMN = "net_mean_dose_corrected_gy"  # the column the factors scale (and that evaluation scores)
@@ -67,20 +69,30 @@ def cell_float(value: Any) -> float:
     return math.nan if value is None or value == "" else float(value)
 
 
+def usable_cells(
+    rows: Iterable[Mapping[str, Any]], min_volume_ml: Mapping[str, float]
+) -> dict[tuple[str, float], list[Mapping[str, Any]]]:
+    """(class, scan time) → the rows a fit may use: a class, a finite positive ground truth and estimate, and at
+    least the class's `min_volume_ml` (rows without a volume stay in)."""
+    cells: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        cls, gt, est = class_of(row), cell_float(row.get("gt_mean_dose_gy")), estimate(row)
+        volume = cell_float(row.get("volume_ml"))
+        if cls in min_volume_ml and math.isfinite(volume) and volume < min_volume_ml[cls]:
+            continue
+        if cls and math.isfinite(gt) and math.isfinite(est) and gt > 0 and est > 0:
+            cells[(cls, float(row["timepoint_h"]))].append(row)
+    return dict(cells)
+
+
 def _ratios(
     rows: Iterable[Mapping[str, Any]], min_volume_ml: Mapping[str, float]
 ) -> dict[tuple[str, float], list[tuple[str, float]]]:
     """(class, scan time) → [(patient, ground truth / network)] of the usable rows."""
-    ratios: dict[tuple[str, float], list[tuple[str, float]]] = defaultdict(list)
-    for row in rows:
-        gt, est = float(row.get("gt_mean_dose_gy", math.nan)), estimate(row)
-        cls = class_of(row)
-        volume = float(row.get("volume_ml", math.nan))
-        if cls in min_volume_ml and math.isfinite(volume) and volume < min_volume_ml[cls]:
-            continue
-        if cls and math.isfinite(gt) and math.isfinite(est) and gt > 0 and est > 0:
-            ratios[(cls, float(row["timepoint_h"]))].append((str(row.get("patient_id", "")), gt / est))
-    return ratios
+    return {
+        key: [(str(r.get("patient_id", "")), cell_float(r["gt_mean_dose_gy"]) / estimate(r)) for r in cell]
+        for key, cell in usable_cells(rows, min_volume_ml).items()
+    }
 
 
 def fit_calibration(
@@ -125,10 +137,12 @@ def fit_calibration(
 def nearest_factor(factors: Mapping[str, Mapping[str, float]], region_class: str, timepoint_h: float) -> float:
     """The factor of a class at the fitted scan time nearest to `timepoint_h` (1.0 for an unknown class)."""
     by_time = factors.get(region_class) or {}
-    if not by_time:
-        return 1.0
-    nearest = min(by_time, key=lambda t: abs(math.log(float(t) / timepoint_h)) if timepoint_h > 0 else 0.0)
-    return float(by_time[nearest])
+    return float(by_time[nearest_time(by_time, timepoint_h)]) if by_time else 1.0
+
+
+def nearest_time(times: Iterable[str], timepoint_h: float) -> str:
+    """Of fitted scan times (h, as text), the one nearest to `timepoint_h` in log time (the first for t ≤ 0)."""
+    return min(times, key=lambda t: abs(math.log(float(t) / timepoint_h)) if timepoint_h > 0 else 0.0)
 
 
 def apply_calibration(

@@ -26,7 +26,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ludl.models.calibration import FACTOR_RANGE, cell_float, class_of, estimate, nearest_factor, scale_rows
+from ludl.models.calibration import (
+    FACTOR_RANGE,
+    cell_float,
+    class_of,
+    estimate,
+    nearest_factor,
+    nearest_time,
+    scale_rows,
+    usable_cells,
+)
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -168,20 +177,6 @@ def _factor_log(y: npt.NDArray[np.float64], patients: npt.NDArray[Any]) -> float
     return float(np.median([np.median(y[patients == p]) for p in np.unique(patients)]))
 
 
-def _cells(
-    rows: Iterable[Mapping[str, Any]], min_volume_ml: Mapping[str, float]
-) -> dict[tuple[str, float], list[Mapping[str, Any]]]:
-    cells: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
-    for row in rows:
-        cls, gt, est = class_of(row), cell_float(row.get("gt_mean_dose_gy")), estimate(row)
-        volume = cell_float(row.get("volume_ml"))
-        if cls in min_volume_ml and math.isfinite(volume) and volume < min_volume_ml[cls]:
-            continue
-        if cls and math.isfinite(gt) and math.isfinite(est) and gt > 0 and est > 0:
-            cells[(cls, float(row["timepoint_h"]))].append(row)
-    return cells
-
-
 def fit_region_model(
     rows: Iterable[Mapping[str, Any]], *, alpha: float = 0.3, min_volume_ml: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
@@ -194,7 +189,7 @@ def fit_region_model(
     """
     fits: dict[str, dict[str, Any]] = defaultdict(dict)
     selection: dict[str, dict[str, Any]] = defaultdict(dict)
-    for (cls, time_h), cell in sorted(_cells(rows, dict(min_volume_ml or {})).items()):
+    for (cls, time_h), cell in sorted(usable_cells(rows, dict(min_volume_ml or {})).items()):
         patients = np.array([str(r.get("patient_id", "")) for r in cell])
         if len(set(patients.tolist())) < _MIN_PATIENTS:
             continue
@@ -231,14 +226,13 @@ def region_factor(
     clipped to the factor range."""
     fits = ((model or {}).get("fits") or {}).get(region_class) or {}
     min_volume_ml = float(((model or {}).get("min_volume_ml") or {}).get(region_class, 0.0))
-    log_volume = float(features.get("feature_log_volume_ml", math.nan))
+    log_volume = cell_float(features.get("feature_log_volume_ml"))
     if min_volume_ml > 0 and not (math.isfinite(log_volume) and math.exp(log_volume) >= min_volume_ml * (1 - 1e-9)):
         fits = {}
-    by_time = {**{t: None for t in fits}, **(factors.get(region_class) or {})}
-    if not fits or not by_time:
+    if not fits:
         return nearest_factor(factors, region_class, timepoint_h)
-    nearest = min(by_time, key=lambda t: abs(math.log(float(t) / timepoint_h)) if timepoint_h > 0 else 0.0)
-    if nearest not in fits:
+    nearest = nearest_time([*fits, *(factors.get(region_class) or {})], timepoint_h)
+    if nearest not in fits:  # the class factor's scan time is nearer
         return nearest_factor(factors, region_class, timepoint_h)
     x = np.array([[cell_float(features.get(c)) for c in FEATURE_COLUMNS]], dtype=np.float64)
     return float(np.clip(math.exp(float(_predict_log(fits[nearest], x)[0])), *FACTOR_RANGE))

@@ -22,7 +22,7 @@ import torch
 from ludl.models.heads import VoxelHeadOutput
 from ludl.models.network import DoseNet, DoseNetOutput
 from ludl.models.region_model import FeatureClasses, region_features, scan_features
-from ludl.physics.units import MBQ_PER_GBQ
+from ludl.physics.units import MBQ_PER_GBQ, ML_PER_MM3
 
 __all__ = [
     "FLIP_AXES",
@@ -194,7 +194,7 @@ def scored_region_features(
     activity = batch["activity_mbq_per_ml"][0, 0].cpu().numpy()
     suv = batch["suv"][0, 0].cpu().numpy() if "suv" in batch else None
     spacing = [float(s) for s in batch["spacing_zyx_mm"].reshape(-1, 3)[0].tolist()]
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = float(np.prod(spacing)) * ML_PER_MM3
     injected_mbq = float(batch["injected_gbq"].reshape(-1)[0]) * MBQ_PER_GBQ
     scan = scan_features(activity, suv, classes.cpu().numpy(), voxel_ml, injected_mbq, indices)
     return region_features(activity, suv, labels.cpu().numpy(), values, voxel_ml, injected_mbq, scan)

@@ -281,9 +281,10 @@ def _calibration(
     # followed the patient with the most lesions). With 4 validation patients it carried ±10 % of patient sampling
     # (docs/training.md "Region calibration"); the training patients share the structural bias (τ, the single-scan
     # GTM), so fit_on: [val, train] lets them vote too.
+    fit_rows = [row for split in fit_on for row in rows.get(split, [])]
     factors = (
         fit_calibration(
-            [row for split in fit_on for row in rows.get(split, [])],
+            fit_rows,
             by_patient=bool(settings["by_patient"]),
             shrink=bool(settings["shrink"]),
             min_volume_ml=settings["min_volume_ml"],
@@ -291,14 +292,10 @@ def _calibration(
         if enabled
         else {}
     )
-    model_settings = dict(settings.get("region_model") or {})
+    model_settings = settings["region_model"]
     region_model = (
-        fit_region_model(
-            [row for split in fit_on for row in rows.get(split, [])],
-            alpha=float(model_settings["alpha"]),
-            min_volume_ml=settings["min_volume_ml"],
-        )
-        if enabled and model_settings.get("enabled")
+        fit_region_model(fit_rows, alpha=float(model_settings["alpha"]), min_volume_ml=settings["min_volume_ml"])
+        if enabled and model_settings["enabled"]
         else None
     )
     calibration = Calibration(factors, region_model)
