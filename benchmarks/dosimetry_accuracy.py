@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 from _accuracy import add_cohort_arguments, cohort_path, dosimetry_options, summarise, truth_rows, write_csv
 
+from ludl.evaluation.tables import LESION_MIN_VOLUME_ML
 from ludl.physics.units import FWHM_PER_SIGMA
 
 _BAR_ORGANS = ("kidneys", "liver", "spleen")
@@ -53,13 +54,12 @@ _CLASS_ORDER = (
     "lesion>=4mL",
     "lesion<4mL",
 )
-_MIN_LESION_ML = 4.0
 
 
 def region_class(region: str, kind: str, true_volume_ml: float) -> str:
     """Reporting class of a region: organ pairs pooled, lesions split at 4 mL of true volume."""
     if kind == "lesion":
-        return "lesion>=4mL" if true_volume_ml >= _MIN_LESION_ML else "lesion<4mL"
+        return "lesion>=4mL" if true_volume_ml >= LESION_MIN_VOLUME_ML else "lesion<4mL"
     for prefix, name in (("kidney", "kidneys"), ("parotid", "parotids")):
         if region.startswith(prefix):
             return name

@@ -73,7 +73,7 @@ def _impute(x: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(x), x, 0.0)
 
 
-def _region_priors(priors: Any, n: int) -> tuple[dict[str, RegionPrior], dict[str, float]]:
+def stp_region_priors(priors: Any, n: int) -> tuple[dict[str, RegionPrior], dict[str, float]]:
     """`RegionPrior` per class (biexp_uptake moments from the exact curves) and Madsen's median T_eff per class."""
     fits: dict[str, list[dict[str, float]]] = {}
     inj: dict[str, list[float]] = {}
@@ -129,7 +129,7 @@ def _median_ci(err: np.ndarray, patient: np.ndarray, n_boot: int, seed: int) -> 
     return float(np.median(err)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
 
 
-def _held_out(priors: Any, n: int, times: Sequence[float]) -> dict[tuple[float, str], dict[str, np.ndarray]]:
+def held_out_rows(priors: Any, n: int, times: Sequence[float]) -> dict[tuple[float, str], dict[str, np.ndarray]]:
     """Held-out rows per (time, class): features, activities, truth, patient (every lesion)."""
     out: dict[tuple[float, str], dict[str, list[Any]]] = {}
     err = MeasurementError()
@@ -184,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     reference = SingleScanReference(models, args.train)
     print(f"reference trained in {time.perf_counter() - t0:.0f} s", flush=True)
     t0 = time.perf_counter()
-    held = _held_out(priors, args.held_out, times)
-    region_priors, madsen_t_eff = _region_priors(priors, min(args.train, 1000))
+    held = held_out_rows(priors, args.held_out, times)
+    region_priors, madsen_t_eff = stp_region_priors(priors, min(args.train, 1000))
     print(f"held-out population and STP priors in {time.perf_counter() - t0:.0f} s", flush=True)
     prior_est = PriorInformedEstimator(region_priors, n_samples=1024, n_patient_nodes=12)
     rows: list[dict[str, Any]] = []
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ("kidneys", "salivary", "lacrimal", "liver", "spleen", "red_marrow", "lesions").index(cls),
             )
             est: dict[str, np.ndarray] = {}
-            scan_like = _Scan(t, cls, h)
+            scan_like = HeldOutScan(t, cls, h)
             est["reference"] = reference_estimate(reference, scan_like, "noise_free")
             est["reference_noisy"] = reference_estimate(reference, scan_like, "noisy")
             t1 = time.perf_counter()
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"total {time.perf_counter() - t_start:.0f} s; features: {len(FEATURE_NAMES)}")
 
 
-class _Scan:
+class HeldOutScan:
     """The held-out rows of one (time, class) shaped like a `ScanFeatures` for `SingleScanReference.estimate`."""
 
     def __init__(self, time_h: float, cls: str, h: Mapping[str, np.ndarray]) -> None:
@@ -254,7 +254,7 @@ class _Scan:
         self.activity_noise_free_mbq, self.activity_noisy_mbq = h["a"], h["an"]
 
 
-def reference_estimate(reference: Any, scan: _Scan, variant: str) -> np.ndarray:
+def reference_estimate(reference: Any, scan: HeldOutScan, variant: str) -> np.ndarray:
     """The reference's TIA of the held-out rows."""
     out: np.ndarray = reference.estimate(scan, variant)
     return out

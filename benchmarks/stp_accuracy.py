@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 from _accuracy import add_cohort_arguments, cohort_path, dosimetry_options, summarise, truth_rows, write_csv
 
+from ludl.evaluation.tables import LESION_MIN_VOLUME_ML
+
 _CLASSES = ("kidneys", "liver", "spleen", "salivary", "red_marrow", "lesions")
-_MIN_LESION_ML = 4.0
 _METHODS = ("haenscheid", "madsen", "prior")
 
 
@@ -79,7 +80,7 @@ def with_errors(
         if cls not in _CLASSES:
             continue
         true_ml = volumes.get((str(row["patient_id"]), int(row["cycle"]), str(row["region"])), math.nan)
-        if cls == "lesions" and volumes and not true_ml >= _MIN_LESION_ML:
+        if cls == "lesions" and volumes and not true_ml >= LESION_MIN_VOLUME_ML:
             continue  # small lesions (or ones the truth does not list) are reported by dosimetry_accuracy.py
         dose, gt, true = _num(row["mean_dose_gy"]), _num(row["gt_mean_dose_gy"]), _num(row["true_mean_dose_gy"])
         tia_unc, gt_tia_unc = _num(row.get("tia_uncorrected_mbq_h")), _num(row.get("gt_tia_uncorrected_mbq_h"))
@@ -116,7 +117,7 @@ def table(
 ) -> str:
     """One region class: the multi-TP line, then every scan time × method (errors in %)."""
     sel = [r for r in rows if r["region_class"] == cls]
-    label = f"lesions >= {_MIN_LESION_ML:g} mL" if cls == "lesions" else cls
+    label = f"lesions >= {LESION_MIN_VOLUME_ML:g} mL" if cls == "lesions" else cls
     regions = {(r["patient_id"], r["cycle"], r["region"]): r for r in sel}
     head = f"{'med':>7}{'|med|':>7}{'P90':>7}"
     lines = [
