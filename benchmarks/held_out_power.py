@@ -22,7 +22,6 @@ that size to the truth the methods are scored on (a pessimistic bracket: the rea
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from single_scan_reference import HeldOutScan, held_out_rows, reference_estimate
 
 from ludl.evaluation.stats import paired_median_abs_interval
 from ludl.evaluation.tables import LESION_MIN_VOLUME_ML
-from ludl.physics.stp import PriorInformedEstimator
+from ludl.physics.stp import PriorInformedEstimator, haenscheid_tia, madsen_tia
 from ludl.synth.config import make_config
 from ludl.synth.reference import (
     DEFAULT_TRAINING_PATIENTS,
@@ -43,17 +42,15 @@ from ludl.synth.reference import (
 )
 from ludl.synth.reference.model import _train_time, hgb_settings
 
-_LN2 = math.log(2.0)
 _FORMULAS = ("haenscheid", "madsen", "prior_informed")
 
 
 def _formulas(h: Mapping[str, np.ndarray], cls: str, t: float, madsen_t_eff: Mapping[str, float], prior: Any) -> dict:
     """TIA estimates of the three STP formulas from the noisy activity."""
-    lam = _LN2 / madsen_t_eff[cls]
     post = prior.posterior(h["an"], t, cls, h["inj"], patient_ids=list(h["patient"]))
     return {
-        "haenscheid": h["an"] * 2.0 * t / _LN2,
-        "madsen": h["an"] * np.exp(lam * t) / lam,
+        "haenscheid": haenscheid_tia(h["an"], t),
+        "madsen": madsen_tia(h["an"], t, madsen_t_eff[cls]),
         "prior_informed": np.asarray(post.median, dtype=np.float64),
     }
 

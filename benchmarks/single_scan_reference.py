@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ludl.physics.stp import PriorInformedEstimator, RegionPrior
+from ludl.physics.stp import PriorInformedEstimator, RegionPrior, haenscheid_tia, madsen_tia
 from ludl.synth.config import make_config
 from ludl.synth.kinetics import patient_rng, sample_lesions, sample_patient_kinetics
 from ludl.synth.reference import (
@@ -40,7 +40,6 @@ from ludl.synth.reference.model import MAX_TRAINING_ROWS, _subsample, _train_tim
 
 _CLASSES = ("kidneys", "liver", "spleen", "salivary", "lesions")
 _TIMES = (4.0, 24.0, 48.0, 96.0, 168.0)
-_LN2 = math.log(2.0)
 _HELD_OUT_SEED = 314_159
 
 
@@ -88,7 +87,7 @@ def stp_region_priors(priors: Any, n: int) -> tuple[dict[str, RegionPrior], dict
             if cls is None:
                 continue
             te, tp, tia = float(kin.t_eff_h(r)), float(kin.time_to_peak_h(r)), float(kin.tia_mbq_h(r))
-            lam_eff = _LN2 / te
+            lam_eff = math.log(2.0) / te
             # λ_u from the time to peak of the biexp_uptake curve: t_p = ln(λ_u/λ_eff)/(λ_u − λ_eff) (bisection).
             lo, hi = lam_eff * 1.06, 50.0
             for _ in range(60):
@@ -214,9 +213,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     model.fit(x_tr, d.y_noise_free[k])
                     est[name] = h["a"] * np.exp(model.predict(x_te))
             fit_s = time.perf_counter() - t1
-            est["haenscheid"] = h["a"] * 2.0 * t / _LN2
-            lam = _LN2 / madsen_t_eff[cls]
-            est["madsen"] = h["a"] * np.exp(lam * t) / lam
+            est["haenscheid"] = haenscheid_tia(h["a"], t)
+            est["madsen"] = madsen_tia(h["a"], t, madsen_t_eff[cls])
             post = prior_est.posterior(h["a"], t, cls, h["inj"], patient_ids=list(h["patient"]))
             est["prior_informed"] = post.median
             for m, e in est.items():

@@ -219,11 +219,11 @@ def region_factor(
     factors: Mapping[str, Mapping[str, float]],
     region_class: str,
     timepoint_h: float,
-    features: Mapping[str, float],
+    features: Mapping[str, Any],
 ) -> float:
     """The factor on one region's corrected mean: the ridge fit of its class at the nearest fitted scan time where
     one was kept, else the class factor (`nearest_factor`, also for a region under the fit's minimum volume);
-    clipped to the factor range."""
+    clipped to the factor range. `features`: the region's feature columns, as floats or as CSV text."""
     fits = ((model or {}).get("fits") or {}).get(region_class) or {}
     min_volume_ml = float(((model or {}).get("min_volume_ml") or {}).get(region_class, 0.0))
     log_volume = cell_float(features.get("feature_log_volume_ml"))
@@ -243,8 +243,4 @@ def calibrate_rows(
 ) -> list[dict[str, Any]]:
     """New rows whose corrected column is the network's estimate × `region_factor` (input left alone)."""
 
-    def factor_of(row: Mapping[str, Any]) -> float:
-        features = {c: cell_float(row.get(c)) for c in FEATURE_COLUMNS}
-        return region_factor(model, factors, class_of(row), float(row["timepoint_h"]), features)
-
-    return scale_rows(rows, factor_of)
+    return scale_rows(rows, lambda row: region_factor(model, factors, class_of(row), float(row["timepoint_h"]), row))

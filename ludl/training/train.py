@@ -209,8 +209,7 @@ def _model_document(
     dm: Any,
     module: DoseLightningModule,
     info: Mapping[str, Any],
-    calibration: Mapping[str, Any],
-    region_model: Mapping[str, Any] | None,
+    calibration: Calibration,
 ) -> dict[str, Any]:
     descriptor = dm.descriptor
     network = plain(cfg.model)
@@ -228,8 +227,8 @@ def _model_document(
         "fold": int(dm.fold),
         "response": dict(info),
         "response_timepoint_h": RESPONSE_TIMEPOINT_H,
-        "region_calibration": calibration,
-        "region_model": dict(region_model) if region_model else None,
+        "region_calibration": calibration.factors,
+        "region_model": calibration.region_model or None,
         "inference": plain(cfg.get("inference")),  # the whole-volume window the evaluation used: Predictor's default
         "provenance": dataset_provenance(
             dm.prepared_dir,
@@ -384,7 +383,7 @@ def train(cfg: Any, scoring: RegionScoring | None = None) -> TrainResult:
     metrics["global_step"] = int(trainer.global_step)
     state = {f"net.{k}": v for k, v in net.state_dict().items()}
     state.update(response_state)
-    document = _model_document(cfg, dm, module, info, calibration.factors, calibration.region_model)
+    document = _model_document(cfg, dm, module, info, calibration)
     document["region_uncertainty"] = uncertainty
     result.artifact_dir = save_artifact(run_dir / "model", state, document, metrics)
     result.predictions_dir = predictions
